@@ -1,0 +1,5 @@
+import sys
+
+from optiloss.cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""The ``optiloss`` command. It only translates arguments; the library does the work."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Sequence
+
+from optiloss.errors import OptilossError
+
+
+def _storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="URL",
+                        help="SQLAlchemy URL of the study database (default: $OPTILOSS_STORAGE "
+                             "or sqlite:///storage/optiloss.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optiloss",
+        description="Search loss functions for image classifiers with Optuna's NSGA-II, "
+                    "one study per (dataset, augmentation).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = commands.add_parser("search", help="create or continue a loss search",
+                                 description="Create or continue a loss-search study until it holds "
+                                             "--n-trials COMPLETE trials, then print its Pareto set.")
+    search.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
+    search.add_argument("--dataset", help="data set name (default: digits)")
+    search.add_argument("--augmentation", help="training augmentation (default: base)")
+    search.add_argument("--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold")
+    _storage_option(search)
+    search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
+    search.add_argument("--seed", type=int, metavar="S", help="base seed")
+    search.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    studies = commands.add_parser("studies", help="list studies with trial counts and best values")
+    _storage_option(studies)
+    studies.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    pareto = commands.add_parser("pareto", help="print a study's Pareto set with formulas")
+    pareto.add_argument("study", help="study name")
+    _storage_option(pareto)
+    pareto.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    show = commands.add_parser("show", help="print one trial's loss")
+    show.add_argument("study", help="study name")
+    show.add_argument("trial", type=int, help="trial number")
+    _storage_option(show)
+    show.add_argument("--format", choices=("text", "latex", "python"), default="text")
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
+    _storage_option(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    words = ["optiloss", "search"] + ([args.config] if args.config else [])
+    for option in ("dataset", "augmentation", "n_trials", "study_name", "seed", "device"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", str(value)]
+    if args.storage:
+        from optiloss.search import mask_url
+        words += ["--storage", mask_url(args.storage)]
+    return shlex.join(words)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from optiloss.report import format_rows, load_study, pareto_rows
+    from optiloss.search import load_config, mask_url, open_storage, run_search
+
+    config = load_config(args.config, {
+        "dataset": args.dataset, "augmentation": args.augmentation, "n_trials": args.n_trials,
+        "study_name": args.study_name, "seed": args.seed, "device": args.device})
+    try:
+        outcome = run_search(config, args.storage, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the study is saved. Resume with: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
+    print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
+          f"{outcome.rejected} genomes rejected this run):")
+    print(format_rows(pareto_rows(study)))
+    print("\nWatch it in optuna-dashboard:  "
+          + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcome.storage_url)]))
+    return 0
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from optiloss.report import format_rows, study_rows
+    from optiloss.search import open_storage
+
+    print(format_rows(study_rows(open_storage(args.storage, create=False)), args.format))
+    return 0
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from optiloss.report import format_rows, load_study, pareto_rows
+    from optiloss.search import open_storage
+
+    study = load_study(open_storage(args.storage, create=False), args.study)
+    print(format_rows(pareto_rows(study), args.format))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from optiloss.report import load_study, show_trial
+    from optiloss.search import open_storage
+
+    study = load_study(open_storage(args.storage, create=False), args.study)
+    print(show_trial(study, args.trial, args.format))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    from optiloss.search import mask_url, open_storage, resolve_storage_url
+
+    storage = open_storage(args.storage, create=False)
+    print(f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
+          f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as error:
+        raise OptilossError(f"cannot serve on {args.host}:{args.port}: {error.strerror}; "
+                            "choose another --port") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _show,
+            "dashboard": _dashboard}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except OptilossError as error:
+        print(f"optiloss: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

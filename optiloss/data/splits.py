@@ -1,0 +1,54 @@
+"""The in-memory form of a data set and stratified splitting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """Images as uint8 tensors (N, C, H, W) with int64 labels, split three ways.
+
+    The search trains on ``train`` and scores on ``val``; ``test`` is reserved
+    for transfer and final evaluation.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.train_images.shape[2:])
+
+    def to(self, device: torch.device | str) -> "ImageSplits":
+        """A copy with every tensor on ``device`` (still uint8: batches become float on the fly)."""
+        moved = {field: getattr(self, field).to(device) for field in (
+            "train_images", "train_labels", "val_images", "val_labels",
+            "test_images", "test_labels")}
+        return replace(self, **moved)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with ``fraction`` of each class held out, reproducibly."""
+    indices = np.arange(len(labels))
+    kept, held_out = train_test_split(indices, test_size=fraction, random_state=seed,
+                                      stratify=labels)
+    return np.sort(kept), np.sort(held_out)

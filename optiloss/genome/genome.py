@@ -1,0 +1,245 @@
+"""The loss genome: a fixed-length Cartesian-GP graph over ``y`` and ``p``.
+
+A genome has ``n_nodes`` nodes. Node ``k`` holds an operator and two input
+references; an input is a leaf (``y``: target distribution, ``p``: softmax
+probabilities, the constants ``1`` and ``-1``) or an earlier node ``n0`` …
+``n{k-1}``. The last node is the output. Unary operators ignore their second
+input, which stays in the genome so that every gene exists in every trial.
+
+The loss of a batch is the output node's (B, C) tensor summed over classes and
+averaged over the batch, times -1 when the genome is ``negated`` (set by the
+screen so that every loss falls as the true-class probability rises).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping
+
+import torch
+
+from optiloss.genome.operators import OPERATOR_NAMES, OPERATORS
+
+LEAVES: tuple[str, ...] = ("y", "p", "1", "-1")
+DEFAULT_NODES = 5
+
+
+def node_name(index: int) -> str:
+    return f"n{index}"
+
+
+def input_choices(index: int) -> tuple[str, ...]:
+    """The references node ``index`` may read: every leaf and every earlier node."""
+    return LEAVES + tuple(node_name(k) for k in range(index))
+
+
+def gene_names(index: int) -> tuple[str, str, str]:
+    """Optuna parameter names of node ``index``: operator, first and second input."""
+    return f"node{index}_op", f"node{index}_in1", f"node{index}_in2"
+
+
+@dataclass(frozen=True)
+class Node:
+    operator: str
+    inputs: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Genome:
+    """An immutable loss program. Build it with :meth:`suggest` or :meth:`from_params`."""
+
+    nodes: tuple[Node, ...]
+    negated: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.nodes) < 1:
+            raise ValueError("a genome needs at least one node")
+        for index, node in enumerate(self.nodes):
+            if node.operator not in OPERATORS:
+                raise ValueError(f"node {index}: unknown operator {node.operator!r}")
+            allowed = input_choices(index)
+            for ref in node.inputs:
+                if ref not in allowed:
+                    raise ValueError(f"node {index}: input {ref!r} not in {allowed}")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def suggest(cls, trial, n_nodes: int = DEFAULT_NODES) -> "Genome":
+        """Suggest every gene of an ``n_nodes`` genome from an Optuna trial.
+
+        Every gene is a categorical parameter with a fixed name and fixed
+        choices, active or not, so NSGA-II can inherit each of them.
+        """
+        nodes = []
+        for index in range(n_nodes):
+            op_name, in1_name, in2_name = gene_names(index)
+            choices = input_choices(index)
+            operator = trial.suggest_categorical(op_name, OPERATOR_NAMES)
+            in1 = trial.suggest_categorical(in1_name, choices)
+            in2 = trial.suggest_categorical(in2_name, choices)
+            nodes.append(Node(operator, (in1, in2)))
+        return cls(tuple(nodes))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str], n_nodes: int | None = None) -> "Genome":
+        """Decode trial parameters (as written by :meth:`suggest`) into a genome."""
+        if n_nodes is None:
+            n_nodes = sum(1 for name in params if name.endswith("_op"))
+        nodes = []
+        for index in range(n_nodes):
+            op_name, in1_name, in2_name = gene_names(index)
+            try:
+                nodes.append(Node(params[op_name], (params[in1_name], params[in2_name])))
+            except KeyError as missing:
+                raise ValueError(f"parameter {missing.args[0]} is missing") from None
+        return cls(tuple(nodes))
+
+    @classmethod
+    def from_nodes(cls, *nodes: tuple[str, str] | tuple[str, str, str],
+                   n_nodes: int = DEFAULT_NODES) -> "Genome":
+        """Build a genome from ``(operator, in1[, in2])`` tuples; the last is the output.
+
+        Hidden nodes are placed first, the output last; unused slots are filled
+        with an inactive ``add(y, y)`` so the genome has ``n_nodes`` nodes.
+        Inputs may name earlier tuples as ``n0``, ``n1`` … in the given order.
+        """
+        if len(nodes) > n_nodes:
+            raise ValueError(f"{len(nodes)} nodes do not fit in {n_nodes}")
+        filler = n_nodes - len(nodes)
+        remap = {node_name(k): node_name(k if k < len(nodes) - 1 else k + filler)
+                 for k in range(len(nodes))}
+        built: list[Node] = []
+        for position, spec in enumerate(nodes):
+            operator, *refs = spec
+            refs = [remap.get(ref, ref) for ref in refs]
+            in2 = refs[1] if len(refs) > 1 else refs[0]
+            if position == len(nodes) - 1:
+                built.extend(Node("add", ("y", "y")) for _ in range(filler))
+            built.append(Node(operator, (refs[0], in2)))
+        return cls(tuple(built))
+
+    def to_params(self) -> dict[str, str]:
+        """The Optuna parameters that decode to this genome (orientation excluded)."""
+        params: dict[str, str] = {}
+        for index, node in enumerate(self.nodes):
+            op_name, in1_name, in2_name = gene_names(index)
+            params[op_name] = node.operator
+            params[in1_name], params[in2_name] = node.inputs
+        return params
+
+    def with_orientation(self, negated: bool) -> "Genome":
+        return Genome(self.nodes, negated)
+
+    # ----------------------------------------------------------------- structure
+    @cached_property
+    def active_nodes(self) -> tuple[int, ...]:
+        """Indices of the nodes the output depends on, in evaluation order."""
+        active: set[int] = set()
+        stack = [len(self.nodes) - 1]
+        while stack:
+            index = stack.pop()
+            if index in active:
+                continue
+            active.add(index)
+            for ref in self._used_inputs(index):
+                if ref.startswith("n"):
+                    stack.append(int(ref[1:]))
+        return tuple(sorted(active))
+
+    @cached_property
+    def leaves_used(self) -> frozenset[str]:
+        return frozenset(ref for index in self.active_nodes for ref in self._used_inputs(index)
+                         if not ref.startswith("n"))
+
+    def _used_inputs(self, index: int) -> tuple[str, ...]:
+        node = self.nodes[index]
+        return node.inputs[: OPERATORS[node.operator].arity]
+
+    # ---------------------------------------------------------------- evaluation
+    def elementwise(self, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """The output node for targets ``y`` and probabilities ``p``, both (B, C)."""
+        values: dict[str, torch.Tensor] = {
+            "y": y,
+            "p": p,
+            "1": torch.ones((), dtype=p.dtype, device=p.device),
+            "-1": torch.full((), -1.0, dtype=p.dtype, device=p.device),
+        }
+        for index in self.active_nodes:
+            node = self.nodes[index]
+            operator = OPERATORS[node.operator]
+            args = [values[ref] for ref in node.inputs[: operator.arity]]
+            values[node_name(index)] = operator.function(*args)
+        out = values[node_name(len(self.nodes) - 1)]
+        if self.negated:
+            out = -out
+        return torch.broadcast_to(out, p.shape)
+
+    def per_sample(self, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Loss of each sample, shape (B,)."""
+        return self.elementwise(y, p).sum(dim=1)
+
+    def __call__(self, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Batch loss: sum over classes, mean over the batch."""
+        return self.per_sample(y, p).mean()
+
+    # ------------------------------------------------------------------ printing
+    def _expression(self, field: str, leaf_form: Mapping[str, str]) -> str:
+        cache: dict[str, str] = dict(leaf_form)
+        for index in self.active_nodes:
+            node = self.nodes[index]
+            operator = OPERATORS[node.operator]
+            a = cache[node.inputs[0]]
+            b = cache[node.inputs[1]] if operator.arity == 2 else ""
+            cache[node_name(index)] = getattr(operator, field).format(a=a, b=b)
+        return cache[node_name(len(self.nodes) - 1)]
+
+    @cached_property
+    def structure(self) -> str:
+        """The output's expression over the leaves, orientation excluded."""
+        return self._expression("text", {"y": "y", "p": "p", "1": "1", "-1": "(-1)"})
+
+    @property
+    def formula(self) -> str:
+        """Readable per-class formula; the loss is its sum over classes, mean over the batch."""
+        return f"-({self.structure})" if self.negated else self.structure
+
+    @property
+    def latex(self) -> str:
+        body = self._expression("latex", {"y": "y_c", "p": "p_c", "1": "1",
+                                          "-1": r"\left(-1\right)"})
+        sign = "-" if self.negated else ""
+        return rf"\mathcal{{L}}(y, p) = {sign}\sum_{{c}} \left[{body}\right]"
+
+    @property
+    def structure_hash(self) -> str:
+        """Stable hash of the active structure: equal for genomes that differ only in unused genes."""
+        return hashlib.sha256(self.structure.encode()).hexdigest()[:16]
+
+    def python_source(self, function_name: str = "loss") -> str:
+        """Source of a standalone function ``loss(y, p)`` that imports only torch."""
+        lines = [
+            "import torch",
+            "",
+            "",
+            f"def {function_name}(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:",
+            f'    """L = sum_c [{self.formula}], averaged over the batch.',
+            "",
+            "    y: target distribution (B, C); p: softmax probabilities (B, C).",
+            '    """',
+            "    eps = 1e-7",
+            "    one = torch.ones((), dtype=p.dtype, device=p.device)",
+            "    minus_one = -one",
+        ]
+        leaf_form = {"y": "y", "p": "p", "1": "one", "-1": "minus_one"}
+        for index in self.active_nodes:
+            node = self.nodes[index]
+            operator = OPERATORS[node.operator]
+            refs = {name: leaf_form.get(ref, ref)
+                    for name, ref in zip("ab", node.inputs[: operator.arity])}
+            lines.append(f"    {node_name(index)} = {operator.python.format(**refs)}")
+        out = node_name(len(self.nodes) - 1)
+        lines.append(f"    out = torch.broadcast_to({'-' if self.negated else ''}{out}, p.shape)")
+        lines.append("    return out.sum(dim=1).mean()")
+        return "\n".join(lines) + "\n"

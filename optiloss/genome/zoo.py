@@ -1,0 +1,33 @@
+"""Known losses written as genomes.
+
+Each entry is enqueued into the first generation of every new study, so the
+search starts from (and is measured against) the losses people already use.
+"""
+
+from __future__ import annotations
+
+from optiloss.genome.genome import DEFAULT_NODES, Genome
+
+ZOO_DESCRIPTIONS: dict[str, str] = {
+    "cross_entropy": "cross-entropy: -sum y ln p",
+    "focal": "focal loss, gamma 2 (Lin et al. 2017): -sum y (1 - p)^2 ln p",
+    "poly1": "Poly-1 (Leng et al. 2022): cross-entropy + (1 - p_t)",
+    "mse": "mean squared error on probabilities: sum (y - p)^2",
+    "baikal": "Baikal loss (Gonzalez & Miikkulainen 2020), sum form: sum (y / p - ln p)",
+}
+
+
+def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
+    """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4)."""
+    if n_nodes < 4:
+        raise ValueError("the zoo needs genomes of at least 4 nodes")
+    build = lambda *nodes: Genome.from_nodes(*nodes, n_nodes=n_nodes)  # noqa: E731
+    return {
+        "cross_entropy": build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
+        # y (1 - p)^2 ln p rises with p_t; the screen negates it
+        "focal": build(("ln", "p"), ("sub", "1", "p"), ("square", "n1"),
+                       ("mul", "n2", "n0"), ("mul", "y", "n3")),
+        "poly1": build(("ln", "p"), ("sub", "1", "p"), ("sub", "n1", "n0"), ("mul", "y", "n2")),
+        "mse": build(("sub", "y", "p"), ("square", "n0")),
+        "baikal": build(("ln", "p"), ("div", "y", "p"), ("sub", "n1", "n0")),
+    }

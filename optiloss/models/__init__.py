@@ -1,0 +1,5 @@
+"""Models by name."""
+
+from optiloss.models.surrogate import SurrogateCNN, create_model
+
+__all__ = ["SurrogateCNN", "create_model"]

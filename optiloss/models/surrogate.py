@@ -1,0 +1,39 @@
+"""The small surrogate network every search trial trains."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv_block(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(outputs), nn.ReLU(inplace=True))
+
+
+class SurrogateCNN(nn.Module):
+    """Three conv stages (``width``, 2x, 4x channels) with pooling, global average pool, linear head.
+
+    Takes float images in [0, 1]; centring happens inside so every caller feeds the same range.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_block(in_channels, width),
+            _conv_block(width, 2 * width), nn.MaxPool2d(2),
+            _conv_block(2 * width, 4 * width), nn.MaxPool2d(2),
+            _conv_block(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((images - 0.5) / 0.25))
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, width: int = 32) -> nn.Module:
+    """Create an untrained model by name (``surrogate``)."""
+    if name == "surrogate":
+        return SurrogateCNN(num_classes, in_channels, width)
+    raise ValueError(f"unknown model {name!r}; available: surrogate")

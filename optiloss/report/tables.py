@@ -1,0 +1,115 @@
+"""Rows for the read-only commands, and their text, CSV and JSON forms.
+
+Everything here reads plain Optuna studies; the genome is decoded from the
+trial's parameters, never from a stored string.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Sequence
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from optiloss.errors import OptilossError, UsageError
+from optiloss.genome import Genome
+
+
+def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise OptilossError(f"no study named {study_name!r}; studies here: "
+                            f"{', '.join(names) or 'none'}") from None
+
+
+def _metric_names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [f"value{k}" for k in range(len(study.directions))]
+
+
+def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto set, best accuracy first: trial number, objective values, formula, zoo name."""
+    names = _metric_names(study)
+    rows = []
+    for trial in study.best_trials:
+        row: dict[str, Any] = {"trial": trial.number}
+        row.update({name: round(value, 4) for name, value in zip(names, trial.values)})
+        row["loss"] = trial.user_attrs.get("zoo", "")
+        row["formula"] = trial.user_attrs.get("formula", "")
+        rows.append(row)
+    rows.sort(key=lambda row: [-row[name] for name in names] + [row["trial"]])
+    return rows
+
+
+def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
+    """One row per study: trial counts by state and the best value of each objective."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study_id = storage.get_study_id_from_name(summary.study_name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        row: dict[str, Any] = {"study": summary.study_name,
+                               "dataset": summary.user_attrs.get("dataset", ""),
+                               "augmentation": summary.user_attrs.get("augmentation", "")}
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
+            row[state.name.lower()] = sum(1 for trial in trials if trial.state == state)
+        metric_names = optuna.load_study(study_name=summary.study_name, storage=storage).metric_names
+        complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+        for index, name in enumerate(metric_names or [f"value{k}" for k in range(len(summary.directions))]):
+            row[f"best_{name}"] = round(max(t.values[index] for t in complete), 4) if complete else ""
+        rows.append(row)
+    return rows
+
+
+def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
+    """The loss of trial ``number`` as a formula (text), LaTeX, or a standalone Python function."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise OptilossError(f"study {study.study_name!r} has no trial {number} "
+                            f"(trials 0-{len(trials) - 1})")
+    trial: FrozenTrial = trials[number]
+    nodes = study.user_attrs.get("nodes")
+    try:
+        genome = Genome.from_params(trial.params, nodes)
+    except ValueError as error:
+        raise OptilossError(f"trial {number} does not hold a loss genome ({error})") from None
+    genome = genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
+    if fmt == "latex":
+        return genome.latex
+    if fmt == "python":
+        return genome.python_source()
+    if fmt != "text":
+        raise UsageError(f"unknown format {fmt!r}; use text, latex or python")
+    lines = [f"trial {number} ({trial.state.name})", f"formula: L = sum_c [{genome.formula}]"]
+    if trial.values:
+        names = _metric_names(study)
+        lines.append(", ".join(f"{name} {value:.4f}" for name, value in zip(names, trial.values)))
+    for key in ("zoo", "rejected", "diverged", "orientation", "fingerprint"):
+        if key in trial.user_attrs:
+            lines.append(f"{key}: {trial.user_attrs[key]}")
+    return "\n".join(lines)
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "table") -> str:
+    """Rows as an aligned text table, CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2)
+    if not rows:
+        return "" if fmt == "csv" else "(none)"
+    columns = list(rows[0])
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise UsageError(f"unknown format {fmt!r}; use table, csv or json")
+    cells = [[str(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[k]) for line in cells)) for k, column in enumerate(columns)]
+    render = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([render(columns), render(["-" * w for w in widths]), *map(render, cells)])

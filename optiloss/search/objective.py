@@ -1,0 +1,98 @@
+"""The objective of a loss search: decode, screen, train the surrogate, score."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from optiloss.augment import build_augmentation, corrupted_copies
+from optiloss.data import ImageSplits
+from optiloss.genome import Genome, screen
+from optiloss.models import create_model
+from optiloss.search.config import SearchConfig
+from optiloss.train import TrainSettings, accuracy, seeded, train
+
+DIVERGED_VALUES = (0.0, 0.0)
+"""Finite penalty for a loss whose training diverged (NaN values would make the trial FAIL)."""
+
+
+class Rejected(optuna.TrialPruned):
+    """A genome rejected before training; the trial ends PRUNED with ``user_attrs['rejected']``."""
+
+
+class LossSearchObjective:
+    """Callable objective returning ``(accuracy, robustness)`` on the validation split.
+
+    Every trial trains with the same seed (``config.seed``), so two genomes are
+    compared on the same initial weights and batches; ``recheck`` varies it.
+    ``data`` must already be on ``device``.
+    """
+
+    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.augmentation = build_augmentation(config.augmentation, data.image_size,
+                                               data.num_classes, hflip=config.hflip)
+        self.corrupted = corrupted_copies(data.val_images, config.corruption_severity, config.seed)
+        self.settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
+                                      learning_rate=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
+        genome = Genome.suggest(trial, self.config.nodes)
+        started = time.perf_counter()
+        screened = screen(genome)
+        trial.set_user_attr("screening_ms", round(1000 * (time.perf_counter() - started), 3))
+        trial.set_user_attr("structure_hash", genome.structure_hash)
+        trial.set_user_attr("formula", screened.genome.formula)
+        if not screened.accepted:
+            self._reject(trial, screened.reason)
+        duplicate = self._trial_with_fingerprint(trial, screened.fingerprint)
+        if duplicate is not None:
+            self._reject(trial, f"duplicate of trial {duplicate}")
+        genome = screened.genome
+        trial.set_user_attr("fingerprint", screened.fingerprint)
+        trial.set_user_attr("latex", genome.latex)
+        trial.set_user_attr("orientation", "negated" if genome.negated else "as written")
+        return self.train_and_score(trial, genome)
+
+    @staticmethod
+    def _reject(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("rejected", reason)
+        raise Rejected(reason)
+
+    @staticmethod
+    def _trial_with_fingerprint(trial: optuna.Trial, fingerprint: str) -> int | None:
+        """Number of an evaluated (or running) trial with the same behaviour, if any."""
+        for other in trial.study.get_trials(deepcopy=False,
+                                            states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if other.number != trial.number and other.user_attrs.get("fingerprint") == fingerprint:
+                return other.number
+        return None
+
+    def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
+        data = self.data
+        with seeded(self.config.seed, self.device):
+            model = create_model("surrogate", data.num_classes, data.channels,
+                                 self.config.model_width).to(self.device)
+            result = train(model, data.train_images, data.train_labels, genome,
+                           self.augmentation, self.settings)
+        trial.set_user_attr("training_seconds", round(result.seconds, 3))
+        if result.diverged:
+            trial.set_user_attr("diverged", result.diverged)
+            return DIVERGED_VALUES
+        trial.set_user_attr("final_train_loss", result.history[-1]["loss"])
+        started = time.perf_counter()
+        validation_accuracy = accuracy(model, data.val_images, data.val_labels)
+        per_corruption = {name: accuracy(model, images, data.val_labels)
+                          for name, images in self.corrupted.items()}
+        for name, value in per_corruption.items():
+            trial.set_user_attr(f"robustness_{name}", value)
+        trial.set_user_attr("evaluation_seconds", round(time.perf_counter() - started, 3))
+        robustness = sum(per_corruption.values()) / len(per_corruption)
+        return validation_accuracy, robustness

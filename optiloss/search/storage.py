@@ -1,0 +1,68 @@
+"""Where studies live: SQLite by default, any SQLAlchemy URL (PostgreSQL included)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from optiloss.errors import OptilossError, UsageError
+
+DEFAULT_STORAGE = "sqlite:///storage/optiloss.db"
+STORAGE_ENVIRONMENT_VARIABLE = "OPTILOSS_STORAGE"
+
+
+def resolve_storage_url(url: str | None = None) -> str:
+    """The storage URL: ``url`` if given, else ``$OPTILOSS_STORAGE``, else the default SQLite file."""
+    return url or os.environ.get(STORAGE_ENVIRONMENT_VARIABLE) or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for output, logs and errors."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: say nothing that could contain a secret
+        return "<storage URL>"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str | None = None, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """Open (and with ``create``, initialise) the storage at ``url``.
+
+    Raises :class:`OptilossError` with one line when the database cannot be
+    reached, or, without ``create``, when an SQLite file does not exist.
+    """
+    url = resolve_storage_url(url)
+    try:
+        path = sqlite_path(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(f"not a database URL: {mask_url(url)} "
+                         "(expected e.g. sqlite:///storage/optiloss.db or postgresql://user@host/db)") from None
+    engine_kwargs = {}
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise OptilossError(f"no study database at {path}: run `optiloss search` first "
+                                    "or pass --storage")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # a dashboard or another worker may hold the lock for a while
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        password = make_url(url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise OptilossError(f"cannot open storage {mask_url(url)}: {reason}; "
+                            "check that the database server is running and the URL is right") from None

@@ -1,0 +1,119 @@
+"""The one training loop: search trials, transfer runs and benchmarks all use it.
+
+The data set stays on the device as uint8; each batch is sliced by index,
+turned into floats in [0, 1], augmented on the device and fed to the model.
+The loss sees targets ``y`` (B, C) and softmax probabilities ``p`` (B, C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.1
+
+
+@dataclass
+class TrainResult:
+    """What training produced. ``diverged`` says why training stopped early, if it did."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged: str | None = None
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch (and so Kornia, which has no generator argument) without leaking global state."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255)
+
+
+def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
+          augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+          settings: TrainSettings, *, progress: bool = False, description: str = "epochs") -> TrainResult:
+    """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
+
+    AdamW with linear warm-up and cosine decay. A non-finite loss ends training
+    at the end of that epoch with ``diverged`` set; the caller decides the penalty.
+    """
+    started = time.perf_counter()
+    count = len(images)
+    batch_size = min(settings.batch_size, count)
+    steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
+    result = TrainResult()
+    model.train()
+    for epoch in tqdm(range(settings.epochs), desc=description, leave=False, disable=not progress):
+        order = torch.randperm(count, device=images.device)
+        loss_sum = torch.zeros((), device=images.device)
+        correct = torch.zeros((), device=images.device, dtype=torch.long)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            batch, targets = augmentation(to_float(images[index]), labels[index])
+            logits = model(batch)
+            loss = loss_fn(targets, torch.softmax(logits.float(), dim=1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == labels[index]).sum()
+        mean_loss = loss_sum.item() / steps_per_epoch
+        result.history.append({"epoch": epoch + 1, "loss": mean_loss,
+                               "train_accuracy": correct.item() / (steps_per_epoch * batch_size),
+                               "seconds": time.perf_counter() - started})
+        if not math.isfinite(mean_loss):
+            result.diverged = f"non-finite loss in epoch {epoch + 1}"
+            break
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images``."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(to_float(images[start:start + batch_size]))
+        correct += (logits.argmax(1) == labels[start:start + batch_size]).sum().item()
+    return correct / len(images)

@@ -1,0 +1,64 @@
+"""The search loop in-process: NSGA-II inheritance, divergence, study identity."""
+
+import collections
+
+import optuna
+import pytest
+import torch
+
+from optiloss.data import load_dataset
+from optiloss.errors import UsageError
+from optiloss.genome import Genome
+from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
+from optiloss.search.objective import DIVERGED_VALUES
+from optiloss.search.study import sampler_seed
+
+
+def test_nsga2_children_take_their_genes_from_their_parents():
+    config = make_config({"population_size": 8, "seed": 1})
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=optuna.samplers.NSGAIISampler(population_size=8, seed=1))
+
+    def cheap_objective(trial):
+        genome = Genome.suggest(trial, config.nodes)
+        digest = int(genome.structure_hash, 16)
+        return digest % 1000 / 1000, (digest // 1000) % 1000 / 1000
+
+    study.optimize(cheap_objective, n_trials=16)
+    generation = collections.defaultdict(list)
+    for trial in study.trials:
+        generation[trial.system_attrs["NSGAIISampler:generation"]].append(trial)
+    assert len(generation[0]) == 8 and len(generation[1]) == 8
+    inherited = total = 0
+    for child in generation[1]:
+        for name, value in child.params.items():
+            total += 1
+            inherited += any(parent.params[name] == value for parent in generation[0])
+    # a random draw from 34 operators or 4-8 inputs would match the 8 parents far less often
+    assert inherited / total > 0.85, inherited / total
+
+
+def test_sampler_seed_changes_with_the_trial_count_and_worker():
+    assert sampler_seed(0, 0) == sampler_seed(0, 0)
+    assert len({sampler_seed(0, 0), sampler_seed(0, 10), sampler_seed(0, 10, 1), sampler_seed(1, 0)}) == 4
+
+
+def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason():
+    config = make_config({"epochs": 2, "model_width": 8, "device": "cpu"})
+    objective = LossSearchObjective(config, load_dataset("digits"), torch.device("cpu"))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    # e^e^e^e overflows float32: y * inf is inf (or NaN where y = 0) from the first step
+    exploding = Genome.from_nodes(("exp", "1"), ("exp", "n0"), ("exp", "n1"), ("exp", "n2"),
+                                  ("mul", "y", "n3"), ("add", "n4", "p"), n_nodes=6)
+    assert objective.train_and_score(trial, exploding) == DIVERGED_VALUES
+    assert trial.user_attrs["diverged"].startswith("non-finite loss in epoch")
+
+
+def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    open_search_study(make_config({"study_name": "mine"}), storage)
+    assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 5  # the zoo, enqueued
+    open_search_study(make_config({"study_name": "mine", "epochs": 3}), storage)  # budget knobs may change
+    with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
+        open_search_study(make_config({"study_name": "mine", "nodes": 6}), storage)
