@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Create or continue a loss-search study until it holds "
                                              "--n-trials COMPLETE trials, then print its Pareto set.")
     search.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
-    search.add_argument("--dataset", help="data set name (default: digits)")
+    search.add_argument("--dataset", help="digits, cifar10, cifar100, flowers102, stanford_cars, "
+                                          "caltech101 or folder:PATH (default: digits)")
+    search.add_argument("--data-root", metavar="DIR",
+                        help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)")
+    search.add_argument("--image-size", type=int, metavar="PX", help="resize images to PX x PX")
+    search.add_argument("--subset", type=int, metavar="N", help="use a stratified subset of N training images")
+    search.add_argument("--download", action="store_true", default=None,
+                        help="fetch the data set with torchvision's downloader if missing (needs the network)")
     search.add_argument("--augmentation", help="training augmentation (default: base)")
     search.add_argument("--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold")
     _storage_option(search)
@@ -60,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resume_command(args: argparse.Namespace) -> str:
     words = ["optiloss", "search"] + ([args.config] if args.config else [])
-    for option in ("dataset", "augmentation", "n_trials", "study_name", "seed", "device"):
+    for option in ("dataset", "data_root", "image_size", "subset", "augmentation", "n_trials",
+                   "study_name", "seed", "device"):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option.replace('_', '-')}", str(value)]
@@ -75,7 +83,8 @@ def _search(args: argparse.Namespace) -> int:
     from optiloss.search import load_config, mask_url, open_storage, run_search
 
     config = load_config(args.config, {
-        "dataset": args.dataset, "augmentation": args.augmentation, "n_trials": args.n_trials,
+        "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
+        "subset": args.subset, "download": args.download, "augmentation": args.augmentation, "n_trials": args.n_trials,
         "study_name": args.study_name, "seed": args.seed, "device": args.device})
     try:
         outcome = run_search(config, args.storage, progress=not args.no_progress)

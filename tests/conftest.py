@@ -31,3 +31,25 @@ def tiny_config(tmp_path: Path) -> Path:
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 5\n'
         "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n")
     return path
+
+
+CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def cifar10_folder(tmp_path_factory) -> Path:
+    """The real CIFAR-10 (JPEG image folders, 50,000 train / 10,000 test), unpacked once per run."""
+    import tarfile
+
+    if not CIFAR_ARCHIVE.exists():
+        pytest.fail(f"{CIFAR_ARCHIVE} is missing: the tests need the shared CIFAR-10 archive")
+    target = tmp_path_factory.mktemp("cifar10-jpeg")
+    with tarfile.open(CIFAR_ARCHIVE) as archive:
+        archive.extractall(target, filter="data")
+    return target
+
+
+@pytest.fixture(autouse=True)
+def private_tensor_cache(tmp_path_factory, monkeypatch):
+    """Every test session decodes into its own cache folder, never the user's."""
+    monkeypatch.setenv("OPTILOSS_CACHE", str(tmp_path_factory.getbasetemp() / "tensor-cache"))

@@ -1,6 +1,7 @@
 """Data sets as uint8 image tensors with train, validation and test splits."""
 
+from optiloss.data.registry import DATASETS, default_data_root, is_dataset_name, load_dataset
 from optiloss.data.splits import ImageSplits, stratified_split
-from optiloss.data.registry import DATASETS, load_dataset
 
-__all__ = ["DATASETS", "ImageSplits", "load_dataset", "stratified_split"]
+__all__ = ["DATASETS", "ImageSplits", "default_data_root", "is_dataset_name", "load_dataset",
+           "stratified_split"]

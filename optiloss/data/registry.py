@@ -1,51 +1,129 @@
-"""Data sets by name."""
+"""Data sets by name, decoded once and cached as uint8 tensors."""
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 
+from optiloss.data import sources
+from optiloss.data.cache import cached, source_signature
 from optiloss.data.splits import ImageSplits, stratified_split
 from optiloss.errors import UsageError
 
-SPLIT_SEED = 0
-"""Data splits use their own fixed seed: the search seed never changes what is validated on."""
+DATA_ENVIRONMENT_VARIABLE = "OPTILOSS_DATA"
+FOLDER_PREFIX = "folder:"
+
+READERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "digits": sources.read_digits,
+    "cifar10": sources.read_cifar10,
+    "cifar100": sources.read_cifar100,
+    "flowers102": sources.read_flowers102,
+    "stanford_cars": sources.read_stanford_cars,
+    "caltech101": sources.read_caltech101,
+}
+DATASETS: tuple[str, ...] = (*READERS, f"{FOLDER_PREFIX}PATH")
+NATIVE_SIZE = {"digits": 8, "cifar10": 32, "cifar100": 32}
+SOURCE_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python",
+                 "flowers102": "flowers-102", "stanford_cars": "stanford_cars", "caltech101": "caltech101"}
 
 
-def _digits(validation_fraction: float) -> ImageSplits:
-    """scikit-learn's 8x8 digits (shipped in its wheel), as 3-channel uint8 images.
-
-    There is no official test part: a fixed, stratified 20 % is held out as test,
-    and the validation split is carved from the rest.
-    """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    images = np.repeat(images[:, None], 3, axis=1)
-    labels = bunch.target.astype(np.int64)
-    train_part, test_part = stratified_split(labels, 0.2, SPLIT_SEED)
-    train_index, val_index = stratified_split(labels[train_part], validation_fraction, SPLIT_SEED)
-    train_index, val_index = train_part[train_index], train_part[val_index]
-    as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
-    return ImageSplits(
-        name="digits",
-        classes=tuple(str(digit) for digit in range(10)),
-        train_images=as_tensor(images[train_index]), train_labels=as_tensor(labels[train_index]),
-        val_images=as_tensor(images[val_index]), val_labels=as_tensor(labels[val_index]),
-        test_images=as_tensor(images[test_part]), test_labels=as_tensor(labels[test_part]),
-    )
+def default_data_root() -> Path:
+    """``$OPTILOSS_DATA``, else ``~/.cache/optiloss/data``."""
+    return Path(os.environ.get(DATA_ENVIRONMENT_VARIABLE) or Path.home() / ".cache" / "optiloss" / "data")
 
 
-DATASETS: dict[str, Callable[..., ImageSplits]] = {"digits": _digits}
+def is_dataset_name(name: str) -> bool:
+    return name in READERS or (name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX))
 
 
-def load_dataset(name: str, validation_fraction: float = 0.2) -> ImageSplits:
-    """Load a data set by name, with its validation split carved from the training part."""
+def folder_image_size(root: Path) -> int:
+    """Native side of a folder set whose first training image is square and at most 64 px, else 64."""
+    from PIL import Image
+
     try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise UsageError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}") from None
-    return loader(validation_fraction)
+        first_class = min(path for path in (root / "train").iterdir() if path.is_dir())
+        first_image = min(path for path in first_class.iterdir() if path.is_file())
+        with Image.open(first_image) as image:
+            width, height = image.size
+    except (OSError, ValueError):  # missing or unreadable: the reader reports it properly
+        return sources.DEFAULT_IMAGE_SIZE
+    return width if width == height <= sources.DEFAULT_IMAGE_SIZE else sources.DEFAULT_IMAGE_SIZE
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def _read(name: str, data_root: Path, image_size: int, download: bool, progress: bool) -> dict[str, Any]:
+    if name.startswith(FOLDER_PREFIX):
+        reader, root = sources.read_folder, Path(name[len(FOLDER_PREFIX):]).expanduser()
+        source = root
+    else:
+        reader, root = READERS[name], data_root
+        source = root / SOURCE_FOLDER[name] if name in SOURCE_FOLDER else None
+        if download and name != "digits":
+            sources.download(name, root)
+    if source is None:  # digits: in the scikit-learn wheel, nothing to cache
+        return reader()
+    if not source.exists():
+        return reader(root=root, image_size=image_size, progress=progress)  # raises what is missing where
+    native = name in NATIVE_SIZE
+    key = {"reader": reader.__name__, "source": source_signature(source),
+           "image_size": None if native else image_size}
+    return cached(key, lambda: reader(root=root, image_size=None if native else image_size,
+                                      progress=progress))
+
+
+def load_dataset(name: str, validation_fraction: float = 0.2, *, data_root: str | Path | None = None,
+                 image_size: int | None = None, subset: int | None = None, download: bool = False,
+                 progress: bool = True) -> ImageSplits:
+    """Load a data set by name as uint8 splits.
+
+    ``name`` is one of :data:`DATASETS` (``folder:PATH`` for an image folder).
+    Images keep their native size (digits 8, CIFAR 32) or are resized to
+    ``image_size`` (default 64 for the folder-based sets; a ``folder:`` set whose
+    first image is square and at most 64 px keeps that size, so CIFAR-10 as
+    JPEG folders stays 32 px). ``subset`` keeps a
+    stratified subset of that many training images before the validation
+    split, a stratified ``validation_fraction`` of the training part, is
+    carved. The test part is never touched by either. The decoded images are
+    cached on disk (see :mod:`optiloss.data.cache`).
+    """
+    if not is_dataset_name(name):
+        raise UsageError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    if image_size:
+        size = image_size
+    elif name.startswith(FOLDER_PREFIX):
+        size = folder_image_size(Path(name[len(FOLDER_PREFIX):]).expanduser())
+    else:
+        size = NATIVE_SIZE.get(name, sources.DEFAULT_IMAGE_SIZE)
+    raw = _read(name, root, size, download, progress)
+    train_images, train_labels = _resize(raw["train_images"], size), raw["train_labels"]
+    test_images, test_labels = _resize(raw["test_images"], size), raw["test_labels"]
+    labels = train_labels.numpy()
+    try:
+        if subset is not None and subset < len(labels):
+            chosen, _ = train_test_split(np.arange(len(labels)), train_size=subset,
+                                         random_state=sources.SPLIT_SEED, stratify=labels)
+            chosen = np.sort(chosen)
+            train_images, train_labels, labels = train_images[chosen], train_labels[chosen], labels[chosen]
+        kept, held_out = stratified_split(labels, validation_fraction, sources.SPLIT_SEED)
+    except ValueError as error:
+        raise UsageError(f"{name}: cannot split {len(labels)} training images stratified "
+                         f"({error}); use a larger subset or validation fraction") from None
+    kept, held_out = torch.from_numpy(kept), torch.from_numpy(held_out)
+    return ImageSplits(name=name, classes=tuple(raw["classes"]),
+                       train_images=train_images[kept], train_labels=train_labels[kept],
+                       val_images=train_images[held_out], val_labels=train_labels[held_out],
+                       test_images=test_images, test_labels=test_labels)

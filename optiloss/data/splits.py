@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """Images as uint8 tensors (N, C, H, W) with int64 labels, split three ways.
+    """Images as uint8 tensors (N, 3, H, W) with int64 labels, split three ways.
 
     The search trains on ``train`` and scores on ``val``; ``test`` is reserved
     for transfer and final evaluation.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from optiloss.augment import AUGMENTATIONS
-from optiloss.data import DATASETS
+from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
 
 
@@ -18,6 +18,10 @@ class SearchConfig:
     """Every knob of a search. ``study_name`` defaults to ``{dataset}-{augmentation}``."""
 
     dataset: str = "digits"
+    data_root: str | None = None
+    image_size: int | None = None
+    subset: int | None = None
+    download: bool = False
     augmentation: str = "base"
     study_name: str | None = None
     n_trials: int = 30
@@ -45,7 +49,8 @@ class SearchConfig:
 
 # key -> (minimum, maximum) for numbers, or the allowed values for strings
 _LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
-    "dataset": tuple(DATASETS),
+    "image_size": (8, 512),
+    "subset": (20, None),
     "augmentation": AUGMENTATIONS,
     "n_trials": (1, None),
     "population_size": (2, None),
@@ -63,22 +68,25 @@ _LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
 }
 _TYPES = {field.name: field.type for field in fields(SearchConfig)}
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-               "str | None": "a string"}
+               "str | None": "a string", "int | None": "an integer"}
 
 
 def _check(source: str, key: str, value: Any) -> Any:
     kind = _TYPES[key]
     where = f"{source}: {key}"
-    if value is None and kind == "str | None":
+    if value is None and kind.endswith("| None"):
         return value
     ok = {"int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool),
           "bool": isinstance(value, bool),
+          "int | None": isinstance(value, int) and not isinstance(value, bool),
           "str": isinstance(value, str), "str | None": isinstance(value, str)}[kind]
     if not ok:
         raise UsageError(f"{where} must be {_TYPE_WORDS[kind]}, got {value!r}")
     if kind == "float":
         value = float(value)
+    if key == "dataset" and not is_dataset_name(value):
+        raise UsageError(f"{where} must be one of {', '.join(DATASETS)}, got {value!r}")
     limits = _LIMITS.get(key)
     if isinstance(limits, tuple) and limits and isinstance(limits[0], str):
         if value not in limits:

@@ -28,6 +28,13 @@ class SearchOutcome:
     stopped_early: str | None = None
 
 
+def load_search_data(config: SearchConfig, progress: bool = True):
+    """The data set of ``config`` (on the CPU), as every search entry point loads it."""
+    return load_dataset(config.dataset, config.validation_fraction, data_root=config.data_root,
+                        image_size=config.image_size, subset=config.subset, download=config.download,
+                        progress=progress)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,7 +79,7 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     """
     url = resolve_storage_url(storage_url)
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset, config.validation_fraction)
+    data = load_search_data(config, progress)
     storage = open_storage(url)
     study = open_search_study(config, storage)
     name = study.study_name
