@@ -36,26 +36,29 @@ def decode_images(paths: Sequence[Path], size: int | None, *, description: str =
     them is a :class:`UsageError`. With ``size`` None every image must already
     have the same size.
     """
-    images: list[np.ndarray] = []
+    images: np.ndarray | None = None  # filled in place: one copy of the data set in memory
     kept: list[int] = []
     bad: list[Path] = []
     for index, path in enumerate(tqdm(paths, desc=description, unit="img", disable=not progress,
                                       mininterval=0.5)):
         try:
-            images.append(_load(path, size))
-            kept.append(index)
+            image = _load(path, size)
         except (UnidentifiedImageError, OSError, ValueError):
             bad.append(path)
+            continue
+        if images is None:
+            images = np.empty((len(paths), 3, *image.shape[:2]), dtype=np.uint8)
+        elif image.shape[:2] != images.shape[2:]:
+            raise UsageError(f"{path} is {image.shape[1]}x{image.shape[0]} but earlier images are "
+                             f"{images.shape[3]}x{images.shape[2]}; set image_size (--image-size) to resize them")
+        images[len(kept)] = image.transpose(2, 0, 1)
+        kept.append(index)
     if len(bad) > MAX_BAD_SHARE * max(1, len(paths)):
         raise UsageError(f"{len(bad)} of {len(paths)} images could not be read (first: {bad[0]}); "
                          "more than 1 % is treated as a broken data set")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(paths)} (first: {bad[0]})",
                       stacklevel=2)
-    if not images:
+    if images is None:
         return np.zeros((0, 3, size or 0, size or 0), np.uint8), np.zeros(0, np.int64)
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise UsageError(f"images have different sizes ({', '.join(map(str, sorted(shapes)[:3]))}, ...); "
-                         "set image_size (--image-size) to resize them")
-    return np.stack(images).transpose(0, 3, 1, 2).copy(), np.asarray(kept, dtype=np.int64)
+    return images[: len(kept)], np.asarray(kept, dtype=np.int64)
