@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--subset", type=int, metavar="N", help="use a stratified subset of N training images")
     search.add_argument("--download", action="store_true", default=None,
                         help="fetch the data set with torchvision's downloader if missing (needs the network)")
-    search.add_argument("--augmentation", help="training augmentation (default: base)")
+    search.add_argument("--augmentation",
+                        help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)")
     search.add_argument("--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold")
     _storage_option(search)
     search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
@@ -80,23 +81,24 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 def _search(args: argparse.Namespace) -> int:
     from optiloss.report import format_rows, load_study, pareto_rows
-    from optiloss.search import load_config, mask_url, open_storage, run_search
+    from optiloss.search import load_config, mask_url, open_storage, run_searches
 
     config = load_config(args.config, {
         "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
         "subset": args.subset, "download": args.download, "augmentation": args.augmentation, "n_trials": args.n_trials,
         "study_name": args.study_name, "seed": args.seed, "device": args.device})
     try:
-        outcome = run_search(config, args.storage, progress=not args.no_progress)
+        outcomes = run_searches(config, args.storage, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted; the study is saved. Resume with: {_resume_command(args)}", file=sys.stderr)
         return 130
-    study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
-    print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
-          f"{outcome.rejected} genomes rejected this run):")
-    print(format_rows(pareto_rows(study)))
+    for outcome in outcomes:
+        study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
+        print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
+              f"{outcome.rejected} genomes rejected this run):")
+        print(format_rows(pareto_rows(study)))
     print("\nWatch it in optuna-dashboard:  "
-          + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcome.storage_url)]))
+          + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)]))
     return 0
 
 

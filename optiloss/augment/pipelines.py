@@ -1,50 +1,118 @@
-"""Training augmentation pipelines.
+"""Training augmentation pipelines (Kornia, batched, on the data's device).
 
-A pipeline takes a float batch in [0, 1] and its int64 labels and returns the
-augmented batch (still in [0, 1]) and the target distribution ``y`` (B, C) that
-the genome sees: one-hot here, mixed for mixup.
+A pipeline maps a float batch in [0, 1] and its int64 labels to the augmented
+batch (still in [0, 1]) and the target distribution ``y`` (B, C) the genome
+sees. Randomness comes from torch's global generator (Kornia has no generator
+argument), so :func:`optiloss.train.seeded` makes a pipeline reproducible.
+
+Why mixup gives the genome *mixed targets* rather than mixing two losses:
+mixing losses, ``(1 - lam) L(onehot(a), p) + lam L(onehot(b), p)``, equals
+``L(y_mix, p)`` only for losses linear in ``y`` (cross-entropy is). An evolved
+loss such as ``(y - p)^2`` or ``y / p`` is not, and the paper feeds the network's
+loss the mixed label distribution; searching under mixup then means searching
+for the loss that handles soft targets well, which is the point of a
+per-augmentation search.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import kornia.augmentation as K
 import torch
+from kornia.augmentation.auto import RandAugment
 from torch import nn
 
-
-class TrainingAugmentation(nn.Module):
-    """Batched augmentation with soft targets: ``(images, labels) -> (images, y)``."""
-
-    def __init__(self, image_transform: nn.Module | None, num_classes: int) -> None:
-        super().__init__()
-        self.image_transform = image_transform
-        self.num_classes = num_classes
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.image_transform is not None:
-            images = self.image_transform(images)
-        targets = nn.functional.one_hot(labels, self.num_classes).to(images.dtype)
-        return images, targets
+AUGMENTATIONS: tuple[str, ...] = ("base", "cutout", "mixup", "randaug", "all")
+ALL_AUGMENTATIONS = "all5"
+"""Pseudo-augmentation name: one study for each of :data:`AUGMENTATIONS`."""
 
 
-def crop_padding(image_size: tuple[int, int]) -> int:
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Parameters of every pipeline. ``None`` sizes scale with the image (4 and 16 px at 32 px)."""
+
+    hflip: bool = True
+    crop_padding: int | None = None
+    cutout_size: int | None = None
+    mixup_alpha: float = 1.0
+    randaug_n: int = 2
+    randaug_m: int = 9
+
+
+def crop_padding(image_size: tuple[int, int], settings: AugmentSettings = AugmentSettings()) -> int:
     """Padding of the random crop: 4 px on 32 px images, scaled with size, at least 1."""
+    if settings.crop_padding is not None:
+        return settings.crop_padding
     return max(1, round(min(image_size) / 8))
 
 
-def _base(image_size: tuple[int, int], hflip: bool = True) -> nn.Module:
-    ops: list[nn.Module] = [K.RandomCrop(image_size, padding=crop_padding(image_size))]
-    if hflip:
-        ops.append(K.RandomHorizontalFlip())
-    return K.AugmentationSequential(*ops)
+def cutout_size(image_size: tuple[int, int], settings: AugmentSettings = AugmentSettings()) -> int:
+    """Side of the cutout square: 16 px on 32 px images (DeVries & Taylor), scaled with size."""
+    if settings.cutout_size is not None:
+        return settings.cutout_size
+    return max(1, round(min(image_size) / 2))
 
 
-AUGMENTATIONS = ("base",)
+class MixUp(nn.Module):
+    """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha), returning mixed target distributions.
+
+    Kornia draws lambda uniformly; Beta(1, 1) is that, other alphas are drawn
+    here and handed to Kornia as its parameters. Its (y_a, y_b, lambda) labels
+    become ``y = (1 - lambda) onehot(y_a) + lambda onehot(y_b)``.
+    """
+
+    def __init__(self, alpha: float, num_classes: int) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.num_classes = num_classes
+        self.mix = K.RandomMixUpV2(p=1.0, data_keys=["input", "class"])
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = len(images)
+        alpha = torch.tensor(float(self.alpha), device=images.device)
+        params = {"mixup_pairs": torch.randperm(batch, device=images.device),
+                  "mixup_lambdas": torch.distributions.Beta(alpha, alpha).sample((batch,)).to(images.dtype),
+                  "batch_prob": torch.ones(batch, dtype=torch.bool, device=images.device)}
+        mixed, label_info = self.mix(images, labels, params=params)
+        first, second, lam = label_info[:, 0].long(), label_info[:, 1].long(), label_info[:, 2:3]
+        one_hot = lambda index: nn.functional.one_hot(index, self.num_classes).to(images.dtype)  # noqa: E731
+        return mixed, (1 - lam) * one_hot(first) + lam * one_hot(second)
+
+
+class TrainingAugmentation(nn.Module):
+    """``(images, labels) -> (images, y)``: image ops, then mixup if any, else one-hot targets."""
+
+    def __init__(self, image_ops: list[nn.Module], num_classes: int, mixup: MixUp | None = None) -> None:
+        super().__init__()
+        self.image_ops = nn.ModuleList(image_ops)
+        self.num_classes = num_classes
+        self.mixup = mixup
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for op in self.image_ops:
+            images = op(images)
+        if self.mixup is not None:
+            return self.mixup(images, labels)
+        return images, nn.functional.one_hot(labels, self.num_classes).to(images.dtype)
 
 
 def build_augmentation(name: str, image_size: tuple[int, int], num_classes: int,
-                       hflip: bool = True) -> TrainingAugmentation:
-    """The named pipeline for images of ``image_size``: ``base`` = random crop with padding and flip."""
+                       settings: AugmentSettings = AugmentSettings()) -> TrainingAugmentation:
+    """The named pipeline: ``base`` (random crop with padding, horizontal flip), then
+    ``cutout`` (one square erased), ``mixup``, ``randaug`` (RandAugment n, m) or
+    ``all`` (RandAugment, cutout and mixup together)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; available: {', '.join(AUGMENTATIONS)}")
-    return TrainingAugmentation(_base(image_size, hflip), num_classes)
+    ops: list[nn.Module] = [K.RandomCrop(image_size, padding=crop_padding(image_size, settings))]
+    if settings.hflip:
+        ops.append(K.RandomHorizontalFlip())
+    if name in ("randaug", "all"):
+        ops.append(RandAugment(n=settings.randaug_n, m=settings.randaug_m))
+    if name in ("cutout", "all"):
+        side = cutout_size(image_size, settings)
+        share = side * side / (image_size[0] * image_size[1])
+        # 0.5 is the centre of the input range: the model sees 0 there, as in DeVries & Taylor
+        ops.append(K.RandomErasing(scale=(share, share), ratio=(1.0, 1.0), value=0.5, p=1.0))
+    mixup = MixUp(settings.mixup_alpha, num_classes) if name in ("mixup", "all") else None
+    return TrainingAugmentation(ops, num_classes, mixup)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from optiloss.augment import AUGMENTATIONS
+from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AugmentSettings
 from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
 
@@ -35,23 +35,52 @@ class SearchConfig:
     validation_fraction: float = 0.2
     corruption_severity: int = 3
     hflip: bool = True
+    crop_padding: int | None = None
+    cutout_size: int | None = None
+    mixup_alpha: float = 1.0
+    randaug_n: int = 2
+    randaug_m: int = 9
     seed: int = 0
     device: str = "auto"
     max_consecutive_rejections: int = 2000
 
     @property
     def resolved_study_name(self) -> str:
-        return self.study_name or f"{self.dataset}-{self.augmentation}"
+        """``study_name``, else ``{dataset}-{augmentation}`` (``folder-{folder name}-…`` for folder sets)."""
+        if self.study_name:
+            return self.study_name
+        dataset = self.dataset
+        if dataset.startswith("folder:"):
+            dataset = "folder-" + (Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+        return f"{dataset}-{self.augmentation}"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def augment_settings(self) -> AugmentSettings:
+        return AugmentSettings(hflip=self.hflip, crop_padding=self.crop_padding, cutout_size=self.cutout_size,
+                               mixup_alpha=self.mixup_alpha, randaug_n=self.randaug_n,
+                               randaug_m=self.randaug_m)
+
+    def per_augmentation(self) -> list["SearchConfig"]:
+        """One config per study: itself, or for ``all5`` one per augmentation, named ``{name}-{augmentation}``."""
+        if self.augmentation != ALL_AUGMENTATIONS:
+            return [self]
+        return [dataclasses.replace(self, augmentation=augmentation,
+                                    study_name=f"{self.study_name}-{augmentation}" if self.study_name else None)
+                for augmentation in AUGMENTATIONS]
 
 
 # key -> (minimum, maximum) for numbers, or the allowed values for strings
 _LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "image_size": (8, 512),
     "subset": (20, None),
-    "augmentation": AUGMENTATIONS,
+    "augmentation": (*AUGMENTATIONS, ALL_AUGMENTATIONS),
+    "crop_padding": (0, 256),
+    "cutout_size": (1, 512),
+    "mixup_alpha": (1e-3, 100.0),
+    "randaug_n": (1, 14),
+    "randaug_m": (1, 29),
     "n_trials": (1, None),
     "population_size": (2, None),
     "nodes": (4, 32),

@@ -3,20 +3,74 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from optiloss.augment import build_augmentation, corrupted_copies
+from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits
 from optiloss.genome import Genome, screen
 from optiloss.models import create_model
 from optiloss.search.config import SearchConfig
-from optiloss.train import TrainSettings, accuracy, seeded, train
+from optiloss.train import LossFunction, TrainSettings, accuracy, seeded, train
 
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make the trial FAIL)."""
+
+
+@dataclass
+class Evaluation:
+    """One surrogate training run scored on the validation split and its corrupted copies."""
+
+    accuracy: float
+    robustness: float
+    per_corruption: dict[str, float] = field(default_factory=dict)
+    diverged: str | None = None
+    training_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    final_train_loss: float | None = None
+
+
+class SurrogateEvaluator:
+    """Trains the surrogate of a search config with any loss and scores it.
+
+    Shared by the search objective, the loss x augmentation matrix and the
+    benchmarks, so they all measure the same thing. ``data`` must already be
+    on ``device``; the corrupted validation copies are made (or read from the
+    cache) once, here.
+    """
+
+    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.corrupted = corrupted_copies(data.val_images, config.corruption_severity, config.seed)
+        self.settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
+                                      learning_rate=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+
+    def augmentation(self, name: str) -> TrainingAugmentation:
+        return build_augmentation(name, self.data.image_size, self.data.num_classes,
+                                  self.config.augment_settings())
+
+    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int) -> Evaluation:
+        data = self.data
+        with seeded(seed, self.device):
+            model = create_model("surrogate", data.num_classes, data.channels,
+                                 self.config.model_width).to(self.device)
+            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings)
+        if result.diverged:
+            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds)
+        started = time.perf_counter()
+        per_corruption = {name: accuracy(model, images, data.val_labels)
+                          for name, images in self.corrupted.items()}
+        return Evaluation(accuracy=accuracy(model, data.val_images, data.val_labels),
+                          robustness=sum(per_corruption.values()) / len(per_corruption),
+                          per_corruption=per_corruption, training_seconds=result.seconds,
+                          evaluation_seconds=time.perf_counter() - started,
+                          final_train_loss=result.history[-1]["loss"])
 
 
 class Rejected(optuna.TrialPruned):
@@ -33,14 +87,8 @@ class LossSearchObjective:
 
     def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device) -> None:
         self.config = config
-        self.data = data
-        self.device = device
-        self.augmentation = build_augmentation(config.augmentation, data.image_size,
-                                               data.num_classes, hflip=config.hflip)
-        self.corrupted = corrupted_copies(data.val_images, config.corruption_severity, config.seed)
-        self.settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
-                                      learning_rate=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+        self.evaluator = SurrogateEvaluator(config, data, device)
+        self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
@@ -76,23 +124,13 @@ class LossSearchObjective:
         return None
 
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
-        data = self.data
-        with seeded(self.config.seed, self.device):
-            model = create_model("surrogate", data.num_classes, data.channels,
-                                 self.config.model_width).to(self.device)
-            result = train(model, data.train_images, data.train_labels, genome,
-                           self.augmentation, self.settings)
-        trial.set_user_attr("training_seconds", round(result.seconds, 3))
+        result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed)
+        trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
             return DIVERGED_VALUES
-        trial.set_user_attr("final_train_loss", result.history[-1]["loss"])
-        started = time.perf_counter()
-        validation_accuracy = accuracy(model, data.val_images, data.val_labels)
-        per_corruption = {name: accuracy(model, images, data.val_labels)
-                          for name, images in self.corrupted.items()}
-        for name, value in per_corruption.items():
+        trial.set_user_attr("final_train_loss", result.final_train_loss)
+        for name, value in result.per_corruption.items():
             trial.set_user_attr(f"robustness_{name}", value)
-        trial.set_user_attr("evaluation_seconds", round(time.perf_counter() - started, 3))
-        robustness = sum(per_corruption.values()) / len(per_corruption)
-        return validation_accuracy, robustness
+        trial.set_user_attr("evaluation_seconds", round(result.evaluation_seconds, 3))
+        return result.accuracy, result.robustness

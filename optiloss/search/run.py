@@ -10,7 +10,8 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from optiloss.data import load_dataset
+from optiloss.augment import AUGMENTATIONS
+from optiloss.data import ImageSplits, load_dataset
 from optiloss.errors import UsageError
 from optiloss.search.config import SearchConfig
 from optiloss.search.objective import LossSearchObjective
@@ -70,16 +71,31 @@ class _Progress:
         self.bar.close()
 
 
+def run_searches(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
+                 log=print) -> list[SearchOutcome]:
+    """:func:`run_search` for each study of ``config`` (five for ``augmentation = "all5"``), in turn.
+
+    The data set is loaded once and shared by all of them.
+    """
+    data = load_search_data(config, progress)
+    return [run_search(one, storage_url, progress=progress, log=log, data=data)
+            for one in config.per_augmentation()]
+
+
 def run_search(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
-               log=print) -> SearchOutcome:
+               log=print, data: ImageSplits | None = None) -> SearchOutcome:
     """Create or continue the study of ``config`` until it holds ``config.n_trials`` COMPLETE trials.
 
-    ``log`` receives one-line status messages. Raises :class:`~optiloss.errors.OptilossError`
+    ``log`` receives one-line status messages; ``data`` (as :func:`load_search_data`
+    returns it) saves reloading. Raises :class:`~optiloss.errors.OptilossError`
     for anything the user can fix (bad storage, unknown dataset, a study created differently).
     """
+    if config.augmentation not in AUGMENTATIONS:
+        raise UsageError(f"run_search takes one augmentation, got {config.augmentation!r}; use run_searches")
     url = resolve_storage_url(storage_url)
     device = resolve_device(config.device)
-    data = load_search_data(config, progress)
+    if data is None:
+        data = load_search_data(config, progress)
     storage = open_storage(url)
     study = open_search_study(config, storage)
     name = study.study_name
