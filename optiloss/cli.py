@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from optiloss.errors import OptilossError
+from optiloss.errors import OptilossError, UsageError
 
 
 def _storage_option(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("trial", type=int, help="trial number")
     _storage_option(show)
     show.add_argument("--format", choices=("text", "latex", "python"), default="text")
+
+    matrix = commands.add_parser("matrix", help="retrain each augmentation study's best losses under every "
+                                                "augmentation and tabulate accuracy")
+    matrix.add_argument("--dataset", required=True, help="the data set whose augmentation studies to use")
+    _storage_option(matrix)
+    matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
+    matrix.add_argument("--seeds", type=int, default=2, metavar="S", help="training seeds per cell (default 2)")
+    matrix.add_argument("--output", default="storage/reports", metavar="DIR",
+                        help="where the CSV and heatmap go (default storage/reports)")
+    matrix.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    matrix.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
@@ -128,6 +139,20 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    from optiloss.matrix import loss_augmentation_matrix, save_matrix
+    from optiloss.report import format_rows
+
+    if args.top_k < 1 or args.seeds < 1:
+        raise UsageError("--top-k and --seeds must be at least 1")
+    result = loss_augmentation_matrix(args.dataset, args.storage, top_k=args.top_k, seeds=args.seeds,
+                                      device=args.device)
+    csv_path, png_path = save_matrix(result, args.output)
+    print(format_rows(result.rows(), args.format))
+    print(f"\nwrote {csv_path} and {png_path}")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
@@ -147,7 +172,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _show,
-            "dashboard": _dashboard}
+            "matrix": _matrix, "dashboard": _dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
