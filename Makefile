@@ -25,6 +25,8 @@ dashboard: install
 
 bench: install
 	$(BIN)/python bench/trial_breakdown.py
+	$(BIN)/python bench/data_loading.py
+	$(BIN)/python bench/augment_throughput.py
 
 clean:
 	rm -rf $(VENV) storage/*.db

@@ -42,10 +42,12 @@ class SurrogateEvaluator:
     cache) once, here.
     """
 
-    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device) -> None:
+    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
+                 progress: bool = False) -> None:
         self.config = config
         self.data = data
         self.device = device
+        self.progress = progress
         self.corrupted = corrupted_copies(data.val_images, config.corruption_severity, config.seed)
         self.settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
                                       learning_rate=config.learning_rate,
@@ -55,12 +57,15 @@ class SurrogateEvaluator:
         return build_augmentation(name, self.data.image_size, self.data.num_classes,
                                   self.config.augment_settings())
 
-    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int) -> Evaluation:
+    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
+                 description: str = "epochs") -> Evaluation:
+        """Train a fresh surrogate (initialised from ``seed``) with ``loss`` and score it."""
         data = self.data
         with seeded(seed, self.device):
             model = create_model("surrogate", data.num_classes, data.channels,
                                  self.config.model_width).to(self.device)
-            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings)
+            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings,
+                           progress=self.progress, description=description)
         if result.diverged:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds)
         started = time.perf_counter()
@@ -85,9 +90,10 @@ class LossSearchObjective:
     ``data`` must already be on ``device``.
     """
 
-    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device) -> None:
+    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
+                 progress: bool = False) -> None:
         self.config = config
-        self.evaluator = SurrogateEvaluator(config, data, device)
+        self.evaluator = SurrogateEvaluator(config, data, device, progress)
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -124,7 +130,8 @@ class LossSearchObjective:
         return None
 
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
-        result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed)
+        result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
+                                         description=f"trial {trial.number} epochs")
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)

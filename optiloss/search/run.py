@@ -106,7 +106,7 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
         return SearchOutcome(name, url, complete, complete, 0)
     log(f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
         f"(storage {mask_url(url)}, device {device})")
-    objective = LossSearchObjective(config, data.to(device), device)
+    objective = LossSearchObjective(config, data.to(device), device, progress)
     tracker = _Progress(config.n_trials, complete, config.max_consecutive_rejections, progress)
     try:
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
