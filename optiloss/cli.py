@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
     search.add_argument("--seed", type=int, metavar="S", help="base seed")
     search.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
+    search.add_argument("--workers", type=int, metavar="N", help="processes sharing the study (default 1)")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     studies = commands.add_parser("studies", help="list studies with trial counts and best values")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _resume_command(args: argparse.Namespace) -> str:
     words = ["optiloss", "search"] + ([args.config] if args.config else [])
     for option in ("dataset", "data_root", "image_size", "subset", "augmentation", "n_trials",
-                   "study_name", "seed", "device"):
+                   "study_name", "seed", "device", "workers"):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option.replace('_', '-')}", str(value)]
@@ -96,7 +97,8 @@ def _search(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, {
         "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
-        "subset": args.subset, "download": args.download, "augmentation": args.augmentation, "n_trials": args.n_trials,
+        "subset": args.subset, "download": args.download, "augmentation": args.augmentation,
+        "workers": args.workers, "n_trials": args.n_trials,
         "study_name": args.study_name, "seed": args.seed, "device": args.device})
     try:
         outcomes = run_searches(config, args.storage, progress=not args.no_progress)

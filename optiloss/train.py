@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -36,6 +38,27 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     diverged: str | None = None
     seconds: float = 0.0
+    resumed_from_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where :func:`train` saves its state after every epoch, and where it resumes from.
+
+    A checkpoint holds model, optimizer and schedule state, the epoch, the
+    history so far and torch's random state, so a resumed run continues the
+    same batches and augmentations as an uninterrupted one.
+    """
+
+    save_to: Path | None = None
+    resume_from: Path | None = None
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
 @contextlib.contextmanager
@@ -65,11 +88,14 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
           augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-          settings: TrainSettings, *, progress: bool = False, description: str = "epochs") -> TrainResult:
+          settings: TrainSettings, *, progress: bool = False, description: str = "epochs",
+          checkpointing: Checkpointing | None = None) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
 
     AdamW with linear warm-up and cosine decay. A non-finite loss ends training
     at the end of that epoch with ``diverged`` set; the caller decides the penalty.
+    With ``checkpointing``, the state is saved after every epoch and, when
+    ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
     """
     started = time.perf_counter()
     count = len(images)
@@ -80,8 +106,21 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
     result = TrainResult()
+    first_epoch = 0
+    checkpointing = checkpointing or Checkpointing()
+    if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
+        state = torch.load(checkpointing.resume_from, map_location=images.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        if images.is_cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], images.device)
+        first_epoch = result.resumed_from_epoch = state["epoch"]
+        result.history = state["history"]
     model.train()
-    for epoch in tqdm(range(settings.epochs), desc=description, leave=False, disable=not progress):
+    for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
+                      disable=not progress, initial=first_epoch, total=settings.epochs):
         order = torch.randperm(count, device=images.device)
         loss_sum = torch.zeros((), device=images.device)
         correct = torch.zeros((), device=images.device, dtype=torch.long)
@@ -103,6 +142,12 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
         if not math.isfinite(mean_loss):
             result.diverged = f"non-finite loss in epoch {epoch + 1}"
             break
+        if checkpointing.save_to is not None:
+            _save_checkpoint(checkpointing.save_to, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": result.history,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(images.device) if images.is_cuda else None})
     result.seconds = time.perf_counter() - started
     return result
 

@@ -43,6 +43,11 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     max_consecutive_rejections: int = 2000
+    workers: int = 1
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+    max_retry: int = 3
+    checkpoint_dir: str = "storage/checkpoints"
 
     @property
     def resolved_study_name(self) -> str:
@@ -94,6 +99,10 @@ _LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "seed": (0, 2**31 - 1),
     "device": ("auto", "cpu", "cuda"),
     "max_consecutive_rejections": (1, None),
+    "workers": (1, 64),
+    "heartbeat_interval": (1, 3600),
+    "grace_period": (2, 86400),
+    "max_retry": (0, 100),
 }
 _TYPES = {field.name: field.type for field in fields(SearchConfig)}
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -138,6 +147,9 @@ def make_config(values: Mapping[str, Any], source: str = "config") -> SearchConf
         raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(_TYPES)}")
     checked = {key: _check(source, key, value) for key, value in values.items()}
     config = SearchConfig(**checked)
+    if config.grace_period <= config.heartbeat_interval:
+        raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
+                         f"({config.grace_period} <= {config.heartbeat_interval})")
     return config
 
 

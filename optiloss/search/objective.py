@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 import torch
@@ -14,7 +16,8 @@ from optiloss.data import ImageSplits
 from optiloss.genome import Genome, screen
 from optiloss.models import create_model
 from optiloss.search.config import SearchConfig
-from optiloss.train import LossFunction, TrainSettings, accuracy, seeded, train
+from optiloss.search.recovery import INTERRUPTED, worker_record
+from optiloss.train import Checkpointing, LossFunction, TrainSettings, accuracy, seeded, train
 
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make the trial FAIL)."""
@@ -31,6 +34,7 @@ class Evaluation:
     training_seconds: float = 0.0
     evaluation_seconds: float = 0.0
     final_train_loss: float | None = None
+    resumed_from_epoch: int | None = None
 
 
 class SurrogateEvaluator:
@@ -58,16 +62,21 @@ class SurrogateEvaluator:
                                   self.config.augment_settings())
 
     def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
-                 description: str = "epochs") -> Evaluation:
-        """Train a fresh surrogate (initialised from ``seed``) with ``loss`` and score it."""
+                 description: str = "epochs", checkpointing: Checkpointing | None = None) -> Evaluation:
+        """Train a fresh surrogate (initialised from ``seed``) with ``loss`` and score it.
+
+        With ``checkpointing``, training saves every epoch and resumes from an
+        existing checkpoint (``Evaluation.resumed_from_epoch``).
+        """
         data = self.data
         with seeded(seed, self.device):
             model = create_model("surrogate", data.num_classes, data.channels,
                                  self.config.model_width).to(self.device)
             result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings,
-                           progress=self.progress, description=description)
+                           progress=self.progress, description=description, checkpointing=checkpointing)
         if result.diverged:
-            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds)
+            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
+                              resumed_from_epoch=result.resumed_from_epoch)
         started = time.perf_counter()
         per_corruption = {name: accuracy(model, images, data.val_labels)
                           for name, images in self.corrupted.items()}
@@ -75,7 +84,8 @@ class SurrogateEvaluator:
                           robustness=sum(per_corruption.values()) / len(per_corruption),
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,
-                          final_train_loss=result.history[-1]["loss"])
+                          final_train_loss=result.history[-1]["loss"],
+                          resumed_from_epoch=result.resumed_from_epoch)
 
 
 class Rejected(optuna.TrialPruned):
@@ -97,6 +107,14 @@ class LossSearchObjective:
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr("worker", worker_record(trial.number))
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", INTERRUPTED)  # retried when the search resumes
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
         genome = Genome.suggest(trial, self.config.nodes)
         started = time.perf_counter()
@@ -130,8 +148,17 @@ class LossSearchObjective:
         return None
 
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
+        """Train with checkpoints; a retry resumes from its failed predecessor's last epoch."""
+        inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
+        own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
+        trial.set_user_attr("checkpoint", str(own))
+        checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None)
         result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
-                                         description=f"trial {trial.number} epochs")
+                                         description=f"trial {trial.number} epochs", checkpointing=checkpointing)
+        for path in {own, Path(inherited) if inherited else own}:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        if result.resumed_from_epoch:
+            trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)

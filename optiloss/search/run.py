@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 from dataclasses import dataclass
 
 import optuna
@@ -12,9 +15,10 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.data import ImageSplits, load_dataset
-from optiloss.errors import UsageError
+from optiloss.errors import OptilossError, UsageError
 from optiloss.search.config import SearchConfig
 from optiloss.search.objective import LossSearchObjective
+from optiloss.search.recovery import sweep_dead_trials
 from optiloss.search.storage import mask_url, open_storage, resolve_storage_url
 from optiloss.search.study import count_trials, open_search_study
 
@@ -86,9 +90,12 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
                log=print, data: ImageSplits | None = None) -> SearchOutcome:
     """Create or continue the study of ``config`` until it holds ``config.n_trials`` COMPLETE trials.
 
-    ``log`` receives one-line status messages; ``data`` (as :func:`load_search_data`
-    returns it) saves reloading. Raises :class:`~optiloss.errors.OptilossError`
-    for anything the user can fix (bad storage, unknown dataset, a study created differently).
+    With ``config.workers`` > 1, that many processes share the study, each with
+    its own sampler seed. Trials of dead workers are failed and retried first
+    (see :mod:`optiloss.search.recovery`). ``log`` receives one-line status
+    messages; ``data`` (as :func:`load_search_data` returns it) saves reloading.
+    Raises :class:`~optiloss.errors.OptilossError` for anything the user can fix
+    (bad storage, unknown dataset, a study created differently).
     """
     if config.augmentation not in AUGMENTATIONS:
         raise UsageError(f"run_search takes one augmentation, got {config.augmentation!r}; use run_searches")
@@ -96,24 +103,92 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     device = resolve_device(config.device)
     if data is None:
         data = load_search_data(config, progress)
-    storage = open_storage(url)
-    study = open_search_study(config, storage)
+    # tables and study are created here, once, before any worker starts
+    storage, study = _open_study(config, url, worker=0)
     name = study.study_name
+    recovered = sweep_dead_trials(study, config.max_retry)
+    if recovered:
+        log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; failed and queued for retry")
     complete = count_trials(storage, name, (TrialState.COMPLETE,))
     remaining = config.n_trials - complete
     if remaining <= 0:
         log(f"{name}: {complete}/{config.n_trials} complete, nothing to run")
         return SearchOutcome(name, url, complete, complete, 0)
+    workers = f", {config.workers} workers" if config.workers > 1 else ""
     log(f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
-        f"(storage {mask_url(url)}, device {device})")
+        f"(storage {mask_url(url)}, device {device}{workers})")
+    if config.workers > 1:
+        rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress)
+    else:
+        tracker = _optimize(config, study, data, device, worker=0, progress=progress, done=complete)
+        rejected, stopped_early = tracker.rejected, tracker.stopped_early
+    if stopped_early:
+        log(f"{name}: {stopped_early}")
+    after = count_trials(storage, name, (TrialState.COMPLETE,))
+    return SearchOutcome(name, url, complete, after, rejected, stopped_early)
+
+
+def _open_study(config: SearchConfig, url: str, worker: int):
+    storage = open_storage(url, heartbeat_interval=config.heartbeat_interval,
+                           grace_period=config.grace_period, max_retry=config.max_retry)
+    return storage, open_search_study(config, storage, worker)
+
+
+def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, device: torch.device, *,
+              worker: int, progress: bool, done: int) -> "_Progress":
     objective = LossSearchObjective(config, data.to(device), device, progress)
-    tracker = _Progress(config.n_trials, complete, config.max_consecutive_rejections, progress)
+    tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
+
+    def sweep(study: optuna.Study, trial: FrozenTrial) -> None:
+        sweep_dead_trials(study, config.max_retry)
+
     try:
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
-                                             tracker])
+                                             tracker, sweep])
     finally:
         tracker.close()
-    if tracker.stopped_early:
-        log(f"{name}: {tracker.stopped_early}")
-    after = count_trials(storage, name, (TrialState.COMPLETE,))
-    return SearchOutcome(name, url, complete, after, tracker.rejected, tracker.stopped_early)
+    return tracker
+
+
+def _worker_main(config: SearchConfig, url: str, worker: int, threads: int) -> None:
+    """Entry point of one worker process (spawned): the same search loop, without a progress bar."""
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        _, study = _open_study(config, url, worker)
+        data = load_search_data(config, progress=False)
+        _optimize(config, study, data, resolve_device(config.device), worker=worker, progress=False, done=0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OptilossError as error:
+        print(f"optiloss: worker {worker}: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
+                 progress: bool) -> tuple[int, str | None]:
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    processes = [context.Process(target=_worker_main, args=(config, url, worker, threads), daemon=False)
+                 for worker in range(config.workers)]
+    for process in processes:
+        process.start()
+    bar = tqdm(total=config.n_trials, initial=done, desc="complete trials", unit="trial", disable=not progress)
+    try:
+        for process in processes:
+            while process.is_alive():
+                process.join(timeout=1.0)  # wakes up to refresh the bar from the shared storage
+                bar.n = count_trials(storage, name, (TrialState.COMPLETE,))
+                bar.refresh()
+    finally:
+        bar.close()
+        for process in processes:
+            process.join()
+    failed = [worker for worker, process in enumerate(processes) if process.exitcode not in (0, None)]
+    if any(process.exitcode == 130 for process in processes):
+        raise KeyboardInterrupt
+    if failed:
+        raise OptilossError(f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
+                            "(see above); run the same command to continue")
+    rejected = count_trials(storage, name, (TrialState.PRUNED,))
+    return rejected, None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 
 from optiloss.errors import OptilossError, UsageError
@@ -36,16 +37,22 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_storage(url: str | None = None, *, create: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(url: str | None = None, *, create: bool = True, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, max_retry: int | None = None) -> optuna.storages.RDBStorage:
     """Open (and with ``create``, initialise) the storage at ``url``.
 
-    Raises :class:`OptilossError` with one line when the database cannot be
-    reached, or, without ``create``, when an SQLite file does not exist.
+    With ``heartbeat_interval``, running trials send heartbeats; one silent for
+    ``grace_period`` seconds is failed and re-enqueued with the same parameters
+    (at most ``max_retry`` times).
+
+    Raises :class:`UsageError` (exit 2) for a malformed URL, an unknown database
+    kind or a rejected password, :class:`OptilossError` (exit 1) when the
+    database cannot be reached or, without ``create``, an SQLite file does not exist.
     """
     url = resolve_storage_url(url)
     try:
         path = sqlite_path(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UsageError(f"not a database URL: {mask_url(url)} "
                          "(expected e.g. sqlite:///storage/optiloss.db or postgresql://user@host/db)") from None
     engine_kwargs = {}
@@ -57,12 +64,22 @@ def open_storage(url: str | None = None, *, create: bool = True) -> optuna.stora
             path.parent.mkdir(parents=True, exist_ok=True)
         # a dashboard or another worker may hold the lock for a while
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    heartbeat = {}
+    if heartbeat_interval:
+        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "
+                         "postgresql://USER:PASSWORD@HOST/DB") from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         password = make_url(url).password
         if password:
             reason = reason.replace(str(password), "***")
+        if "password authentication failed" in reason or "no password supplied" in reason:
+            raise UsageError(f"the database refused the login for {mask_url(url)}: check the user "
+                             "and password in the URL") from None
         raise OptilossError(f"cannot open storage {mask_url(url)}: {reason}; "
                             "check that the database server is running and the URL is right") from None
