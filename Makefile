@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test dashboard bench clean
+PG_URL = $(shell bash scripts/postgres.sh url)
+
+.PHONY: install demo test dashboard bench postgres postgres-stop clean
 
 # Reinstalls when pyproject.toml or the lock file changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -17,8 +19,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/optiloss search studies/digits-demo.toml
 
-test: install
-	$(BIN)/python -m pytest
+# The PostgreSQL tests run against a real local server, started here.
+test: install postgres
+	OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+
+postgres:
+	bash scripts/postgres.sh start
+
+postgres-stop:
+	bash scripts/postgres.sh stop
 
 dashboard: install
 	$(BIN)/optiloss dashboard
@@ -28,5 +37,5 @@ bench: install
 	$(BIN)/python bench/data_loading.py
 	$(BIN)/python bench/augment_throughput.py
 
-clean:
-	rm -rf $(VENV) storage/*.db
+clean: postgres-stop
+	rm -rf $(VENV) storage/*.db storage/postgres storage/checkpoints

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from typing import Sequence
 
 from optiloss.errors import OptilossError, UsageError
@@ -181,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # optiloss reports failures itself, in one line; Optuna would add a traceback per failed trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         return COMMANDS[args.command](args)
     except OptilossError as error:

@@ -29,7 +29,8 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 5\n'
-        "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n")
+        "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n"
+        f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\n")
     return path
 
 
@@ -53,3 +54,24 @@ def cifar10_folder(tmp_path_factory) -> Path:
 def private_tensor_cache(tmp_path_factory, monkeypatch):
     """Every test session decodes into its own cache folder, never the user's."""
     monkeypatch.setenv("OPTILOSS_CACHE", str(tmp_path_factory.getbasetemp() / "tensor-cache"))
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty database on the real PostgreSQL server that `make test` starts."""
+    import uuid
+
+    import sqlalchemy
+
+    admin_url = os.environ.get("OPTILOSS_TEST_POSTGRES")
+    if not admin_url:
+        pytest.fail("the PostgreSQL tests need OPTILOSS_TEST_POSTGRES; run them through `make test`, "
+                    "which starts the server (scripts/postgres.sh)")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -157,6 +158,8 @@ class LossSearchObjective:
                                          description=f"trial {trial.number} epochs", checkpointing=checkpointing)
         for path in {own, Path(inherited) if inherited else own}:
             shutil.rmtree(path.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the study's folder, once its last trial is done
+                path.parent.parent.rmdir()
         if result.resumed_from_epoch:
             trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))

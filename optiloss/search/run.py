@@ -153,7 +153,7 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
 def _worker_main(config: SearchConfig, url: str, worker: int, threads: int) -> None:
     """Entry point of one worker process (spawned): the same search loop, without a progress bar."""
     torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         _, study = _open_study(config, url, worker)
         data = load_search_data(config, progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import optuna
@@ -66,6 +67,10 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat_inter
         engine_kwargs = {"connect_args": {"timeout": 60}}
     heartbeat = {}
     if heartbeat_interval:
+        warnings.filterwarnings("ignore", message=".*RetryHeartbeatStaleTrialCallback.*",
+                                category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message=".*heartbeat_interval.*",
+                                category=optuna.exceptions.ExperimentalWarning)
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
     try:

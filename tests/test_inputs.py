@@ -1,0 +1,74 @@
+"""Every bad input a user can give: one line saying what is wrong, the right exit code, nothing written."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+
+GOOD = 'n_trials = 2\nepochs = 1\nmodel_width = 8\ndevice = "cpu"\n'
+
+
+def _assert_one_line(result, code: int, fragment: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("config_text, options, fragment", [
+    ("n_trials = = 3\n", [], "not valid TOML"),
+    (GOOD + "epoch = 3\n", [], "unknown key 'epoch'"),
+    (GOOD + 'seed = "zero"\n', [], "seed must be an integer"),
+    (GOOD, ["--dataset", "imagenet"], "dataset must be one of digits, cifar10"),
+    (GOOD, ["--augmentation", "sepia"], "augmentation must be one of base, cutout, mixup, randaug, all, all5"),
+    (GOOD, ["--n-trials", "0"], "n_trials must be >= 1, got 0"),
+    (GOOD, ["--workers", "0"], "workers must be between 1 and 64"),
+    (GOOD, ["--dataset", "cifar10", "--data-root", "/nonexistent/data"],
+     "CIFAR-10 file data_batch_1 not found: expected /nonexistent/data/cifar-10-batches-py/data_batch_1"),
+    (GOOD + "heartbeat_interval = 30\ngrace_period = 10\n", [], "grace_period must be longer than heartbeat_interval"),
+])
+def test_usage_errors_exit_2_and_write_nothing(tmp_path, sqlite_url, config_text, options, fragment):
+    config = tmp_path / "study.toml"
+    config.write_text(config_text)
+    result = run_cli("search", str(config), "--storage", sqlite_url, *options)
+    _assert_one_line(result, 2, fragment)
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+def test_a_storage_url_typo_exits_2(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    result = run_cli("search", str(config), "--storage", f"sqlit:///{tmp_path / 'x.db'}")
+    _assert_one_line(result, 2, "unknown database kind in sqlit:///")
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_an_unreachable_database_exits_1_without_showing_the_password(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    result = run_cli("search", str(config), "--storage", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
+    _assert_one_line(result, 1, "cannot open storage postgresql://optiloss:***@127.0.0.1:9/optiloss")
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    wrong = postgres_url.replace("optiloss:optiloss@", "optiloss:not-the-password@")
+    result = run_cli("search", str(config), "--storage", wrong)
+    _assert_one_line(result, 2, "the database refused the login")
+    assert "not-the-password" not in result.stderr
+    assert optuna.get_all_study_summaries(postgres_url) == []
+
+
+def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, sqlite_url):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n')
+    assert run_cli("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
+    trials = len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials)
+    conflicting = tmp_path / "other.toml"
+    conflicting.write_text(GOOD + "nodes = 6\n")
+    result = run_cli("search", str(conflicting), "--storage", sqlite_url)
+    _assert_one_line(result, 2, "study 'digits-base' was created with nodes 5 (this run: 6)")
+    assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials

@@ -1,0 +1,212 @@
+"""Crash safety: kill -9, Ctrl-C, resume from checkpoints, workers on PostgreSQL, and bad inputs."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from conftest import ROOT, run_cli
+
+
+def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5, **extra) -> Path:
+    """Digits trials of a few seconds each, long enough to be killed in the middle."""
+    lines = {"n_trials": n_trials, "population_size": population, "epochs": epochs, "model_width": 32,
+             "batch_size": 64, "device": "cpu", "heartbeat_interval": 1, "grace_period": 4,
+             "checkpoint_dir": str(tmp_path / "checkpoints"), **extra}
+    path = tmp_path / "search.toml"
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in lines.items()))
+    return path
+
+
+def _start(config: Path, storage: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optiloss", "search", str(config), "--storage", storage,
+                             "--no-progress", *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"})
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 240.0):
+    """Poll until ``condition()`` is truthy (returns it); fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (KeyError, sqlalchemy_errors()):
+            value = None
+        if value:
+            return value
+        if process.poll() is not None:
+            pytest.fail(f"the search ended before the condition held: {process.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail("condition not reached in time")
+
+
+def sqlalchemy_errors():
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.SQLAlchemyError
+
+
+def _trial_past_first_epoch(storage: str):
+    """A RUNNING trial whose checkpoint file exists (it finished an epoch), if any."""
+    study = optuna.load_study(study_name="digits-base", storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        path = trial.user_attrs.get("checkpoint")
+        if path and Path(path).exists():
+            return trial.number
+    return None
+
+
+def _kill_mid_trial_then_resume(tmp_path: Path, storage: str) -> None:
+    # the retry queues behind the waiting zoo trials, so the budget covers all of them
+    config = _config(tmp_path, n_trials=6, epochs=15)
+    process = _start(config, storage)
+    victim = _wait_for(lambda: _trial_past_first_epoch(storage), process)
+    study = optuna.load_study(study_name="digits-base", storage=storage)
+    complete_before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert optuna.load_study(study_name="digits-base", storage=storage).trials[victim].state == TrialState.RUNNING
+
+    resumed = run_cli("search", str(config), "--storage", storage, "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trial(s) {victim} lost their worker" in resumed.stdout
+    study = optuna.load_study(study_name="digits-base", storage=storage)
+    killed = study.trials[victim]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["fail_reason"]
+    retries = [t for t in study.trials if victim in t.system_attrs.get("retry_history", [])]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    assert retries[0].user_attrs["resumed_from_epoch"] >= 1
+    complete = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    assert all(complete.get(number) == values for number, values in complete_before.items())
+    assert len(complete) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not list((tmp_path / "checkpoints").rglob("*.pt"))  # removed once trials complete
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_on_sqlite_resumes_the_trial_from_its_checkpoint(tmp_path, sqlite_url):
+    _kill_mid_trial_then_resume(tmp_path, sqlite_url)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_on_postgresql_resumes_the_trial_from_its_checkpoint(tmp_path, postgres_url):
+    _kill_mid_trial_then_resume(tmp_path, postgres_url)
+
+
+@pytest.mark.slow
+def test_five_kills_at_random_moments_still_reach_the_budget(tmp_path, sqlite_url):
+    config = _config(tmp_path, n_trials=8, epochs=12)
+    chooser = random.Random(20240409)
+    for _ in range(5):
+        process = _start(config, sqlite_url)
+        time.sleep(chooser.uniform(1.0, 6.0))  # the fault: a kill at an arbitrary moment
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = run_cli("search", str(config), "--storage", sqlite_url, "--no-progress")
+    assert final.returncode == 0, final.stderr
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 8
+    assert TrialState.RUNNING not in states
+
+
+@pytest.mark.slow
+def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
+    config = _config(tmp_path, n_trials=12, epochs=4, population=6, model_width=8)
+    result = run_cli("search", str(config), "--storage", postgres_url, "--workers", "3", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "3 workers" in result.stdout
+    study = optuna.load_study(study_name="digits-base", storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert 12 <= len(complete) <= 14  # workers finishing their last trial together may overshoot
+    assert all("NSGAIISampler:generation" in t.system_attrs for t in complete)
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert len(pids) == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_trial_as_interrupted_prints_the_resume_command_and_resume_retries_it(
+        tmp_path, sqlite_url):
+    config = _config(tmp_path, n_trials=6, epochs=15)
+    process = _start(config, sqlite_url)
+    victim = _wait_for(lambda: _trial_past_first_epoch(sqlite_url), process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert f"Resume with: optiloss search {config} --storage {sqlite_url}" in stderr
+    assert "Traceback" not in stderr
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    assert study.trials[victim].state == TrialState.FAIL
+    assert study.trials[victim].user_attrs["fail_reason"] == "interrupted"
+    resumed = run_cli("search", str(config), "--storage", sqlite_url, "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    retry = next(t for t in study.trials if victim in t.system_attrs.get("retry_history", []))
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 1
+
+
+def test_a_resumed_training_run_matches_an_uninterrupted_one(tmp_path):
+    from optiloss.augment import build_augmentation
+    from optiloss.data import load_dataset
+    from optiloss.genome import screen, zoo
+    from optiloss.models import create_model
+    from optiloss.train import Checkpointing, TrainSettings, seeded, train
+
+    data = load_dataset("digits")
+    loss = screen(zoo()["cross_entropy"]).genome
+    augmentation = build_augmentation("base", data.image_size, 10)
+
+    def run(settings, checkpointing=None):
+        with seeded(5):
+            model = create_model("surrogate", 10, 3, 8)
+            result = train(model, data.train_images, data.train_labels, loss, augmentation, settings,
+                           checkpointing=checkpointing)
+        return model, result
+
+    full_model, full = run(TrainSettings(epochs=4))
+    saved = tmp_path / "c.pt"
+    run(TrainSettings(epochs=4), Checkpointing(save_to=saved))  # leaves the epoch-4 state
+    state = torch.load(saved, weights_only=False)
+    assert state["epoch"] == 4
+    # stop after two epochs by truncating a copy of the run, then resume
+    partial_path = tmp_path / "partial.pt"
+    with seeded(5):
+        model = create_model("surrogate", 10, 3, 8)
+        settings = TrainSettings(epochs=4)
+        import optiloss.train as training
+
+        original = training._save_checkpoint
+        calls = []
+
+        def stop_after_two(path, state):
+            original(path, state)
+            calls.append(state["epoch"])
+            if state["epoch"] == 2:
+                raise KeyboardInterrupt
+
+        training._save_checkpoint = stop_after_two
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train(model, data.train_images, data.train_labels, loss, augmentation, settings,
+                      checkpointing=Checkpointing(save_to=partial_path))
+        finally:
+            training._save_checkpoint = original
+    resumed_model, resumed = run(TrainSettings(epochs=4), Checkpointing(resume_from=partial_path))
+    assert resumed.resumed_from_epoch == 2
+    assert [round(h["loss"], 6) for h in resumed.history] == [round(h["loss"], 6) for h in full.history]
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
