@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PG_URL = $(shell bash scripts/postgres.sh url)
 
-.PHONY: install demo test dashboard bench postgres postgres-stop clean
+.PHONY: install demo test dashboard bench postgres postgres-stop browser clean
 
 # Reinstalls when pyproject.toml or the lock file changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,9 +19,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/optiloss search studies/digits-demo.toml
 
-# The PostgreSQL tests run against a real local server, started here.
-test: install postgres
+# The PostgreSQL tests run against a real local server, started here; the page
+# test drives Debian's headless Chromium, installed here when missing.
+test: install postgres browser
 	OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+
+browser:
+	bash scripts/chromium.sh
 
 postgres:
 	bash scripts/postgres.sh start

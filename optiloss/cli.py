@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--artifact-dir", default="storage/artifacts", metavar="DIR",
+                           help="the artifact folder the search wrote to (default storage/artifacts)")
     return parser
 
 
@@ -159,13 +161,15 @@ def _matrix(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
+    from optiloss.report.dashboard import artifact_store
     from optiloss.search import mask_url, open_storage, resolve_storage_url
 
     storage = open_storage(args.storage, create=False)
     print(f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
           f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port,
+                                    artifact_store=artifact_store(args.artifact_dir))
     except OSError as error:
         raise OptilossError(f"cannot serve on {args.host}:{args.port}: {error.strerror}; "
                             "choose another --port") from None

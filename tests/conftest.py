@@ -30,7 +30,7 @@ def tiny_config(tmp_path: Path) -> Path:
     path.write_text(
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 5\n'
         "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n"
-        f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\n")
+        f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\nartifact_dir = \"{tmp_path / 'artifacts'}\"\n")
     return path
 
 

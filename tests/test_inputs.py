@@ -64,7 +64,7 @@ def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
 
 def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, sqlite_url):
     config = tmp_path / "study.toml"
-    config.write_text(GOOD + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n')
+    config.write_text(GOOD + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\n')
     assert run_cli("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
     trials = len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials)
     conflicting = tmp_path / "other.toml"

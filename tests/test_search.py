@@ -44,7 +44,8 @@ def test_sampler_seed_changes_with_the_trial_count_and_worker():
 
 
 def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path):
-    config = make_config({"epochs": 2, "model_width": 8, "device": "cpu", "checkpoint_dir": str(tmp_path)})
+    config = make_config({"epochs": 2, "model_width": 8, "device": "cpu", "checkpoint_dir": str(tmp_path),
+                          "artifact_dir": str(tmp_path / "artifacts")})
     objective = LossSearchObjective(config, load_dataset("digits"), torch.device("cpu"))
     study = optuna.create_study(directions=["maximize", "maximize"])
     trial = study.ask()

@@ -48,6 +48,8 @@ class SearchConfig:
     grace_period: int = 60
     max_retry: int = 3
     checkpoint_dir: str = "storage/checkpoints"
+    artifacts: bool = True
+    artifact_dir: str = "storage/artifacts"
 
     @property
     def resolved_study_name(self) -> str:

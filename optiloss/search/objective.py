@@ -10,12 +10,14 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits
 from optiloss.genome import Genome, screen
 from optiloss.models import create_model
+from optiloss.report.dashboard import artifact_store, upload_trial_artifacts
 from optiloss.search.config import SearchConfig
 from optiloss.search.recovery import INTERRUPTED, worker_record
 from optiloss.train import Checkpointing, LossFunction, TrainSettings, accuracy, seeded, train
@@ -36,6 +38,7 @@ class Evaluation:
     evaluation_seconds: float = 0.0
     final_train_loss: float | None = None
     resumed_from_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
 
 
 class SurrogateEvaluator:
@@ -77,7 +80,7 @@ class SurrogateEvaluator:
                            progress=self.progress, description=description, checkpointing=checkpointing)
         if result.diverged:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
-                              resumed_from_epoch=result.resumed_from_epoch)
+                              resumed_from_epoch=result.resumed_from_epoch, history=result.history)
         started = time.perf_counter()
         per_corruption = {name: accuracy(model, images, data.val_labels)
                           for name, images in self.corrupted.items()}
@@ -86,7 +89,7 @@ class SurrogateEvaluator:
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,
                           final_train_loss=result.history[-1]["loss"],
-                          resumed_from_epoch=result.resumed_from_epoch)
+                          resumed_from_epoch=result.resumed_from_epoch, history=result.history)
 
 
 class Rejected(optuna.TrialPruned):
@@ -102,9 +105,14 @@ class LossSearchObjective:
     """
 
     def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
-                 progress: bool = False) -> None:
+                 progress: bool = False, artifacts: ArtifactStore | None = None) -> None:
+        """``artifacts``: where each trained trial's plots go (default: ``config.artifact_dir``
+        when ``config.artifacts`` is on); any Optuna artifact store works."""
         self.config = config
         self.evaluator = SurrogateEvaluator(config, data, device, progress)
+        if artifacts is None and config.artifacts:
+            artifacts = artifact_store(config.artifact_dir)
+        self.artifacts = artifacts
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -162,6 +170,8 @@ class LossSearchObjective:
                 path.parent.parent.rmdir()
         if result.resumed_from_epoch:
             trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
+        if self.artifacts is not None and result.history:
+            upload_trial_artifacts(trial, genome, result.history, self.artifacts)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from optiloss.augment import AUGMENTATIONS
 from optiloss.data import ImageSplits, load_dataset
 from optiloss.errors import OptilossError, UsageError
+from optiloss.report.dashboard import refresh_study_report
 from optiloss.search.config import SearchConfig
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
@@ -139,12 +140,15 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
     objective = LossSearchObjective(config, data.to(device), device, progress)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
 
-    def sweep(study: optuna.Study, trial: FrozenTrial) -> None:
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         sweep_dead_trials(study, config.max_retry)
+        if trial.state == TrialState.COMPLETE:
+            refresh_study_report(study)  # the dashboard's note and hypervolume figure
 
+    refresh_study_report(study)
     try:
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
-                                             tracker, sweep])
+                                             tracker, after_trial])
     finally:
         tracker.close()
     return tracker

@@ -1,0 +1,139 @@
+"""What optuna-dashboard shows for a loss search: notes, hypervolume, per-trial plots.
+
+Everything is written with optuna-dashboard's and Optuna's public APIs into the
+study's own storage (notes, plotly figures) and an artifact store (PNGs, CSVs),
+so the dashboard shows it without optiloss installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
+
+from optiloss.genome import Genome, screen, zoo
+
+DEFAULT_ARTIFACT_DIR = "storage/artifacts"
+HYPERVOLUME_FIGURE_ID = "hypervolume-history"
+REFERENCE_POINT = (0.0, 0.0)
+"""Both objectives are accuracies in [0, 1]; hypervolume is measured from the origin."""
+
+
+def artifact_store(path: str | Path = DEFAULT_ARTIFACT_DIR) -> FileSystemArtifactStore:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_shape(genome: Genome, points: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p_t, loss, dloss/dp_t) of a two-class sample as its true-class probability sweeps (0, 1)."""
+    p_true = torch.linspace(1e-3, 1 - 1e-3, points, dtype=torch.float64, requires_grad=True)
+    p = torch.stack([p_true, 1 - p_true], dim=1)
+    y = torch.zeros_like(p)
+    y[:, 0] = 1
+    values = genome.per_sample(y, p)
+    (gradient,) = torch.autograd.grad(values.sum(), p_true)
+    return p_true.detach().numpy(), values.detach().numpy(), gradient.numpy()
+
+
+def plot_loss_shape(genome: Genome, path: Path, title: str) -> None:
+    """PNG of the loss and its gradient against the true-class probability, next to cross-entropy."""
+    plt = _pyplot()
+    reference = screen(zoo()["cross_entropy"]).genome
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for shown, label, style in ((reference, "cross-entropy", "--"), (genome, "this loss", "-")):
+        p_true, values, gradient = loss_shape(shown)
+        left.plot(p_true, values, style, label=label)
+        right.plot(p_true, gradient, style, label=label)
+    left.set(xlabel="true-class probability p_t", ylabel="loss", title="loss")
+    right.set(xlabel="true-class probability p_t", ylabel="d loss / d p_t", title="gradient", yscale="symlog")
+    left.legend()
+    figure.suptitle(title[:110], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_training_curve(history: Sequence[dict], png: Path, csv_path: Path) -> None:
+    """The per-epoch history as CSV and as a PNG of loss and training accuracy."""
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    figure, left = plt.subplots(figsize=(5, 3.4))
+    left.plot(epochs, [row["loss"] for row in history], "o-", color="tab:blue")
+    left.set(xlabel="epoch", ylabel="training loss")
+    right = left.twinx()
+    right.plot(epochs, [row["train_accuracy"] for row in history], "s-", color="tab:orange")
+    right.set_ylabel("training accuracy")
+    figure.tight_layout()
+    figure.savefig(png, dpi=90)
+    plt.close(figure)
+
+
+def upload_trial_artifacts(trial: optuna.Trial, genome: Genome, history: Sequence[dict],
+                           store: FileSystemArtifactStore) -> None:
+    """Loss-shape PNG, training-curve PNG and CSV, attached to ``trial``."""
+    with tempfile.TemporaryDirectory() as folder:
+        shape = Path(folder) / f"loss-shape-trial-{trial.number}.png"
+        plot_loss_shape(genome, shape, f"trial {trial.number}: L = sum_c [{genome.formula}]")
+        curve_png = Path(folder) / f"training-curve-trial-{trial.number}.png"
+        curve_csv = Path(folder) / f"training-curve-trial-{trial.number}.csv"
+        write_training_curve(history, curve_png, curve_csv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for path in (shape, curve_png, curve_csv):
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def study_note(study: optuna.Study) -> str:
+    """Markdown: what the study searches, its configuration and its current Pareto set."""
+    attrs = study.user_attrs
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    lines = [f"# {study.study_name}",
+             f"Loss-function search on **{attrs.get('dataset')}** with the **{attrs.get('augmentation')}** "
+             f"augmentation: {len(complete)} trained losses, {len(pruned)} genomes rejected before training.",
+             "", "Objectives (both maximised): validation **accuracy** and **robustness** "
+             "(mean accuracy over the corruption suite).", "", "## Pareto set", "",
+             "| trial | accuracy | robustness | loss |", "|---|---|---|---|"]
+    best = sorted(study.best_trials, key=lambda trial: -trial.values[0]) if complete else []
+    for trial in best:
+        formula = trial.user_attrs.get("formula", "").replace("|", "\\|")
+        name = trial.user_attrs.get("zoo")
+        lines.append(f"| {trial.number} | {trial.values[0]:.4f} | {trial.values[1]:.4f} | "
+                     f"{name + ': ' if name else ''}`{formula}` |")
+    lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
+    lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get("config") or {}).items())]
+    return "\n".join(lines) + "\n"
+
+
+def refresh_study_report(study: optuna.Study) -> None:
+    """Rewrite the study note and the hypervolume-history figure (called after each trained trial)."""
+    import optuna_dashboard
+
+    optuna_dashboard.save_note(study, study_note(study))
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            figure = optuna.visualization.plot_hypervolume_history(study, reference_point=list(REFERENCE_POINT))
+        figure.update_layout(title=f"Hypervolume history of {study.study_name} (reference point (0, 0))")
+        optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=HYPERVOLUME_FIGURE_ID)
