@@ -59,7 +59,42 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("study", help="study name")
     show.add_argument("trial", type=int, help="trial number")
     _storage_option(show)
-    show.add_argument("--format", choices=("text", "latex", "python"), default="text")
+    show.add_argument("--format", choices=("text", "latex", "python", "module"), default="text")
+
+    export = commands.add_parser("export", help="print a standalone PyTorch module (nn.Module) for one loss")
+    export.add_argument("study", help="study name")
+    export.add_argument("trial", type=int, help="trial number")
+    _storage_option(export)
+
+    transfer = commands.add_parser("transfer", help="retrain a search's best losses on a larger model",
+                                   description="Train the top-k losses of SOURCE_STUDY (its Pareto set by "
+                                               "accuracy), cross-entropy and the zoo with several seeds; report "
+                                               "test accuracy and robustness with tests against cross-entropy.")
+    transfer.add_argument("source", metavar="SOURCE_STUDY")
+    transfer.add_argument("--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it")
+    _storage_option(transfer)
+    transfer.add_argument("--model", help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (efficientnetv2_s)")
+    transfer.add_argument("--dataset", help="data set to train and test on")
+    transfer.add_argument("--augmentation", help="training augmentation (default base)")
+    transfer.add_argument("--top-k", type=int, metavar="K")
+    transfer.add_argument("--seeds", type=int, metavar="S")
+    transfer.add_argument("--epochs", type=int, metavar="E")
+    transfer.add_argument("--batch-size", type=int, metavar="B")
+    transfer.add_argument("--learning-rate", type=float, metavar="LR")
+    transfer.add_argument("--image-size", type=int, metavar="PX")
+    transfer.add_argument("--subset", type=int, metavar="N")
+    transfer.add_argument("--data-root", metavar="DIR")
+    transfer.add_argument("--weights", metavar="FILE", help="local pretrained weights for a timm model")
+    transfer.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    transfer.add_argument("--output", default="storage/reports", metavar="DIR",
+                          help="where the Markdown, CSV and plot go (default storage/reports)")
+
+    recheck = commands.add_parser("recheck", help="re-train a study's Pareto set with new seeds")
+    recheck.add_argument("study", help="study name")
+    _storage_option(recheck)
+    recheck.add_argument("--seeds", type=int, default=3, metavar="S")
+    recheck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    recheck.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     matrix = commands.add_parser("matrix", help="retrain each augmentation study's best losses under every "
                                                 "augmentation and tabulate accuracy")
@@ -144,6 +179,45 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    args.format = "module"
+    return _show(args)
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from optiloss.report import format_rows, load_study
+    from optiloss.search import open_storage
+    from optiloss.transfer import load_transfer_config, paper_table, run_transfer, save_transfer_report, transfer_table
+
+    config = load_transfer_config(args.config, {
+        "model": args.model, "dataset": args.dataset, "augmentation": args.augmentation, "top_k": args.top_k,
+        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "image_size": args.image_size, "subset": args.subset,
+        "data_root": args.data_root, "weights": args.weights, "device": args.device})
+    study = run_transfer(args.source, config, args.storage)
+    source = load_study(open_storage(args.storage, create=False), args.source)
+    table = transfer_table(study, source, config.top_k)
+    print(format_rows(paper_table(table)))
+    print()
+    print(format_rows([{k: v for k, v in row.items() if k != "formula"} for row in table.rows]))
+    if table.fidelity:
+        print(f"\nfidelity (surrogate accuracy vs transfer accuracy, {table.fidelity['losses']} losses): "
+              f"Spearman {table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}")
+    paths = save_transfer_report(study, table, args.output)
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _recheck(args: argparse.Namespace) -> int:
+    from optiloss.report import format_rows
+    from optiloss.transfer import recheck
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    print(format_rows(recheck(args.study, args.storage, args.seeds, device=args.device), args.format))
+    return 0
+
+
 def _matrix(args: argparse.Namespace) -> int:
     from optiloss.matrix import loss_augmentation_matrix, save_matrix
     from optiloss.report import format_rows
@@ -179,7 +253,8 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _show,
-            "matrix": _matrix, "dashboard": _dashboard}
+            "matrix": _matrix, "dashboard": _dashboard, "export": _export, "transfer": _transfer,
+            "recheck": _recheck}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from optiloss.augment import AUGMENTATIONS
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome, screen, zoo
-from optiloss.report.tables import pareto_rows
+from optiloss.report.tables import pareto_rows, trial_genome
 from optiloss.search.config import make_config
-from optiloss.search.objective import SurrogateEvaluator
+from optiloss.search.objective import LossEvaluator
 from optiloss.search.run import load_search_data, resolve_device
 from optiloss.search.storage import open_storage
 
@@ -68,8 +68,7 @@ def _losses(studies: dict[str, optuna.Study], top_k: int) -> dict[str, Genome]:
         taken = 0
         for row in pareto_rows(study):
             trial = study.trials[row["trial"]]
-            genome = Genome.from_params(trial.params, study.user_attrs.get("nodes")).with_orientation(
-                trial.user_attrs.get("orientation") == "negated")
+            genome = trial_genome(study, trial)
             if genome.structure_hash in seen:
                 continue
             seen.add(genome.structure_hash)
@@ -95,7 +94,7 @@ def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, to
     first = next(iter(studies.values()))
     config = make_config(first.user_attrs["config"], f"study {first.study_name} config")
     target = resolve_device(device)
-    evaluator = SurrogateEvaluator(config, load_search_data(config, progress).to(target), target)
+    evaluator = LossEvaluator.for_search(config, load_search_data(config, progress).to(target), target)
     losses = _losses(studies, top_k)
     result = MatrixResult(dataset, {label: genome.formula for label, genome in losses.items()}, AUGMENTATIONS)
     runs = [(label, augmentation, seed) for label in losses for augmentation in AUGMENTATIONS

@@ -217,6 +217,42 @@ class Genome:
         """Stable hash of the active structure: equal for genomes that differ only in unused genes."""
         return hashlib.sha256(self.structure.encode()).hexdigest()[:16]
 
+    def python_module_source(self, class_name: str = "EvolvedLoss") -> str:
+        """A standalone module (importing only torch) with an ``nn.Module`` computing this loss from logits.
+
+        ``forward(logits, target)`` takes ``target`` as class indices (B,) or a
+        distribution (B, C); probabilities are the softmax of the logits.
+        """
+        function = self.python_source("_loss").split("\n", 3)[3]  # drop the import and blank lines
+        return "\n".join([
+            f'"""A loss found by optiloss: L = sum_c [{self.formula}], averaged over the batch.',
+            "",
+            "Standalone: imports only torch.",
+            '"""',
+            "",
+            "import torch",
+            "from torch import nn",
+            "",
+            "",
+            function.rstrip("\n"),
+            "",
+            "",
+            f"class {class_name}(nn.Module):",
+            f'    """L(y, p) = sum_c [{self.formula}], p = softmax(logits), averaged over the batch.',
+            "",
+            "    forward(logits, target): target holds class indices (B,) or a target distribution (B, C).",
+            '    """',
+            "",
+            "    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:",
+            "        p = torch.softmax(logits.float(), dim=1)",
+            "        if target.dim() == 1:",
+            "            y = nn.functional.one_hot(target.long(), logits.shape[1]).to(p.dtype)",
+            "        else:",
+            "            y = target.to(p.dtype)",
+            "        return _loss(y, p)",
+            "",
+        ])
+
     def python_source(self, function_name: str = "loss") -> str:
         """Source of a standalone function ``loss(y, p)`` that imports only torch."""
         lines = [

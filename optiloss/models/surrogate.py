@@ -1,6 +1,8 @@
-"""The small surrogate network every search trial trains."""
+"""The small surrogate network every search trial trains, and the input normalisation wrapper."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -32,8 +34,14 @@ class SurrogateCNN(nn.Module):
         return self.head(self.features((images - 0.5) / 0.25))
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, width: int = 32) -> nn.Module:
-    """Create an untrained model by name (``surrogate``)."""
-    if name == "surrogate":
-        return SurrogateCNN(num_classes, in_channels, width)
-    raise ValueError(f"unknown model {name!r}; available: surrogate")
+class Normalized(nn.Module):
+    """``model((x - mean) / std)`` for images in [0, 1]."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)

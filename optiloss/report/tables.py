@@ -65,25 +65,36 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
     return rows
 
 
-def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
-    """The loss of trial ``number`` as a formula (text), LaTeX, or a standalone Python function."""
+def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
+    """The oriented genome a search trial trained, decoded from its parameters."""
+    try:
+        genome = Genome.from_params(trial.params, study.user_attrs.get("nodes"))
+    except ValueError as error:
+        raise OptilossError(f"trial {trial.number} does not hold a loss genome ({error})") from None
+    return genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
+
+
+def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
         raise OptilossError(f"study {study.study_name!r} has no trial {number} "
                             f"(trials 0-{len(trials) - 1})")
-    trial: FrozenTrial = trials[number]
-    nodes = study.user_attrs.get("nodes")
-    try:
-        genome = Genome.from_params(trial.params, nodes)
-    except ValueError as error:
-        raise OptilossError(f"trial {number} does not hold a loss genome ({error})") from None
-    genome = genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
+    return trials[number]
+
+
+def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
+    """The loss of trial ``number`` as a formula (text), LaTeX, a standalone Python function
+    (``python``) or a standalone module with an ``nn.Module`` (``module``)."""
+    trial = get_trial(study, number)
+    genome = trial_genome(study, trial)
     if fmt == "latex":
         return genome.latex
     if fmt == "python":
         return genome.python_source()
+    if fmt == "module":
+        return genome.python_module_source()
     if fmt != "text":
-        raise UsageError(f"unknown format {fmt!r}; use text, latex or python")
+        raise UsageError(f"unknown format {fmt!r}; use text, latex, python or module")
     lines = [f"trial {number} ({trial.state.name})", f"formula: L = sum_c [{genome.formula}]"]
     if trial.values:
         names = _metric_names(study)

@@ -13,7 +13,7 @@ import torch
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
-from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
+from optiloss.augment import AugmentSettings, TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits
 from optiloss.genome import Genome, screen
 from optiloss.models import create_model
@@ -41,50 +41,64 @@ class Evaluation:
     history: list[dict] = field(default_factory=list)
 
 
-class SurrogateEvaluator:
-    """Trains the surrogate of a search config with any loss and scores it.
+class LossEvaluator:
+    """Trains a model with any loss and scores it on one split and its corrupted copies.
 
-    Shared by the search objective, the loss x augmentation matrix and the
-    benchmarks, so they all measure the same thing. ``data`` must already be
-    on ``device``; the corrupted validation copies are made (or read from the
-    cache) once, here.
+    The one place that turns (loss, augmentation, seed) into scores, shared by
+    the search objective, recheck, the loss x augmentation matrix and the
+    transfer stage, so they all measure the same thing. ``data`` must already
+    be on ``device``; the corrupted copies of the scored split (``"val"`` for
+    the search, ``"test"`` for transfer) are made, or read from the cache, once.
     """
 
-    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
-                 progress: bool = False) -> None:
-        self.config = config
+    def __init__(self, data: ImageSplits, device: torch.device, settings: TrainSettings, *,
+                 model: str = "surrogate", model_width: int = 32, weights: str | None = None,
+                 augment: AugmentSettings = AugmentSettings(), corruption_severity: int = 3,
+                 corruption_seed: int = 0, split: str = "val", progress: bool = False) -> None:
         self.data = data
         self.device = device
+        self.settings = settings
+        self.model = model
+        self.model_width = model_width
+        self.weights = weights
+        self.augment = augment
         self.progress = progress
-        self.corrupted = corrupted_copies(data.val_images, config.corruption_severity, config.seed)
-        self.settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
-                                      learning_rate=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+        self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        self.corrupted = corrupted_copies(self.images, corruption_severity, corruption_seed)
+
+    @classmethod
+    def for_search(cls, config: SearchConfig, data: ImageSplits, device: torch.device,
+                   progress: bool = False) -> "LossEvaluator":
+        """The surrogate of a search config, scored on the validation split."""
+        settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+        return cls(data, device, settings, model="surrogate", model_width=config.model_width,
+                   augment=config.augment_settings(), corruption_severity=config.corruption_severity,
+                   corruption_seed=config.seed, split="val", progress=progress)
 
     def augmentation(self, name: str) -> TrainingAugmentation:
-        return build_augmentation(name, self.data.image_size, self.data.num_classes,
-                                  self.config.augment_settings())
+        return build_augmentation(name, self.data.image_size, self.data.num_classes, self.augment)
 
     def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
                  description: str = "epochs", checkpointing: Checkpointing | None = None) -> Evaluation:
-        """Train a fresh surrogate (initialised from ``seed``) with ``loss`` and score it.
+        """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
 
         With ``checkpointing``, training saves every epoch and resumes from an
         existing checkpoint (``Evaluation.resumed_from_epoch``).
         """
         data = self.data
         with seeded(seed, self.device):
-            model = create_model("surrogate", data.num_classes, data.channels,
-                                 self.config.model_width).to(self.device)
+            model = create_model(self.model, data.num_classes, data.channels, self.model_width,
+                                 self.weights).to(self.device)
             result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings,
                            progress=self.progress, description=description, checkpointing=checkpointing)
         if result.diverged:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)
         started = time.perf_counter()
-        per_corruption = {name: accuracy(model, images, data.val_labels)
+        per_corruption = {name: accuracy(model, images, self.labels)
                           for name, images in self.corrupted.items()}
-        return Evaluation(accuracy=accuracy(model, data.val_images, data.val_labels),
+        return Evaluation(accuracy=accuracy(model, self.images, self.labels),
                           robustness=sum(per_corruption.values()) / len(per_corruption),
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,
@@ -109,7 +123,7 @@ class LossSearchObjective:
         """``artifacts``: where each trained trial's plots go (default: ``config.artifact_dir``
         when ``config.artifacts`` is on); any Optuna artifact store works."""
         self.config = config
-        self.evaluator = SurrogateEvaluator(config, data, device, progress)
+        self.evaluator = LossEvaluator.for_search(config, data, device, progress)
         if artifacts is None and config.artifacts:
             artifacts = artifact_store(config.artifact_dir)
         self.artifacts = artifacts
