@@ -98,6 +98,9 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
     """
     started = time.perf_counter()
+    if images.is_cuda:  # TF32 matrix products and tuned convolutions: same results to ~1e-3, much faster
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     count = len(images)
     batch_size = min(settings.batch_size, count)
     steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
