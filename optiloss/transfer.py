@@ -30,6 +30,7 @@ from optiloss.data import load_dataset
 from optiloss.errors import OptilossError, UsageError
 from optiloss.genome import Genome, screen, zoo
 from optiloss.report.tables import load_study, pareto_rows, trial_genome
+from optiloss.search.config import read_toml
 from optiloss.search.objective import LossEvaluator
 from optiloss.search.recovery import process_alive, worker_record
 from optiloss.search.run import resolve_device
@@ -65,17 +66,7 @@ class TransferConfig:
 
 def load_transfer_config(path: str | Path | None, overrides: dict[str, Any]) -> TransferConfig:
     """A :class:`TransferConfig` from a TOML file and CLI overrides (None values ignored)."""
-    import tomllib
-
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"{path}: not valid TOML ({error})") from None
+    values = read_toml(path)
     allowed = {f.name: f for f in dataclasses.fields(TransferConfig)}
     unknown = sorted(set(values) - set(allowed))
     if unknown:

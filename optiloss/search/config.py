@@ -155,22 +155,26 @@ def make_config(values: Mapping[str, Any], source: str = "config") -> SearchConf
     return config
 
 
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """The table of a TOML file ({} for None); a missing or malformed file is a :class:`UsageError`."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML ({error})") from None
+
+
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
     """Read a study TOML (or the defaults when ``path`` is None) and apply ``overrides``.
 
     Overrides whose value is None are ignored, so CLI options can be passed through as they are.
     """
-    values: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"{path}: not valid TOML ({error})") from None
+    values = read_toml(path)
+    source = str(path) if path is not None else "defaults"
     make_config(values, source)  # the file alone must be valid, so errors name the file
     merged = {**values, **{key: value for key, value in (overrides or {}).items() if value is not None}}
     return make_config(merged, source if not overrides else f"{source} with options")

@@ -130,7 +130,7 @@ class LossSearchObjective:
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        trial.set_user_attr("worker", worker_record(trial.number))
+        trial.set_user_attr("worker", worker_record(trial.number))  # first, so a dead worker is seen at once
         try:
             return self._run(trial)
         except KeyboardInterrupt:

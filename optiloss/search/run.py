@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -140,8 +141,13 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
     objective = LossSearchObjective(config, data.to(device), device, progress)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
 
+    last_sweep = time.monotonic()
+
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        sweep_dead_trials(study, config.max_retry)
+        nonlocal last_sweep
+        if time.monotonic() - last_sweep >= config.heartbeat_interval:  # dead workers matter on that scale
+            sweep_dead_trials(study, config.max_retry)
+            last_sweep = time.monotonic()
         if trial.state == TrialState.COMPLETE:
             refresh_study_report(study)  # the dashboard's note and hypervolume figure
 
