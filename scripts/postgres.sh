@@ -51,8 +51,12 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
 fi
 
 if ! as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+  if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+    echo "postgres: a server already listens on 127.0.0.1:$PORT; using it (set OPTILOSS_PG_PORT for another)"
+  else
   as_owner "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCKET_DIR -c max_connections=200" start >/dev/null
+  fi
 fi
 
 psql_admin() { as_owner "$BIN/psql" -h "$SOCKET_DIR" -p "$PORT" -U postgres -d postgres -qtAX "$@"; }

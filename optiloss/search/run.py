@@ -25,6 +25,10 @@ from optiloss.search.storage import mask_url, open_storage, resolve_storage_url
 from optiloss.search.study import count_trials, open_search_study
 
 
+REPORT_INTERVAL_SECONDS = 15.0
+"""How often a running search refreshes the dashboard's study note and hypervolume figure."""
+
+
 @dataclass(frozen=True)
 class SearchOutcome:
     study_name: str
@@ -141,15 +145,17 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
     objective = LossSearchObjective(config, data.to(device), device, progress)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
 
-    last_sweep = time.monotonic()
+    last_sweep = last_report = time.monotonic()
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal last_sweep
+        # both scan every trial of the study, so they run on a clock, not per trial
+        nonlocal last_sweep, last_report
         if time.monotonic() - last_sweep >= config.heartbeat_interval:  # dead workers matter on that scale
             sweep_dead_trials(study, config.max_retry)
             last_sweep = time.monotonic()
-        if trial.state == TrialState.COMPLETE:
+        if trial.state == TrialState.COMPLETE and time.monotonic() - last_report >= REPORT_INTERVAL_SECONDS:
             refresh_study_report(study)  # the dashboard's note and hypervolume figure
+            last_report = time.monotonic()
 
     refresh_study_report(study)
     try:
@@ -157,6 +163,7 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
                                              tracker, after_trial])
     finally:
         tracker.close()
+        refresh_study_report(study)
     return tracker
 
 

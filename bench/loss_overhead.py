@@ -1,0 +1,73 @@
+"""P2: time of a training step with a 5-node genome loss over the same step with F.cross_entropy.
+
+    python bench/loss_overhead.py [--steps 60] [--batch-size 128] [--device cpu|cuda]
+
+Same surrogate, same real CIFAR-10 batches (from the shared JPEG archive), the
+two losses interleaved step by step so drift hits both. The genome is focal
+loss written as a genome (all five nodes active). The last line gives the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from _shared import cifar10_jpeg_folder
+from optiloss.data import load_dataset
+from optiloss.genome import screen, zoo
+from optiloss.models import create_model
+from optiloss.train import to_float
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    data = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
+    images, labels = data.train_images[:10_000].to(device), data.train_labels[:10_000].to(device)
+    genome = screen(zoo()["focal"]).genome
+    assert len(genome.active_nodes) == 5
+    losses = {
+        "cross_entropy": lambda logits, index: F.cross_entropy(logits, labels[index]),
+        "genome": lambda logits, index: genome(F.one_hot(labels[index], 10).float(), torch.softmax(logits.float(), 1)),
+    }
+    torch.manual_seed(0)
+    model = create_model("surrogate", 10).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    times: dict[str, list[float]] = {name: [] for name in losses}
+
+    def step(name: str, index: torch.Tensor) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        logits = model(to_float(images[index]))
+        loss = losses[name](logits, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    for warm_up in range(5):
+        for name in losses:
+            step(name, torch.arange(args.batch_size, device=device))
+    for number in range(args.steps):
+        index = torch.randint(0, len(images), (args.batch_size,), device=device)
+        for name in (losses if number % 2 == 0 else reversed(list(losses))):
+            times[name].append(step(name, index))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:14s} median {1000 * value:.2f} ms per step ({args.batch_size} images, {device})")
+    print(f"genome step / cross-entropy step: ratio {medians['genome'] / medians['cross_entropy']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
