@@ -36,10 +36,16 @@ postgres-stop:
 dashboard: install
 	$(BIN)/optiloss dashboard
 
+# The CPU benchmarks (P5, bench/gpu.sh, and bench/gpu_transfer.sh need a GPU machine).
 bench: install
 	$(BIN)/python bench/trial_breakdown.py
 	$(BIN)/python bench/data_loading.py
 	$(BIN)/python bench/augment_throughput.py
+	$(BIN)/python bench/trial_throughput.py
+	$(BIN)/python bench/loss_overhead.py
+	$(BIN)/python bench/screening.py
+	$(BIN)/python bench/optuna_overhead.py
+	$(BIN)/python bench/search_quality.py
 
 clean: postgres-stop
 	rm -rf $(VENV) storage/*.db storage/postgres storage/checkpoints

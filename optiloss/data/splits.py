@@ -39,8 +39,14 @@ class ImageSplits:
         return tuple(self.train_images.shape[2:])
 
     def to(self, device: torch.device | str) -> "ImageSplits":
-        """A copy with every tensor on ``device`` (still uint8: batches become float on the fly)."""
-        moved = {field: getattr(self, field).to(device) for field in (
+        """A copy with every tensor on ``device`` (still uint8: batches become float on the fly).
+
+        To CUDA, the copy goes through pinned memory without blocking.
+        """
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        moved = {field: (getattr(self, field).pin_memory() if cuda else getattr(self, field)).to(
+                     device, non_blocking=cuda) for field in (
             "train_images", "train_labels", "val_images", "val_labels",
             "test_images", "test_labels")}
         return replace(self, **moved)

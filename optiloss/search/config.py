@@ -50,6 +50,8 @@ class SearchConfig:
     checkpoint_dir: str = "storage/checkpoints"
     artifacts: bool = True
     artifact_dir: str = "storage/artifacts"
+    compile: bool = False
+    deterministic: bool = False
 
     @property
     def resolved_study_name(self) -> str:

@@ -71,7 +71,8 @@ class LossEvaluator:
                    progress: bool = False) -> "LossEvaluator":
         """The surrogate of a search config, scored on the validation split."""
         settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                 compile=config.compile, deterministic=config.deterministic)
         return cls(data, device, settings, model="surrogate", model_width=config.model_width,
                    augment=config.augment_settings(), corruption_severity=config.corruption_severity,
                    corruption_seed=config.seed, split="val", progress=progress)

@@ -140,15 +140,12 @@ def _open_study(config: SearchConfig, url: str, worker: int):
     return storage, open_search_study(config, storage, worker)
 
 
-def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, device: torch.device, *,
-              worker: int, progress: bool, done: int) -> "_Progress":
-    objective = LossSearchObjective(config, data.to(device), device, progress)
-    tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
-
+def upkeep_callback(config: SearchConfig):
+    """The study callback every search runs after each trial: the dead-worker sweep and the
+    dashboard report, each on its own clock (both scan every trial of the study)."""
     last_sweep = last_report = time.monotonic()
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        # both scan every trial of the study, so they run on a clock, not per trial
         nonlocal last_sweep, last_report
         if time.monotonic() - last_sweep >= config.heartbeat_interval:  # dead workers matter on that scale
             sweep_dead_trials(study, config.max_retry)
@@ -157,6 +154,15 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
             refresh_study_report(study)  # the dashboard's note and hypervolume figure
             last_report = time.monotonic()
 
+    return after_trial
+
+
+def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, device: torch.device, *,
+              worker: int, progress: bool, done: int) -> "_Progress":
+    objective = LossSearchObjective(config, data.to(device), device, progress)
+    tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
+
+    after_trial = upkeep_callback(config)
     refresh_study_report(study)
     try:
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
