@@ -169,7 +169,7 @@ def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, devi
                                              tracker, after_trial])
     finally:
         tracker.close()
-        refresh_study_report(study)
+    refresh_study_report(study)  # not after Ctrl-C: an interrupted search stops at once
     return tracker
 
 
