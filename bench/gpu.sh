@@ -4,13 +4,7 @@
 # Where optuna, kornia and SQLAlchemy are missing, install carried wheels first (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source=${1:-../shared/data/cifar10-jpeg.tar.xz}
-if [ -f "$source" ]; then
-  folder=${TMPDIR:-/tmp}/cifar10-jpeg
-  [ -d "$folder/test" ] || { mkdir -p "$folder" && tar xJf "$source" -C "$folder"; }
-else
-  folder=$source
-fi
+source bench/_cifar_folder.sh "${1:-}"
 export PYTHONPATH=$PWD:$PWD/bench${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OPTILOSS_DATA=${OPTILOSS_DATA:-${TMPDIR:-/tmp}}
 ln -sfn "$folder" "$OPTILOSS_DATA/cifar10-jpeg" 2>/dev/null || true
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

@@ -4,11 +4,5 @@
 # On a machine without optuna/kornia, carry wheels and install them first (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source=${1:-../shared/data/cifar10-jpeg.tar.xz}
-if [ -f "$source" ]; then
-  folder=${TMPDIR:-/tmp}/cifar10-jpeg
-  [ -d "$folder/test" ] || { mkdir -p "$folder" && tar xJf "$source" -C "$folder"; }
-else
-  folder=$source
-fi
+source bench/_cifar_folder.sh "${1:-}"
 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 python3 bench/gpu_transfer.py --dataset "folder:$folder" --model wrn-28-10 --epochs 1
