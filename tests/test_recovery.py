@@ -27,10 +27,16 @@ def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5
     return path
 
 
+def _default_sigint() -> None:
+    # a command started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: give the search the terminal's default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(config: Path, storage: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "optiloss", "search", str(config), "--storage", storage,
                              "--no-progress", *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
                             env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"})
 
 
