@@ -75,3 +75,20 @@ def postgres_url():
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     engine.dispose()
+
+
+def small_search(folder: Path, **settings) -> str:
+    """Run a real digits search of a few short trials in ``folder`` through the CLI; returns its storage URL.
+
+    Checkpoints and artifacts stay inside ``folder``; ``settings`` override the study TOML keys.
+    """
+    import json
+
+    values = {"n_trials": 6, "population_size": 5, "epochs": 2, "model_width": 8, "device": "cpu",
+              "checkpoint_dir": str(folder / "checkpoints"), "artifact_dir": str(folder / "artifacts"), **settings}
+    config = folder / "search.toml"
+    config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    url = f"sqlite:///{folder / 'studies.db'}"
+    result = run_cli("search", str(config), "--storage", url, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return url

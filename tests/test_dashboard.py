@@ -16,20 +16,14 @@ import optuna_dashboard
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, small_search
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """A small real search: (storage URL, artifact folder)."""
     folder = tmp_path_factory.mktemp("dashboard")
-    config = folder / "tiny.toml"
-    config.write_text('n_trials = 6\npopulation_size = 5\nepochs = 2\nmodel_width = 8\ndevice = "cpu"\n'
-                      f'checkpoint_dir = "{folder / "checkpoints"}"\nartifact_dir = "{folder / "artifacts"}"\n')
-    url = f"sqlite:///{folder / 'studies.db'}"
-    result = run_cli("search", str(config), "--storage", url, "--no-progress")
-    assert result.returncode == 0, result.stderr
-    return url, folder / "artifacts"
+    return small_search(folder), folder / "artifacts"
 
 
 def _get(app, path: str) -> tuple[str, bytes]:

@@ -14,7 +14,7 @@ from optiloss.genome import screen, zoo
 from optiloss.models import create_model
 from optiloss.train import TrainSettings, accuracy, seeded, train
 
-from conftest import run_cli
+from conftest import run_cli, small_search
 
 
 def test_wrn_28_10_has_the_published_size_and_runs_at_32_px():
@@ -50,13 +50,7 @@ def test_unknown_models_and_missing_weights_are_usage_errors():
 @pytest.fixture(scope="module")
 def source_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("transfer")
-    config = folder / "search.toml"
-    config.write_text('n_trials = 8\npopulation_size = 5\nepochs = 3\nmodel_width = 8\ndevice = "cpu"\n'
-                      f'checkpoint_dir = "{folder / "checkpoints"}"\nartifacts = false\n')
-    url = f"sqlite:///{folder / 'studies.db'}"
-    result = run_cli("search", str(config), "--storage", url, "--no-progress")
-    assert result.returncode == 0, result.stderr
-    return url, folder
+    return small_search(folder, n_trials=8, epochs=3, artifacts=False), folder
 
 
 @pytest.mark.slow
