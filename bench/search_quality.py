@@ -24,18 +24,8 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from optiloss.data import load_dataset
+from optiloss.report.dashboard import hypervolume
 from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
-
-
-def hypervolume(points: np.ndarray) -> float:
-    """Area dominated by 2-D maximisation points above the reference (0, 0)."""
-    front = sorted(map(tuple, points), key=lambda point: -point[0])
-    area, best_y = 0.0, 0.0
-    for x, y in front:
-        if y > best_y:
-            area += x * (y - best_y)
-            best_y = y
-    return area
 
 
 def run(sampler_name: str, seed: int, trials: int, population: int, folder: str) -> dict:

@@ -140,3 +140,25 @@ def test_a_dashboard_reading_sqlite_does_not_break_a_running_search(tmp_path):
     assert answers > 5  # the dashboard was read throughout the search
     study = optuna.load_study(study_name="digits-base", storage=url)
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 10
+
+
+def test_hypervolume_history_matches_optunas_plot():
+    """Our incremental front gives the figure Optuna's plot_hypervolume_history draws (which
+    deep-copies every trial each time, too slow for a study refreshed every few seconds)."""
+    from optuna.visualization import plot_hypervolume_history
+
+    from optiloss.report.dashboard import hypervolume_history
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    values = [(0.5, 0.5), (0.4, 0.4), (0.9, 0.1), (0.1, 0.9), (0.6, 0.6), (0.95, 0.05), (0.0, 0.99)]
+    for index, pair in enumerate(values):
+        trial = study.ask()
+        if index == 2:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        study.tell(study.ask() if index == 2 else trial, list(pair))
+    numbers, volumes = hypervolume_history(study.get_trials(deepcopy=False))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        expected = plot_hypervolume_history(study, reference_point=[0.0, 0.0]).data[0]
+    assert numbers == list(expected.x)
+    assert volumes == pytest.approx(list(expected.y), abs=1e-12)
+    assert volumes[-1] == pytest.approx(0.95 * 0.05 + 0.9 * 0.05 + 0.6 * 0.5 + 0.1 * 0.3, abs=1e-12)  # the last front

@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, screen, zoo
 
@@ -126,14 +126,42 @@ def study_note(study: optuna.Study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float] = REFERENCE_POINT) -> float:
+    """Area dominated by 2-D maximisation points and bounded below by ``reference``.
+
+    Points not above the reference in both objectives add nothing.
+    """
+    area, covered_y = 0.0, reference[1]
+    for x, y in sorted(((x, y) for x, y in points), key=lambda point: -point[0]):
+        if x > reference[0] and y > covered_y:
+            area += (x - reference[0]) * (y - covered_y)
+            covered_y = y
+    return area
+
+
+def hypervolume_history(trials: Sequence[FrozenTrial]) -> tuple[list[int], list[float]]:
+    """Trial numbers of the COMPLETE two-objective ``trials`` and the hypervolume of all of them
+    up to each, in number order. Only the running Pareto front is kept, so the cost grows with
+    the number of trials times the front's size (what Optuna's plot would deep-copy every trial for)."""
+    numbers, volumes, front = [], [], []
+    for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
+        point = tuple(trial.values)
+        if not any(other[0] >= point[0] and other[1] >= point[1] for other in front):
+            front = [other for other in front if not (point[0] >= other[0] and point[1] >= other[1])] + [point]
+        numbers.append(trial.number)
+        volumes.append(hypervolume(front))
+    return numbers, volumes
+
+
 def refresh_study_report(study: optuna.Study) -> None:
-    """Rewrite the study note and the hypervolume-history figure (called after each trained trial)."""
+    """Rewrite the study note and the hypervolume-history figure (called after trained trials)."""
     import optuna_dashboard
+    import plotly.graph_objects as go
 
     optuna_dashboard.save_note(study, study_note(study))
-    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            figure = optuna.visualization.plot_hypervolume_history(study, reference_point=list(REFERENCE_POINT))
-        figure.update_layout(title=f"Hypervolume history of {study.study_name} (reference point (0, 0))")
+    numbers, volumes = hypervolume_history(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if numbers:
+        figure = go.Figure(go.Scatter(x=numbers, y=volumes, mode="lines+markers", name="hypervolume"))
+        figure.update_layout(title=f"Hypervolume history of {study.study_name} (reference point (0, 0))",
+                             xaxis_title="Trial", yaxis_title="Hypervolume")
         optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=HYPERVOLUME_FIGURE_ID)

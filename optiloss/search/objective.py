@@ -141,10 +141,7 @@ class LossSearchObjective:
     def _run(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
         genome = Genome.suggest(trial, self.config.nodes)
-        started = time.perf_counter()
         screened = screen(genome)
-        trial.set_user_attr("screening_ms", round(1000 * (time.perf_counter() - started), 3))
-        trial.set_user_attr("structure_hash", genome.structure_hash)
         trial.set_user_attr("formula", screened.genome.formula)
         if not screened.accepted:
             self._reject(trial, screened.reason)
