@@ -4,7 +4,9 @@
 
 Same surrogate, same real CIFAR-10 batches (from the shared JPEG archive), the
 two losses interleaved step by step so drift hits both. The genome is focal
-loss written as a genome (all five nodes active). The last line gives the ratio.
+loss written as a genome (all five nodes active). The step is the training
+loop's: bf16 autocast and channels-last where :func:`bf16_pays_off` says so.
+The last line gives the ratio.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from _shared import cifar10_jpeg_folder
 from optiloss.data import load_dataset
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
-from optiloss.train import to_float
+from optiloss.train import bf16_pays_off, to_float
 
 
 def main() -> None:
@@ -40,6 +42,9 @@ def main() -> None:
     }
     torch.manual_seed(0)
     model = create_model("surrogate", 10).to(device)
+    fast = bf16_pays_off(device)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times: dict[str, list[float]] = {name: [] for name in losses}
 
@@ -47,7 +52,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        logits = model(to_float(images[index]))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+            batch = to_float(images[index])
+            logits = model(batch.contiguous(memory_format=torch.channels_last) if fast else batch)
         loss = losses[name](logits, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -65,7 +72,8 @@ def main() -> None:
             times[name].append(step(name, index))
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
-        print(f"{name:14s} median {1000 * value:.2f} ms per step ({args.batch_size} images, {device})")
+        print(f"{name:14s} median {1000 * value:.2f} ms per step ({args.batch_size} images, {device}, "
+              f"bf16 {fast})")
     print(f"genome step / cross-entropy step: ratio {medians['genome'] / medians['cross_entropy']:.3f}")
 
 

@@ -51,6 +51,7 @@ class SearchConfig:
     artifacts: bool = True
     artifact_dir: str = "storage/artifacts"
     compile: bool = False
+    mixed_precision: bool = True
     deterministic: bool = False
 
     @property

@@ -72,7 +72,8 @@ class LossEvaluator:
         """The surrogate of a search config, scored on the validation split."""
         settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                 compile=config.compile, deterministic=config.deterministic)
+                                 fast=config.mixed_precision, compile=config.compile,
+                                 deterministic=config.deterministic)
         return cls(data, device, settings, model="surrogate", model_width=config.model_width,
                    augment=config.augment_settings(), corruption_severity=config.corruption_severity,
                    corruption_seed=config.seed, split="val", progress=progress)
@@ -97,9 +98,9 @@ class LossEvaluator:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)
         started = time.perf_counter()
-        per_corruption = {name: accuracy(model, images, self.labels)
+        per_corruption = {name: accuracy(model, images, self.labels, fast=self.settings.fast)
                           for name, images in self.corrupted.items()}
-        return Evaluation(accuracy=accuracy(model, self.images, self.labels),
+        return Evaluation(accuracy=accuracy(model, self.images, self.labels, fast=self.settings.fast),
                           robustness=sum(per_corruption.values()) / len(per_corruption),
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,
