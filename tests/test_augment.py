@@ -22,6 +22,30 @@ def digits():
     return load_dataset("digits")
 
 
+@pytest.mark.parametrize("padding", [1, 3])
+def test_batched_random_crop_gives_kornias_crops_with_ops_independent_of_the_batch(digits, padding):
+    import kornia.augmentation as K
+    from torch.profiler import ProfilerActivity, profile
+
+    from optiloss.augment.pipelines import BatchedRandomCrop
+
+    images = to_float(digits.train_images[:64])
+    kornia_crop, batched = K.RandomCrop((8, 8), padding=padding), BatchedRandomCrop((8, 8), padding=padding)
+    with seeded(3):
+        expected = kornia_crop(images)
+    with seeded(3):
+        assert torch.equal(batched(images), expected)  # same parameters drawn, same pixels
+    assert torch.equal(batched(images, params=kornia_crop._params), expected)
+    assert not torch.equal(expected, images)
+
+    def op_count(batch: torch.Tensor) -> int:
+        with profile(activities=[ProfilerActivity.CPU]) as run:
+            batched(batch)
+        return sum(1 for event in run.events() if event.name.startswith("aten::") and event.cpu_parent is None)
+
+    assert op_count(images[:4]) == op_count(images)  # no per-image work (Kornia's slice mode: 3 ops per image)
+
+
 @pytest.mark.parametrize("name", AUGMENTATIONS)
 def test_pipeline_keeps_shape_dtype_device_and_range_changes_images_and_is_reproducible(digits, name):
     images, labels = to_float(digits.train_images[:128]), digits.train_labels[:128]

@@ -54,6 +54,32 @@ def cutout_size(image_size: tuple[int, int], settings: AugmentSettings = Augment
     return max(1, round(min(image_size) / 2))
 
 
+class BatchedRandomCrop(K.RandomCrop):
+    """Kornia's ``RandomCrop`` (same parameters, same replay, same pixels) whose crop is one gather.
+
+    Kornia's slice mode reads the crop boxes back to the host and slices each
+    image in a Python loop (hundreds of small ops per batch, a device sync on
+    CUDA); its resample mode warps with bilinear interpolation. When every box
+    has the output size, which holds whenever the padded image is at least that
+    large, the crop here is one gather from the padded batch.
+    """
+
+    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict,
+                        transform: torch.Tensor | None = None) -> torch.Tensor:
+        padding = self.compute_padding(tuple(input.shape), flags)  # a function of the shape (see Kornia)
+        height, width = flags["size"]
+        fits = input.shape[-2] + padding[2] + padding[3] >= height and input.shape[-1] + padding[0] + padding[1] >= width
+        if flags["cropping_mode"] != "slice" or not fits or input.shape[0] == 0:
+            return super().apply_transform(input, params, flags, transform)
+        padded = self.precrop_padding(input, padding, flags)
+        corner = params["src"][:, 0].to(device=input.device, dtype=torch.long, non_blocking=True)  # (B, [x, y])
+        rows = corner[:, 1, None, None] + torch.arange(height, device=input.device)[None, :, None]
+        cols = corner[:, 0, None, None] + torch.arange(width, device=input.device)[None, None, :]
+        flat = (rows * padded.shape[-1] + cols).view(len(input), 1, height * width)
+        crops = padded.flatten(2).gather(2, flat.expand(-1, input.shape[1], -1))
+        return crops.view(len(input), input.shape[1], height, width)
+
+
 class MixUp(nn.Module):
     """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha), returning mixed target distributions.
 
@@ -104,7 +130,7 @@ def build_augmentation(name: str, image_size: tuple[int, int], num_classes: int,
     ``all`` (RandAugment, cutout and mixup together)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; available: {', '.join(AUGMENTATIONS)}")
-    ops: list[nn.Module] = [K.RandomCrop(image_size, padding=crop_padding(image_size, settings))]
+    ops: list[nn.Module] = [BatchedRandomCrop(image_size, padding=crop_padding(image_size, settings))]
     if settings.hflip:
         ops.append(K.RandomHorizontalFlip())
     if name in ("randaug", "all"):
