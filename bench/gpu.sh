@@ -10,5 +10,6 @@ ln -sfn "$folder" "$OPTILOSS_DATA/cifar10-jpeg" 2>/dev/null || true
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 bench/gpu_trial.py --dataset "folder:$folder"
 python3 bench/gpu_trial.py --dataset "folder:$folder" --compile
+python3 bench/gpu_trial.py --dataset "folder:$folder" --set batch_size=512 --set learning_rate=0.006
 python3 bench/loss_overhead.py --device cuda --steps 100
 python3 bench/trial_throughput.py --device cuda --workers 8 --epochs 4

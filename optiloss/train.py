@@ -131,8 +131,8 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     count = len(images)
     batch_size = min(settings.batch_size, count)
     steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
+                                  fused=True if images.is_cuda else None)  # one kernel per step, not dozens
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
     result = TrainResult()
