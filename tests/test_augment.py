@@ -2,11 +2,14 @@
 
 import csv
 import json
+import os
 
 import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+
+import optiloss
 
 from optiloss.augment import AUGMENTATIONS, CORRUPTIONS, AugmentSettings, build_augmentation, corrupted_copies
 from optiloss.data import load_dataset
@@ -44,6 +47,32 @@ def test_batched_random_crop_gives_kornias_crops_with_ops_independent_of_the_bat
         return sum(1 for event in run.events() if event.name.startswith("aten::") and event.cpu_parent is None)
 
     assert op_count(images[:4]) == op_count(images)  # no per-image work (Kornia's slice mode: 3 ops per image)
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_pipelines_read_nothing_back_to_the_host_themselves(digits, name):
+    """On CUDA every host read of a device tensor stalls the training loop; F.one_hot's range
+    check and Beta's argument validation did it once per step. Kornia's own reads are of the
+    parameters it draws on the host."""
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    host_reads = []
+
+    class HostReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+                caller = [frame for frame in traceback.extract_stack()[:-1]  # the line outside torch that asked
+                          if f"{os.sep}torch{os.sep}" not in frame.filename][-1]
+                host_reads.append(f"{caller.filename}:{caller.lineno}")
+            return func(*args, **(kwargs or {}))
+
+    pipeline = build_augmentation(name, digits.image_size, digits.num_classes)
+    with HostReads():
+        pipeline(to_float(digits.train_images[:64]), digits.train_labels[:64])
+    package = os.path.dirname(optiloss.__file__) + os.sep
+    assert not [read for read in host_reads if read.startswith(package)], host_reads
 
 
 @pytest.mark.parametrize("name", AUGMENTATIONS)

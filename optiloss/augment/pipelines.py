@@ -54,6 +54,13 @@ def cutout_size(image_size: tuple[int, int], settings: AugmentSettings = Augment
     return max(1, round(min(image_size) / 2))
 
 
+def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``F.one_hot(labels, num_classes).to(dtype)`` without its range check, which reads the
+    labels' min and max back to the host (two device syncs per training step on CUDA)."""
+    targets = torch.zeros(len(labels), num_classes, dtype=dtype, device=labels.device)
+    return targets.scatter_(1, labels[:, None], 1)
+
+
 class BatchedRandomCrop(K.RandomCrop):
     """Kornia's ``RandomCrop`` (same parameters, same replay, same pixels) whose crop is one gather.
 
@@ -81,7 +88,7 @@ class BatchedRandomCrop(K.RandomCrop):
 
 
 class MixUp(nn.Module):
-    """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha), returning mixed target distributions.
+    """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha, validate_args=False), returning mixed target distributions.
 
     Kornia draws lambda uniformly; Beta(1, 1) is that, other alphas are drawn
     here and handed to Kornia as its parameters. Its (y_a, y_b, lambda) labels
@@ -97,13 +104,14 @@ class MixUp(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = len(images)
         alpha = torch.tensor(float(self.alpha), device=images.device)
-        params = {"mixup_pairs": torch.randperm(batch, device=images.device),
-                  "mixup_lambdas": torch.distributions.Beta(alpha, alpha).sample((batch,)).to(images.dtype),
-                  "batch_prob": torch.ones(batch, dtype=torch.bool, device=images.device)}
+        pairs = torch.randperm(batch, device=images.device)
+        lambdas = torch.distributions.Beta(alpha, alpha, validate_args=False).sample((batch,))  # no sync
+        params = {"mixup_pairs": pairs, "mixup_lambdas": lambdas.to(images.dtype),
+                  "batch_prob": torch.ones(batch, dtype=torch.bool)}  # on the host: Kornia reads it there
         mixed, label_info = self.mix(images, labels, params=params)
         first, second, lam = label_info[:, 0].long(), label_info[:, 1].long(), label_info[:, 2:3]
-        one_hot = lambda index: nn.functional.one_hot(index, self.num_classes).to(images.dtype)  # noqa: E731
-        return mixed, (1 - lam) * one_hot(first) + lam * one_hot(second)
+        return mixed, (1 - lam) * one_hot(first, self.num_classes, images.dtype) + lam * one_hot(
+            second, self.num_classes, images.dtype)
 
 
 class TrainingAugmentation(nn.Module):
@@ -120,7 +128,7 @@ class TrainingAugmentation(nn.Module):
             images = op(images)
         if self.mixup is not None:
             return self.mixup(images, labels)
-        return images, nn.functional.one_hot(labels, self.num_classes).to(images.dtype)
+        return images, one_hot(labels, self.num_classes, images.dtype)
 
 
 def build_augmentation(name: str, image_size: tuple[int, int], num_classes: int,
