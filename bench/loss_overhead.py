@@ -37,7 +37,7 @@ def main() -> None:
     genome = screen(zoo()["focal"]).genome
     assert len(genome.active_nodes) == 5
     losses = {
-        "cross_entropy": lambda logits, index: F.cross_entropy(logits, labels[index]),
+        "cross_entropy": lambda logits, index: F.cross_entropy(logits.float(), labels[index]),
         "genome": lambda logits, index: genome(F.one_hot(labels[index], 10).float(), torch.softmax(logits.float(), 1)),
     }
     torch.manual_seed(0)

@@ -102,6 +102,11 @@ def bf16_pays_off(device: torch.device) -> bool:
     return any(check is not None and check() for check in native)
 
 
+def precision(settings: TrainSettings, device: torch.device) -> str:
+    """What :func:`train` computes the model in: ``"bf16"`` or ``"float32"``."""
+    return "bf16" if settings.fast and bf16_pays_off(device) else "float32"
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
@@ -118,7 +123,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
     """
     started = time.perf_counter()
-    fast = settings.fast and bf16_pays_off(images.device)
+    fast = precision(settings, images.device) == "bf16"
     if settings.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -131,8 +136,8 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     count = len(images)
     batch_size = min(settings.batch_size, count)
     steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
-                                  fused=True if images.is_cuda else None)  # one kernel per step, not dozens
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
     result = TrainResult()

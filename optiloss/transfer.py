@@ -35,7 +35,7 @@ from optiloss.search.objective import LossEvaluator
 from optiloss.search.recovery import process_alive, worker_record
 from optiloss.search.run import resolve_device
 from optiloss.search.storage import open_storage
-from optiloss.train import Checkpointing, TrainSettings
+from optiloss.train import Checkpointing, TrainSettings, precision
 
 BASELINE = "cross_entropy"
 
@@ -62,6 +62,7 @@ class TransferConfig:
     seed: int = 0
     device: str = "auto"
     checkpoint_dir: str = "storage/checkpoints"
+    mixed_precision: bool = True  # as in the search config: bf16 and channels-last where they pay
 
 
 def load_transfer_config(path: str | Path | None, overrides: dict[str, Any]) -> TransferConfig:
@@ -75,6 +76,9 @@ def load_transfer_config(path: str | Path | None, overrides: dict[str, Any]) -> 
     for key in ("top_k", "seeds", "epochs", "batch_size"):
         if not isinstance(values.get(key, 1), int) or values.get(key, 1) < 1:
             raise UsageError(f"{path or 'options'}: {key} must be a positive integer, got {values[key]!r}")
+    if not isinstance(values.get("mixed_precision", True), bool):
+        raise UsageError(f"{path or 'options'}: mixed_precision must be true or false, "
+                         f"got {values['mixed_precision']!r}")
     if values.get("augmentation", "base") not in AUGMENTATIONS:
         raise UsageError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {values['augmentation']!r}")
     return TransferConfig(**values)
@@ -125,7 +129,8 @@ def run_transfer(source_name: str, config: TransferConfig, storage_url: str | No
     data = dataclasses.replace(data, train_images=torch.cat([data.train_images, data.val_images]),
                                train_labels=torch.cat([data.train_labels, data.val_labels])).to(device)
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
-                             learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+                             learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                             fast=config.mixed_precision)
     evaluator = LossEvaluator(data, device, settings, model=config.model, weights=config.weights,
                               augment=AugmentSettings(), corruption_severity=config.corruption_severity,
                               corruption_seed=config.seed, split="test", progress=progress)
@@ -159,6 +164,7 @@ def run_transfer(source_name: str, config: TransferConfig, storage_url: str | No
                                     checkpointing=Checkpointing(save_to=checkpoint, resume_from=checkpoint))
         shutil.rmtree(checkpoint.parent, ignore_errors=True)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 2))
+        trial.set_user_attr("precision", precision(settings, device))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
         for corruption, value in result.per_corruption.items():

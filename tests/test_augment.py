@@ -47,6 +47,9 @@ def test_batched_random_crop_gives_kornias_crops_with_ops_independent_of_the_bat
         return sum(1 for event in run.events() if event.name.startswith("aten::") and event.cpu_parent is None)
 
     assert op_count(images[:4]) == op_count(images)  # no per-image work (Kornia's slice mode: 3 ops per image)
+    other = K.RandomCrop((8, 8), padding=padding + 1)
+    other(images)  # parameters drawn on a canvas padded otherwise: Kornia's path, same pixels as Kornia
+    assert torch.equal(batched(images, params=other._params), kornia_crop(images, params=other._params))
 
 
 @pytest.mark.parametrize("name", AUGMENTATIONS)

@@ -76,7 +76,10 @@ class BatchedRandomCrop(K.RandomCrop):
         padding = self.compute_padding(tuple(input.shape), flags)  # a function of the shape (see Kornia)
         height, width = flags["size"]
         fits = input.shape[-2] + padding[2] + padding[3] >= height and input.shape[-1] + padding[0] + padding[1] >= width
-        if flags["cropping_mode"] != "slice" or not fits or input.shape[0] == 0:
+        drawn = params.get("padding_size")  # replayed parameters may come from another padding
+        same_padding = (isinstance(drawn, torch.Tensor) and drawn.device.type == "cpu"
+                        and bool((drawn.numpy() == padding).all()))  # host memory: no device read
+        if flags["cropping_mode"] != "slice" or not fits or not same_padding or input.shape[0] == 0:
             return super().apply_transform(input, params, flags, transform)
         padded = self.precrop_padding(input, padding, flags)
         corner = params["src"][:, 0].to(device=input.device, dtype=torch.long, non_blocking=True)  # (B, [x, y])
@@ -97,6 +100,8 @@ class MixUp(nn.Module):
 
     def __init__(self, alpha: float, num_classes: int) -> None:
         super().__init__()
+        if not alpha > 0:
+            raise ValueError(f"mixup alpha must be positive, got {alpha}")
         self.alpha = alpha
         self.num_classes = num_classes
         self.mix = K.RandomMixUpV2(p=1.0, data_keys=["input", "class"])
@@ -107,7 +112,8 @@ class MixUp(nn.Module):
         pairs = torch.randperm(batch, device=images.device)
         lambdas = torch.distributions.Beta(alpha, alpha, validate_args=False).sample((batch,))  # no sync
         params = {"mixup_pairs": pairs, "mixup_lambdas": lambdas.to(images.dtype),
-                  "batch_prob": torch.ones(batch, dtype=torch.bool)}  # on the host: Kornia reads it there
+                  "batch_prob": torch.ones(1, dtype=torch.bool)}  # on the host, where Kornia reads it;
+        # one entry ("every image") spares Kornia's Python-level sum over a per-image mask
         mixed, label_info = self.mix(images, labels, params=params)
         first, second, lam = label_info[:, 0].long(), label_info[:, 1].long(), label_info[:, 2:3]
         return mixed, (1 - lam) * one_hot(first, self.num_classes, images.dtype) + lam * one_hot(

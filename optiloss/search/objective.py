@@ -20,7 +20,7 @@ from optiloss.models import create_model
 from optiloss.report.dashboard import artifact_store, upload_trial_artifacts
 from optiloss.search.config import SearchConfig
 from optiloss.search.recovery import INTERRUPTED, worker_record
-from optiloss.train import Checkpointing, LossFunction, TrainSettings, accuracy, seeded, train
+from optiloss.train import Checkpointing, LossFunction, TrainSettings, accuracy, precision, seeded, train
 
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make the trial FAIL)."""
@@ -186,6 +186,7 @@ class LossSearchObjective:
         if self.artifacts is not None and result.history:
             upload_trial_artifacts(trial, genome, result.history, self.artifacts)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
+        trial.set_user_attr("precision", precision(self.evaluator.settings, self.evaluator.device))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
             return DIVERGED_VALUES
