@@ -37,7 +37,8 @@ def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.dev
                            T.ToDtype(torch.float32, scale=True)])
     loader = DataLoader(PilImages(data.train_images.cpu(), data.train_labels.cpu(), transform),
                         batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(0))  # the same order and worker seeds each run
     with seeded(0, device):
         model = create_model("surrogate", 10).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
