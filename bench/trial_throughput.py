@@ -1,6 +1,6 @@
 """P1: images/s of an optiloss surrogate trial against a plain PyTorch trial, same model, data and epochs.
 
-    python bench/trial_throughput.py [--images 10000] [--epochs 4] [--workers 2] [--device cpu|cuda]
+    python bench/trial_throughput.py [--images 10000] [--epochs 4] [--workers 2] [--device cpu|cuda] [--float32]
 
 Data: 10,000 real CIFAR-10 training images (shared JPEG archive), validation on
 the 10,000 test images (a smaller set would make "within 1 point" a coin toss:
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--float32", action="store_true", help="optiloss without bf16 (mixed_precision = false)")
     args = parser.parse_args()
     device = torch.device(args.device)
     full = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
@@ -73,7 +74,7 @@ def main() -> None:
     train = order[: args.images]
     data = dataclasses.replace(full, train_images=full.train_images[train], train_labels=full.train_labels[train],
                                val_images=full.test_images, val_labels=full.test_labels).to(device)
-    settings = TrainSettings(epochs=args.epochs, batch_size=128)
+    settings = TrainSettings(epochs=args.epochs, batch_size=128, fast=not args.float32)
     evaluator = LossEvaluator(data, device, settings, model="surrogate", split="val")
     ours = evaluator.evaluate(screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0)
     steps = args.epochs * (args.images // settings.batch_size)
