@@ -34,12 +34,13 @@ class SearchConfig:
     model_width: int = 32
     validation_fraction: float = 0.2
     corruption_severity: int = 3
-    hflip: bool = True
-    crop_padding: int | None = None
-    cutout_size: int | None = None
-    mixup_alpha: float = 1.0
-    randaug_n: int = 2
-    randaug_m: int = 9
+    # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
+    hflip: bool = AugmentSettings.hflip
+    crop_padding: int | None = AugmentSettings.crop_padding
+    cutout_size: int | None = AugmentSettings.cutout_size
+    mixup_alpha: float = AugmentSettings.mixup_alpha
+    randaug_n: int = AugmentSettings.randaug_n
+    randaug_m: int = AugmentSettings.randaug_m
     seed: int = 0
     device: str = "auto"
     max_consecutive_rejections: int = 2000
@@ -68,9 +69,7 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     def augment_settings(self) -> AugmentSettings:
-        return AugmentSettings(hflip=self.hflip, crop_padding=self.crop_padding, cutout_size=self.cutout_size,
-                               mixup_alpha=self.mixup_alpha, randaug_n=self.randaug_n,
-                               randaug_m=self.randaug_m)
+        return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
 
     def per_augmentation(self) -> list["SearchConfig"]:
         """One config per study: itself, or for ``all5`` one per augmentation, named ``{name}-{augmentation}``."""
