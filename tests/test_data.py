@@ -45,6 +45,23 @@ def test_real_cifar10_folder_loads_with_exact_counts_and_a_cached_second_load(ci
     assert len(subset.test_labels) == 10000  # the test part is never subsetted
 
 
+def test_the_committed_cifar10_sample_loads_stratified_and_a_second_load_is_cached(cifar10_sample, monkeypatch):
+    first = load_dataset(f"folder:{cifar10_sample}", validation_fraction=0.25, progress=False)
+    assert first.classes == CLASSES and first.image_size == (32, 32) and first.channels == 3
+    assert torch.bincount(torch.cat([first.train_labels, first.val_labels]), minlength=10).tolist() == [60] * 10
+    assert torch.bincount(first.val_labels, minlength=10).tolist() == [15] * 10
+    assert torch.bincount(first.test_labels, minlength=10).tolist() == [20] * 10
+    assert 100 < first.train_images.float().mean() < 150  # real photographs, not blank arrays
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the second load decoded images instead of using the cache")
+
+    monkeypatch.setattr(optiloss.data.sources, "decode_images", no_decoding)
+    second = load_dataset(f"folder:{cifar10_sample}", validation_fraction=0.25, progress=False)
+    for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(first, field), getattr(second, field)), field
+
+
 def _real_images(folder: Path, per_class: int, split: str = "train") -> list[tuple[np.ndarray, int]]:
     """Real CIFAR-10 images (decoded JPEGs) to fill format fixtures."""
     found = []
@@ -67,8 +84,8 @@ def _write_cifar_pickles(root: Path, images, names, folder, files, label_key, na
         pickle.dump({names_key: list(names)}, handle)
 
 
-def test_cifar10_pickle_layout(cifar10_folder, tmp_path):
-    train, test = _real_images(cifar10_folder, 3), _real_images(cifar10_folder, 2, "test")
+def test_cifar10_pickle_layout(cifar10_sample, tmp_path):
+    train, test = _real_images(cifar10_sample, 3), _real_images(cifar10_sample, 2, "test")
     _write_cifar_pickles(tmp_path, train, CLASSES, "cifar-10-batches-py",
                          [f"data_batch_{k}" for k in range(1, 6)], "labels", "label_names", "batches.meta")
     base = tmp_path / "cifar-10-batches-py"
@@ -83,8 +100,8 @@ def test_cifar10_pickle_layout(cifar10_folder, tmp_path):
     assert torch.equal(data.test_images[0], first_test)
 
 
-def test_cifar100_pickle_layout(cifar10_folder, tmp_path):
-    images = _real_images(cifar10_folder, 20)  # 200 real images spread over 100 fine labels
+def test_cifar100_pickle_layout(cifar10_sample, tmp_path):
+    images = _real_images(cifar10_sample, 20)  # 200 real images spread over 100 fine labels
     relabelled = [(image, index % 100) for index, (image, _) in enumerate(images)]
     names = [f"fine_{k}" for k in range(100)]
     _write_cifar_pickles(tmp_path, relabelled, names, "cifar-100-python", ["train"], "fine_labels",
@@ -95,8 +112,8 @@ def test_cifar100_pickle_layout(cifar10_folder, tmp_path):
     assert sorted(torch.unique(data.val_labels).tolist()) == list(range(100))
 
 
-def test_cifar_with_a_missing_class_is_refused(cifar10_folder, tmp_path):
-    train = [item for item in _real_images(cifar10_folder, 3) if item[1] != 9]
+def test_cifar_with_a_missing_class_is_refused(cifar10_sample, tmp_path):
+    train = [item for item in _real_images(cifar10_sample, 3) if item[1] != 9]
     _write_cifar_pickles(tmp_path, train, CLASSES, "cifar-10-batches-py",
                          [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"], "labels", "label_names",
                          "batches.meta")
@@ -117,8 +134,8 @@ def _save_jpegs(folder: Path, images, pattern: str, grayscale_every: int = 0) ->
     return names
 
 
-def test_flowers102_layout(cifar10_folder, tmp_path):
-    images = _real_images(cifar10_folder, 4)  # 40 images, labels 0..9 stand for 10 flower classes
+def test_flowers102_layout(cifar10_sample, tmp_path):
+    images = _real_images(cifar10_sample, 4)  # 40 images, labels 0..9 stand for 10 flower classes
     base = tmp_path / "flowers-102"
     _save_jpegs(base / "jpg", images, "image_{:05d}.jpg")
     scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([[label + 1 for _, label in images]])})
@@ -129,9 +146,9 @@ def test_flowers102_layout(cifar10_folder, tmp_path):
     assert len(data.train_labels) + len(data.val_labels) == 20 and len(data.test_labels) == 20
 
 
-def test_stanford_cars_layout(cifar10_folder, tmp_path):
+def test_stanford_cars_layout(cifar10_sample, tmp_path):
     base = tmp_path / "stanford_cars"
-    train, test = _real_images(cifar10_folder, 2), _real_images(cifar10_folder, 1, "test")
+    train, test = _real_images(cifar10_sample, 2), _real_images(cifar10_sample, 1, "test")
     annotation = np.dtype([("fname", "O"), ("class", "O")])
     (base / "devkit").mkdir(parents=True)
     scipy.io.savemat(base / "devkit" / "cars_meta.mat",
@@ -146,9 +163,9 @@ def test_stanford_cars_layout(cifar10_folder, tmp_path):
     assert len(data.test_labels) == 10 and sorted(data.test_labels.tolist()) == list(range(10))
 
 
-def test_caltech101_layout_with_grayscale_images_and_a_fixed_split(cifar10_folder, tmp_path):
+def test_caltech101_layout_with_grayscale_images_and_a_fixed_split(cifar10_sample, tmp_path):
     base = tmp_path / "caltech101" / "101_ObjectCategories"
-    images = _real_images(cifar10_folder, 5)
+    images = _real_images(cifar10_sample, 5)
     for label, name in enumerate(CLASSES):
         _save_jpegs(base / name, [item for item in images if item[1] == label], "image_{:04d}.jpg",
                     grayscale_every=2)
@@ -160,27 +177,27 @@ def test_caltech101_layout_with_grayscale_images_and_a_fixed_split(cifar10_folde
     assert torch.equal(first.test_images, again.test_images)
 
 
-def _tiny_folder(root: Path, cifar10_folder: Path, classes=("cat", "dog"), per_class=30) -> Path:
+def _tiny_folder(root: Path, cifar10_sample: Path, classes=("cat", "dog"), per_class=30) -> Path:
     for split in ("train", "test"):
         for name in classes:
             (root / split / name).mkdir(parents=True)
-            for path in sorted((cifar10_folder / split / name).iterdir())[:per_class]:
+            for path in sorted((cifar10_sample / split / name).iterdir())[:per_class]:
                 shutil.copy(path, root / split / name / path.name)
     return root
 
 
-def test_unreadable_images_are_skipped_with_one_warning_or_refused_above_one_percent(cifar10_folder, tmp_path):
-    root = _tiny_folder(tmp_path / "set", cifar10_folder, per_class=120)
+def test_unreadable_images_are_skipped_with_one_warning_or_refused_above_one_percent(cifar10_sample, tmp_path):
+    root = _tiny_folder(tmp_path / "set", cifar10_sample, per_class=60)
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(f"folder:{root}", progress=False)
     messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
-    assert messages == [f"skipped 1 unreadable image(s) of 241 (first: {root / 'train' / 'cat' / 'broken.jpg'})"]
-    assert len(data.train_labels) + len(data.val_labels) == 240
+    assert messages == [f"skipped 1 unreadable image(s) of 121 (first: {root / 'train' / 'cat' / 'broken.jpg'})"]
+    assert len(data.train_labels) + len(data.val_labels) == 120
     for k in range(3):
         (root / "train" / "dog" / f"broken{k}.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(UsageError, match="4 of 244 images could not be read"):
+    with pytest.raises(UsageError, match="4 of 124 images could not be read"):
         load_dataset(f"folder:{root}", progress=False)
 
 
@@ -190,13 +207,13 @@ def test_unreadable_images_are_skipped_with_one_warning_or_refused_above_one_per
     ("empty_test", "holds no images"),
     ("cifar_missing", "CIFAR-10 file data_batch_1 not found: expected"),
 ])
-def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_folder, tmp_path, sqlite_url, arrange, message):
+def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_sample, tmp_path, sqlite_url, arrange, message):
     root = tmp_path / "set"
     dataset = f"folder:{root}"
     if arrange == "one_class":
-        _tiny_folder(root, cifar10_folder, classes=("cat",))
+        _tiny_folder(root, cifar10_sample, classes=("cat",))
     elif arrange == "empty_test":
-        _tiny_folder(root, cifar10_folder)
+        _tiny_folder(root, cifar10_sample)
         for folder in (root / "test").iterdir():
             shutil.rmtree(folder)
             folder.mkdir()
