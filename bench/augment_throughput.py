@@ -19,10 +19,11 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
-from _shared import cifar10_jpeg_folder
 from optiloss.augment import AUGMENTATIONS, build_augmentation
 from optiloss.data import load_dataset
 from optiloss.train import seeded, to_float
+
+from _shared import cifar10_jpeg_folder
 
 
 class PilImages(Dataset):

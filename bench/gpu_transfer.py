@@ -14,9 +14,9 @@ import dataclasses
 import torch
 
 from optiloss.data import load_dataset
+from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
-from optiloss.search.objective import LossEvaluator
-from optiloss.train import TrainSettings
+from optiloss.settings import TransferConfig
 
 
 def main() -> None:
@@ -30,14 +30,14 @@ def main() -> None:
     data = load_dataset(args.dataset, 0.02, progress=False)
     data = dataclasses.replace(data, train_images=torch.cat([data.train_images, data.val_images]),
                                train_labels=torch.cat([data.train_labels, data.val_labels])).to(device)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3)
-    evaluator = LossEvaluator(data, device, settings, model=args.model, split="test")
+    config = TransferConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3)
+    evaluator = LossEvaluator.for_transfer(config, data, device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"{args.model} on {len(data.train_labels)} training images, {args.epochs} epoch(s), batch "
           f"{args.batch_size}, device {name}")
     warm_up = dataclasses.replace(data, train_images=data.train_images[: 4 * args.batch_size],
                                   train_labels=data.train_labels[: 4 * args.batch_size])
-    LossEvaluator(warm_up, device, settings, model=args.model, split="test").evaluate(
+    LossEvaluator.for_transfer(config, warm_up, device).evaluate(
         screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0)  # kernels tuned, not timed
     seconds = {}
     for label, genome in zoo().items():

@@ -18,9 +18,9 @@ import tomllib
 
 import torch
 
+from optiloss.evaluate import LossEvaluator, load_data
 from optiloss.genome import screen, zoo
-from optiloss.search import load_search_data, make_config
-from optiloss.search.objective import LossEvaluator
+from optiloss.search import make_config
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     device = torch.device(args.device)
     overrides = tomllib.loads("\n".join(args.set))
     config = make_config({"dataset": args.dataset, "device": args.device, "compile": args.compile, **overrides})
-    data = load_search_data(config, progress=False).to(device)
+    data = load_data(config, progress=False).to(device)
     evaluator = LossEvaluator.for_search(config, data, device)
     loss = screen(zoo()["cross_entropy"]).genome
     augmentation = evaluator.augmentation("base")

@@ -18,11 +18,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _shared import cifar10_jpeg_folder
 from optiloss.data import load_dataset
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
 from optiloss.train import bf16_pays_off, to_float
+
+from _shared import cifar10_jpeg_folder
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ def main() -> None:
                                grace_period=config.grace_period, max_retry=config.max_retry)
         study = open_search_study(config, storage)
         objective = NoTraining(config, load_dataset("digits"), torch.device("cpu"))
-        ours = report("optiloss", timed(study, objective, args.trials, [upkeep_callback(config)]))
+        ours = report("optiloss", timed(study, objective, args.trials, [upkeep_callback(config, storage)]))
     print(f"optiloss / plain Optuna per trial: ratio {ours / baseline:.2f} ({ours:.1f} ms against {baseline:.1f} ms)")
 
 

@@ -24,9 +24,9 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from optiloss.evaluate import load_data, resolve_device
 from optiloss.genome import Genome, screen
 from optiloss.search import LossSearchObjective, load_config, open_search_study, open_storage
-from optiloss.search.run import load_search_data, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         storage = open_storage(f"sqlite:///{folder}/bench.db")
         study = open_search_study(config, storage)
-        objective = LossSearchObjective(config, load_search_data(config).to(device), device)
+        objective = LossSearchObjective(config, load_data(config).to(device), device)
         started = time.perf_counter()
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))])
         wall = time.perf_counter() - started

@@ -21,15 +21,17 @@ import time
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
+from augment_throughput import PilImages
 from torch.utils.data import DataLoader
 
-from _shared import cifar10_jpeg_folder
-from augment_throughput import PilImages
 from optiloss.data import load_dataset
+from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
-from optiloss.search.objective import LossEvaluator
+from optiloss.settings import SearchConfig
 from optiloss.train import TrainSettings, _warmup_cosine, accuracy, seeded
+
+from _shared import cifar10_jpeg_folder
 
 
 def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.device) -> tuple[float, float]:
@@ -74,8 +76,9 @@ def main() -> None:
     train = order[: args.images]
     data = dataclasses.replace(full, train_images=full.train_images[train], train_labels=full.train_labels[train],
                                val_images=full.test_images, val_labels=full.test_labels).to(device)
-    settings = TrainSettings(epochs=args.epochs, batch_size=128, fast=not args.float32)
-    evaluator = LossEvaluator(data, device, settings, model="surrogate", split="val")
+    config = SearchConfig(epochs=args.epochs, batch_size=128, mixed_precision=not args.float32)
+    settings = config.train_settings()
+    evaluator = LossEvaluator.for_search(config, data, device)
     ours = evaluator.evaluate(screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0)
     steps = args.epochs * (args.images // settings.batch_size)
     ours_rate = steps * settings.batch_size / ours.training_seconds

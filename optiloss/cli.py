@@ -6,9 +6,29 @@ import argparse
 import shlex
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from optiloss.errors import OptilossError, UsageError
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error shape: one line naming what to do, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port must be a number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port must be between 1 and 65535, got {port}")
+    return port
 
 
 def _storage_option(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +38,11 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="optiloss",
         description="Search loss functions for image classifiers with Optuna's NSGA-II, "
                     "one study per (dataset, augmentation).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     search = commands.add_parser("search", help="create or continue a loss search",
                                  description="Create or continue a loss-search study until it holds "
@@ -110,39 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--port", type=_port, default=8080, help="default: 8080")
     dashboard.add_argument("--artifact-dir", default="storage/artifacts", metavar="DIR",
                            help="the artifact folder the search wrote to (default storage/artifacts)")
     return parser
 
 
-def _resume_command(args: argparse.Namespace) -> str:
-    words = ["optiloss", "search"] + ([args.config] if args.config else [])
-    for option in ("dataset", "data_root", "image_size", "subset", "augmentation", "n_trials",
-                   "study_name", "seed", "device", "workers"):
-        value = getattr(args, option)
-        if value is not None:
-            words += [f"--{option.replace('_', '-')}", str(value)]
-    if args.storage:
-        from optiloss.search import mask_url
-        words += ["--storage", mask_url(args.storage)]
+def _command_line(argv: Sequence[str]) -> str:
+    """``argv`` as the command to type again, with any password in a storage URL masked."""
+    from optiloss.storage import mask_url
+
+    words = ["optiloss"]
+    for index, word in enumerate(argv):
+        if index and argv[index - 1] == "--storage":
+            word = mask_url(word)
+        elif word.startswith("--storage="):
+            word = "--storage=" + mask_url(word.removeprefix("--storage="))
+        words.append(word)
     return shlex.join(words)
 
 
 def _search(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, load_study, pareto_rows
-    from optiloss.search import load_config, mask_url, open_storage, run_searches
+    from optiloss.report import dashboard_hooks, format_rows, pareto_rows
+    from optiloss.search import load_config, run_searches
+    from optiloss.storage import mask_url, open_storage
+    from optiloss.studies import load_study
 
     config = load_config(args.config, {
         "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
         "subset": args.subset, "download": args.download, "augmentation": args.augmentation,
         "workers": args.workers, "n_trials": args.n_trials,
         "study_name": args.study_name, "seed": args.seed, "device": args.device})
-    try:
-        outcomes = run_searches(config, args.storage, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the study is saved. Resume with: {_resume_command(args)}", file=sys.stderr)
-        return 130
+    outcomes = run_searches(config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config))
     for outcome in outcomes:
         study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
         print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
@@ -155,15 +174,16 @@ def _search(args: argparse.Namespace) -> int:
 
 def _studies(args: argparse.Namespace) -> int:
     from optiloss.report import format_rows, study_rows
-    from optiloss.search import open_storage
+    from optiloss.storage import open_storage
 
     print(format_rows(study_rows(open_storage(args.storage, create=False)), args.format))
     return 0
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, load_study, pareto_rows
-    from optiloss.search import open_storage
+    from optiloss.report import format_rows, pareto_rows
+    from optiloss.storage import open_storage
+    from optiloss.studies import load_study
 
     study = load_study(open_storage(args.storage, create=False), args.study)
     print(format_rows(pareto_rows(study), args.format))
@@ -171,8 +191,9 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from optiloss.report import load_study, show_trial
-    from optiloss.search import open_storage
+    from optiloss.report import show_trial
+    from optiloss.storage import open_storage
+    from optiloss.studies import load_study
 
     study = load_study(open_storage(args.storage, create=False), args.study)
     print(show_trial(study, args.trial, args.format))
@@ -185,9 +206,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, load_study
-    from optiloss.search import open_storage
-    from optiloss.transfer import load_transfer_config, paper_table, run_transfer, save_transfer_report, transfer_table
+    from optiloss.report import format_rows
+    from optiloss.report.experiments import paper_table, save_transfer_report
+    from optiloss.storage import open_storage
+    from optiloss.studies import load_study
+    from optiloss.transfer import load_transfer_config, run_transfer, transfer_table
 
     config = load_transfer_config(args.config, {
         "model": args.model, "dataset": args.dataset, "augmentation": args.augmentation, "top_k": args.top_k,
@@ -209,8 +232,8 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def _recheck(args: argparse.Namespace) -> int:
+    from optiloss.recheck import recheck
     from optiloss.report import format_rows
-    from optiloss.transfer import recheck
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
@@ -219,8 +242,9 @@ def _recheck(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from optiloss.matrix import loss_augmentation_matrix, save_matrix
+    from optiloss.matrix import loss_augmentation_matrix
     from optiloss.report import format_rows
+    from optiloss.report.experiments import save_matrix
 
     if args.top_k < 1 or args.seeds < 1:
         raise UsageError("--top-k and --seeds must be at least 1")
@@ -236,7 +260,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
     from optiloss.report.dashboard import artifact_store
-    from optiloss.search import mask_url, open_storage, resolve_storage_url
+    from optiloss.storage import mask_url, open_storage, resolve_storage_url
 
     storage = open_storage(args.storage, create=False)
     print(f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
@@ -258,6 +282,13 @@ COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0, 1 runtime failure, 2 usage error, 130 interrupted).
+
+    Ctrl-C ends every command with one line and the command that continues it:
+    what is finished is in the storage, and the run that was interrupted resumes
+    from its checkpoint.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     import optuna
 
@@ -269,6 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptilossError as error:
         print(f"optiloss: error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        if args.command in ("search", "transfer"):
+            what_now = "the study is saved. Resume with"
+        else:
+            what_now = "nothing was written. Run it again with"
+        print(f"\ninterrupted; {what_now}: {_command_line(argv)}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -8,23 +8,19 @@ This measures the paper's central claim with the tool itself.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import optuna
-import torch
 from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.errors import OptilossError
+from optiloss.evaluate import LossEvaluator, load_data, resolve_device
 from optiloss.genome import Genome, screen, zoo
-from optiloss.report.tables import pareto_rows, trial_genome
-from optiloss.search.config import make_config
-from optiloss.search.objective import LossEvaluator
-from optiloss.search.run import load_search_data, resolve_device
-from optiloss.search.storage import open_storage
+from optiloss.settings import SearchConfig
+from optiloss.storage import open_storage
+from optiloss.studies import pareto_trials, trial_genome
 
 
 @dataclass
@@ -66,8 +62,7 @@ def _losses(studies: dict[str, optuna.Study], top_k: int) -> dict[str, Genome]:
     seen = {chosen["cross_entropy"].structure_hash}
     for augmentation, study in studies.items():
         taken = 0
-        for row in pareto_rows(study):
-            trial = study.trials[row["trial"]]
+        for trial in pareto_trials(study):
             genome = trial_genome(study, trial)
             if genome.structure_hash in seen:
                 continue
@@ -92,9 +87,9 @@ def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, to
         raise OptilossError(f"no search study for dataset {dataset!r} in this storage; "
                             f"run `optiloss search --dataset {dataset} --augmentation all5` first")
     first = next(iter(studies.values()))
-    config = make_config(first.user_attrs["config"], f"study {first.study_name} config")
+    config = SearchConfig.from_mapping(first.user_attrs["config"], f"study {first.study_name} config")
     target = resolve_device(device)
-    evaluator = LossEvaluator.for_search(config, load_search_data(config, progress).to(target), target)
+    evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     losses = _losses(studies, top_k)
     result = MatrixResult(dataset, {label: genome.formula for label, genome in losses.items()}, AUGMENTATIONS)
     runs = [(label, augmentation, seed) for label in losses for augmentation in AUGMENTATIONS
@@ -104,41 +99,3 @@ def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, to
         evaluation = evaluator.evaluate(losses[label], pipelines[augmentation], config.seed + 1000 * seed)
         result.accuracies.setdefault((label, augmentation), []).append(evaluation.accuracy)
     return result
-
-
-def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
-    """Write ``{dataset}-matrix.csv`` and a heatmap ``{dataset}-matrix.png`` into ``folder``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = result.dataset.replace("/", "_").replace(":", "_")
-    csv_path, png_path = folder / f"{stem}-matrix.csv", folder / f"{stem}-matrix.png"
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["loss", "augmentation", "mean_accuracy", "std_accuracy", "seeds", "formula"])
-        for (label, augmentation), values in result.accuracies.items():
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            writer.writerow([label, augmentation, f"{statistics.mean(values):.6f}", f"{spread:.6f}",
-                             len(values), result.losses[label]])
-    labels = list(result.losses)
-    means = torch.tensor([[statistics.mean(result.accuracies[(label, augmentation)])
-                           for augmentation in result.augmentations] for label in labels])
-    figure, axes = plt.subplots(figsize=(1.6 * len(result.augmentations) + 3, 0.6 * len(labels) + 1.5))
-    image = axes.imshow(means.numpy(), cmap="viridis", aspect="auto")
-    axes.set_xticks(range(len(result.augmentations)), result.augmentations)
-    axes.set_yticks(range(len(labels)), labels)
-    for row in range(len(labels)):
-        for column in range(len(result.augmentations)):
-            bright = means[row, column] > (means.max() + means.min()) / 2
-            axes.text(column, row, f"{means[row, column]:.3f}", ha="center", va="center",
-                      color="black" if bright else "white")
-    axes.set_title(f"{result.dataset}: validation accuracy, loss x augmentation")
-    figure.colorbar(image, ax=axes, label="accuracy")
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=120)
-    plt.close(figure)
-    return csv_path, png_path

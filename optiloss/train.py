@@ -11,9 +11,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,17 +24,17 @@ LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings. ``fast`` turns on bf16 autocast for the model (the loss always runs
-    in float32) and channels-last memory where they pay (:func:`bf16_pays_off`); ``compile`` wraps
-    the model and the loss in ``torch.compile``; ``deterministic`` asks torch for deterministic
-    kernels."""
+    """Optimisation settings. ``mixed_precision`` turns on bf16 autocast for the model (the loss always
+    runs in float32) and channels-last memory where they pay (:func:`bf16_pays_off`); ``compile``
+    wraps the model and the loss in ``torch.compile``; ``deterministic`` asks torch for deterministic
+    kernels. Built from a config by :meth:`optiloss.settings.RunSettings.train_settings`."""
 
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.1
-    fast: bool = True
+    mixed_precision: bool = True
     compile: bool = False
     deterministic: bool = False
 
@@ -102,13 +102,109 @@ def bf16_pays_off(device: torch.device) -> bool:
     return any(check is not None and check() for check in native)
 
 
-def precision(settings: TrainSettings, device: torch.device) -> str:
-    """What :func:`train` computes the model in: ``"bf16"`` or ``"float32"``."""
-    return "bf16" if settings.fast and bf16_pays_off(device) else "float32"
+def compute_precision(settings: TrainSettings, device: torch.device) -> str:
+    """What :func:`train` computes the model in on ``device``: ``"bf16"`` or ``"float32"``."""
+    return "bf16" if settings.mixed_precision and bf16_pays_off(device) else "float32"
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
+
+
+@contextlib.contextmanager
+def backend_flags(settings: TrainSettings, device: torch.device) -> Iterator[None]:
+    """torch's global flags for one run, restored afterwards: deterministic kernels when asked for;
+    otherwise, on CUDA, TF32 matrix products and tuned convolutions (same results to ~1e-3, much faster)."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    try:
+        if settings.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.set_float32_matmul_precision(saved[3])
+
+
+@dataclass
+class _Run:
+    """The moving parts of one training run, for the steps of :func:`train`."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    loss_of: LossFunction
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    batch_size: int
+    steps_per_epoch: int
+    mixed_precision: bool
+
+
+def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: TrainSettings,
+             device: torch.device) -> _Run:
+    """Memory format, compilation, AdamW with linear warm-up and cosine decay over every step."""
+    mixed = compute_precision(settings, device) == "bf16"
+    if mixed:
+        model = model.to(memory_format=torch.channels_last)
+    forward, loss_of = (torch.compile(model), torch.compile(loss_fn)) if settings.compile else (model, loss_fn)
+    batch_size = min(settings.batch_size, count)
+    steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
+    return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, mixed)
+
+
+def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) -> int:
+    """Load a checkpoint into ``run`` and ``result``; returns the epoch to continue from."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    result.resumed_from_epoch = state["epoch"]
+    result.history = state["history"]
+    return state["epoch"]
+
+
+def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
+                 augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[float, float]:
+    """One pass over shuffled full batches; (mean loss, training accuracy), read once at the end."""
+    device = images.device
+    order = torch.randperm(len(images), device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for step in range(run.steps_per_epoch):
+        index = order[step * run.batch_size:(step + 1) * run.batch_size]
+        batch, targets = augmentation(to_float(images[index]), labels[index])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.mixed_precision):
+            logits = run.forward(batch.contiguous(memory_format=torch.channels_last) if run.mixed_precision
+                                 else batch)
+        loss = run.loss_of(targets, torch.softmax(logits.float(), dim=1))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.schedule.step()
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == labels[index]).sum()
+    return loss_sum.item() / run.steps_per_epoch, correct.item() / (run.steps_per_epoch * run.batch_size)
+
+
+def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]], device: torch.device) -> None:
+    _save_checkpoint(path, {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(), "epoch": epoch, "history": history,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
@@ -121,81 +217,40 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     at the end of that epoch with ``diverged`` set; the caller decides the penalty.
     With ``checkpointing``, the state is saved after every epoch and, when
     ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
+    torch's global flags are as before when it returns.
     """
     started = time.perf_counter()
-    fast = precision(settings, images.device) == "bf16"
-    if settings.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif images.is_cuda:  # TF32 matrix products and tuned convolutions: same results to ~1e-3, much faster
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
-    forward, loss_of = (torch.compile(model), torch.compile(loss_fn)) if settings.compile else (model, loss_fn)
-    count = len(images)
-    batch_size = min(settings.batch_size, count)
-    steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
-    result = TrainResult()
-    first_epoch = 0
+    device = images.device
     checkpointing = checkpointing or Checkpointing()
-    if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
-        state = torch.load(checkpointing.resume_from, map_location=images.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"])
-        if images.is_cuda and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], images.device)
-        first_epoch = result.resumed_from_epoch = state["epoch"]
-        result.history = state["history"]
-    model.train()
-    for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
-                      disable=not progress, initial=first_epoch, total=settings.epochs):
-        order = torch.randperm(count, device=images.device)
-        loss_sum = torch.zeros((), device=images.device)
-        correct = torch.zeros((), device=images.device, dtype=torch.long)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            batch, targets = augmentation(to_float(images[index]), labels[index])
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=fast):
-                logits = forward(batch.contiguous(memory_format=torch.channels_last) if fast else batch)
-            loss = loss_of(targets, torch.softmax(logits.float(), dim=1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == labels[index]).sum()
-        mean_loss = loss_sum.item() / steps_per_epoch
-        result.history.append({"epoch": epoch + 1, "loss": mean_loss,
-                               "train_accuracy": correct.item() / (steps_per_epoch * batch_size),
-                               "seconds": time.perf_counter() - started})
-        if not math.isfinite(mean_loss):
-            result.diverged = f"non-finite loss in epoch {epoch + 1}"
-            break
-        if checkpointing.save_to is not None:
-            _save_checkpoint(checkpointing.save_to, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": result.history,
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(images.device) if images.is_cuda else None})
+    result = TrainResult()
+    with backend_flags(settings, device):
+        run = _prepare(model, loss_fn, len(images), settings, device)
+        first_epoch = 0
+        if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
+            first_epoch = _resume(run, checkpointing.resume_from, device, result)
+        run.model.train()
+        for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
+                          disable=not progress, initial=first_epoch, total=settings.epochs):
+            mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation)
+            result.history.append({"epoch": epoch + 1, "loss": mean_loss, "train_accuracy": train_accuracy,
+                                   "seconds": time.perf_counter() - started})
+            if not math.isfinite(mean_loss):
+                result.diverged = f"non-finite loss in epoch {epoch + 1}"
+                break
+            if checkpointing.save_to is not None:
+                _save_epoch(run, checkpointing.save_to, epoch + 1, result.history, device)
     result.seconds = time.perf_counter() - started
     return result
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, fast: bool = True) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images``; ``fast`` as in :class:`TrainSettings`."""
+             batch_size: int = 1024, mixed_precision: bool = True) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images``; ``mixed_precision`` as in :class:`TrainSettings`."""
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=fast and bf16_pays_off(images.device)):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=mixed_precision and bf16_pays_off(images.device)):
             logits = model(to_float(images[start:start + batch_size]))
         correct += (logits.argmax(1) == labels[start:start + batch_size]).sum().item()
     return correct / len(images)

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 import optiloss
-
 from optiloss.augment import AUGMENTATIONS, CORRUPTIONS, AugmentSettings, build_augmentation, corrupted_copies
 from optiloss.data import load_dataset
 from optiloss.genome import screen, zoo

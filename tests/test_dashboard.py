@@ -1,6 +1,5 @@
 """optuna-dashboard on a study a search produced: API, a real headless Chromium, and concurrency."""
 
-import io
 import json
 import shutil
 import socket

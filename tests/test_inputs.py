@@ -72,3 +72,31 @@ def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, 
     result = run_cli("search", str(conflicting), "--storage", sqlite_url)
     _assert_one_line(result, 2, "study 'digits-base' was created with nodes 5 (this run: 6)")
     assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
+
+
+@pytest.mark.parametrize("arguments, code, fragment", [
+    (["search", "CONFIG", "--storage", "sqlite:////proc/nope/x.db"], 2,
+     "cannot create the folder /proc/nope for the SQLite file"),
+    (["search", "CONFIG", "--n-trials", "many"], 2, "argument --n-trials: invalid int value: 'many'"),
+    (["search", "CONFIG", "--device", "gpu"], 2, "argument --device: invalid choice: 'gpu'"),
+    (["dashboard", "--port", "99999"], 2, "--port must be between 1 and 65535, got 99999"),
+    (["dashboard", "--port", "http"], 2, "--port must be a number, got 'http'"),
+    (["transfer", "digits-base", "--seeds", "0", "--storage", "URL"], 2, "seeds must be >= 1, got 0"),
+    (["transfer", "digits-base", "--model", "wrn-10-1", "--storage", "URL"], 1, "no study database at"),
+    (["matrix", "--dataset", "digits", "--seeds", "0"], 2, "--top-k and --seeds must be at least 1"),
+    (["matrix", "--seeds", "2"], 2, "the following arguments are required: --dataset"),
+    (["matrix", "--dataset", "digits", "--storage", "URL"], 1, "no study database at"),
+    (["recheck", "digits-base", "--seeds", "0"], 2, "--seeds must be at least 1"),
+    (["recheck", "digits-base", "--storage", "URL"], 1, "no study database at"),
+    (["show", "digits-base", "first"], 2, "argument trial: invalid int value: 'first'"),
+    (["pareto", "digits-base", "--storage", "URL"], 1, "no study database at"),
+    (["studies", "--format", "xml"], 2, "argument --format: invalid choice: 'xml'"),
+    (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_every_command_answers_likely_bad_inputs_in_one_line(tmp_path, sqlite_url, arguments, code, fragment):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    arguments = [{"CONFIG": str(config), "URL": sqlite_url}.get(word, word) for word in arguments]
+    result = run_cli(*arguments)
+    _assert_one_line(result, code, fragment)
+    assert sorted(tmp_path.iterdir()) == [config]  # nothing written, no database created

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,17 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
     assert len(pids) == 3
+
+    def rejected_this_run(output: str) -> int:
+        return int(re.search(r"(\d+) genomes rejected this run", output)[1])
+
+    pruned_before = len(study.get_trials(states=(TrialState.PRUNED,)))
+    assert rejected_this_run(result.stdout) == pruned_before
+    more = run_cli("search", str(config), "--storage", postgres_url, "--workers", "2", "--n-trials", "17",
+                   "--no-progress")
+    assert more.returncode == 0, more.stderr
+    pruned_after = len(study.get_trials(states=(TrialState.PRUNED,)))
+    assert rejected_this_run(more.stdout) == pruned_after - pruned_before
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ import torch
 
 from optiloss.data import load_dataset
 from optiloss.errors import UsageError
+from optiloss.evaluate import DIVERGED_VALUES
 from optiloss.genome import Genome
 from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
-from optiloss.search.objective import DIVERGED_VALUES
 from optiloss.search.study import sampler_seed
 
 

@@ -26,15 +26,45 @@ def test_bf16_pays_off_on_cpus_with_native_bf16_only():
     assert not bf16_pays_off(torch.device("meta"))
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_the_model_runs_in_bf16_only_when_fast_and_it_pays(fast):
+@pytest.mark.parametrize("mixed_precision", [True, False])
+def test_the_model_runs_in_bf16_only_when_mixed_precision_is_on_and_pays(mixed_precision):
     data = load_dataset("digits")
     model = create_model("surrogate", 10, width=8)
     seen = []
     model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     cross_entropy = screen(zoo()["cross_entropy"]).genome
     result = train(model, data.train_images, data.train_labels, cross_entropy, build_augmentation("base", (8, 8), 10),
-                   TrainSettings(epochs=4, fast=fast))
-    expected = torch.bfloat16 if fast and bf16_pays_off(torch.device("cpu")) else torch.float32
+                   TrainSettings(epochs=4, mixed_precision=mixed_precision))
+    expected = torch.bfloat16 if mixed_precision and bf16_pays_off(torch.device("cpu")) else torch.float32
     assert seen and set(seen) == {expected}
     assert result.diverged is None and result.history[-1]["train_accuracy"] > 0.4  # chance is 0.1
+
+
+def test_a_deterministic_run_leaves_torch_global_flags_as_it_found_them():
+    data = load_dataset("digits")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              torch.get_float32_matmul_precision())
+    assert before[0] is False
+    train(create_model("surrogate", 10, width=4), data.train_images, data.train_labels,
+          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", (8, 8), 10),
+          TrainSettings(epochs=1, deterministic=True))
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+            torch.get_float32_matmul_precision()) == before
+
+
+def test_the_layers_import_only_downwards():
+    """search, transfer, matrix and recheck do not reach into one another, and nothing below the
+    report imports it (checked in a fresh interpreter, where sys.modules shows what an import pulled in)."""
+    import subprocess
+    import sys
+
+    probes = {"optiloss.search": ("optiloss.report", "optiloss.transfer", "optiloss.matrix", "optiloss.recheck"),
+              "optiloss.transfer": ("optiloss.report", "optiloss.search", "optiloss.matrix", "optiloss.recheck"),
+              "optiloss.matrix": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.recheck"),
+              "optiloss.recheck": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.matrix"),
+              "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate")}
+    for module, forbidden in probes.items():
+        code = (f"import sys, {module}; "
+                f"print(sorted(m for m in sys.modules if m.split('.')[:2] in {[f.split('.') for f in forbidden]}))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == "[]", f"{module} imports {result.stdout.strip()}"

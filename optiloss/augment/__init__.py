@@ -2,7 +2,12 @@
 
 from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies
 from optiloss.augment.pipelines import (
-    ALL_AUGMENTATIONS, AUGMENTATIONS, AugmentSettings, MixUp, TrainingAugmentation, build_augmentation,
+    ALL_AUGMENTATIONS,
+    AUGMENTATIONS,
+    AugmentSettings,
+    MixUp,
+    TrainingAugmentation,
+    build_augmentation,
 )
 
 __all__ = ["ALL_AUGMENTATIONS", "AUGMENTATIONS", "AugmentSettings", "CORRUPTIONS", "MixUp",

@@ -38,7 +38,7 @@ class ImageSplits:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.train_images.shape[2:])
 
-    def to(self, device: torch.device | str) -> "ImageSplits":
+    def to(self, device: torch.device | str) -> ImageSplits:
         """A copy with every tensor on ``device`` (still uint8: batches become float on the fly).
 
         To CUDA, the copy goes through pinned memory without blocking.

@@ -14,9 +14,9 @@ screen so that every loss falls as the true-class probability rises).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping
 
 import torch
 
@@ -66,7 +66,7 @@ class Genome:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def suggest(cls, trial, n_nodes: int = DEFAULT_NODES) -> "Genome":
+    def suggest(cls, trial, n_nodes: int = DEFAULT_NODES) -> Genome:
         """Suggest every gene of an ``n_nodes`` genome from an Optuna trial.
 
         Every gene is a categorical parameter with a fixed name and fixed
@@ -83,7 +83,7 @@ class Genome:
         return cls(tuple(nodes))
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str], n_nodes: int | None = None) -> "Genome":
+    def from_params(cls, params: Mapping[str, str], n_nodes: int | None = None) -> Genome:
         """Decode trial parameters (as written by :meth:`suggest`) into a genome."""
         if n_nodes is None:
             n_nodes = sum(1 for name in params if name.endswith("_op"))
@@ -98,7 +98,7 @@ class Genome:
 
     @classmethod
     def from_nodes(cls, *nodes: tuple[str, str] | tuple[str, str, str],
-                   n_nodes: int = DEFAULT_NODES) -> "Genome":
+                   n_nodes: int = DEFAULT_NODES) -> Genome:
         """Build a genome from ``(operator, in1[, in2])`` tuples; the last is the output.
 
         Hidden nodes are placed first, the output last; unused slots are filled
@@ -129,7 +129,7 @@ class Genome:
             params[in1_name], params[in2_name] = node.inputs
         return params
 
-    def with_orientation(self, negated: bool) -> "Genome":
+    def with_orientation(self, negated: bool) -> Genome:
         return Genome(self.nodes, negated)
 
     # ----------------------------------------------------------------- structure

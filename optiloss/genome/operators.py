@@ -10,8 +10,8 @@ The set is the search space of Morgan & Hougen's loss-search code: 27 unary and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
-"""Tables of studies, Pareto sets and single losses."""
+"""What a user reads: tables of studies, Pareto sets and single losses; optuna-dashboard's notes,
+plots and artifacts. The top of the house: it reads studies and follows searches through hooks."""
 
-from optiloss.report.tables import (
-    format_rows, get_trial, load_study, pareto_rows, show_trial, study_rows, trial_genome,
-)
+from optiloss.report.dashboard import dashboard_hooks, refresh_study_report
+from optiloss.report.tables import format_rows, pareto_rows, show_trial, study_rows
 
-__all__ = ["format_rows", "get_trial", "load_study", "pareto_rows", "show_trial", "study_rows", "trial_genome"]
+__all__ = ["dashboard_hooks", "format_rows", "pareto_rows", "refresh_study_report", "show_trial", "study_rows"]

@@ -8,10 +8,11 @@ so the dashboard shows it without optiloss installed.
 from __future__ import annotations
 
 import csv
+import functools
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import optuna
@@ -20,6 +21,8 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, screen, zoo
+from optiloss.search.hooks import SearchHooks
+from optiloss.settings import SearchConfig
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
@@ -32,7 +35,8 @@ def artifact_store(path: str | Path = DEFAULT_ARTIFACT_DIR) -> FileSystemArtifac
     return FileSystemArtifactStore(str(path))
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +58,7 @@ def loss_shape(genome: Genome, points: int = 400) -> tuple[np.ndarray, np.ndarra
 
 def plot_loss_shape(genome: Genome, path: Path, title: str) -> None:
     """PNG of the loss and its gradient against the true-class probability, next to cross-entropy."""
-    plt = _pyplot()
+    plt = pyplot()
     reference = screen(zoo()["cross_entropy"]).genome
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for shown, label, style in ((reference, "cross-entropy", "--"), (genome, "this loss", "-")):
@@ -76,7 +80,7 @@ def write_training_curve(history: Sequence[dict], png: Path, csv_path: Path) -> 
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     figure, left = plt.subplots(figsize=(5, 3.4))
     left.plot(epochs, [row["loss"] for row in history], "o-", color="tab:blue")
@@ -165,3 +169,12 @@ def refresh_study_report(study: optuna.Study) -> None:
         figure.update_layout(title=f"Hypervolume history of {study.study_name} (reference point (0, 0))",
                              xaxis_title="Trial", yaxis_title="Hypervolume")
         optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=HYPERVOLUME_FIGURE_ID)
+
+
+def dashboard_hooks(config: SearchConfig) -> SearchHooks:
+    """What a search hands optuna-dashboard: the study note and hypervolume figure, and, with
+    ``config.artifacts``, each trained trial's plots in ``config.artifact_dir``."""
+    trial_trained = None
+    if config.artifacts:
+        trial_trained = functools.partial(upload_trial_artifacts, store=artifact_store(config.artifact_dir))
+    return SearchHooks(study_report=refresh_study_report, trial_trained=trial_trained)

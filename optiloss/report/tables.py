@@ -9,23 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from optiloss.errors import OptilossError, UsageError
-from optiloss.genome import Genome
-
-
-def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-        raise OptilossError(f"no study named {study_name!r}; studies here: "
-                            f"{', '.join(names) or 'none'}") from None
+from optiloss.errors import UsageError
+from optiloss.studies import get_trial, pareto_trials, trial_genome
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -33,16 +25,16 @@ def _metric_names(study: optuna.Study) -> list[str]:
 
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """The Pareto set, best accuracy first: trial number, objective values, formula, zoo name."""
+    """The Pareto set for display, best accuracy first (:func:`~optiloss.studies.pareto_trials`):
+    trial number, objective values rounded to 4 places, zoo name, formula."""
     names = _metric_names(study)
     rows = []
-    for trial in study.best_trials:
+    for trial in pareto_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update({name: round(value, 4) for name, value in zip(names, trial.values)})
         row["loss"] = trial.user_attrs.get("zoo", "")
         row["formula"] = trial.user_attrs.get("formula", "")
         rows.append(row)
-    rows.sort(key=lambda row: [-row[name] for name in names] + [row["trial"]])
     return rows
 
 
@@ -63,23 +55,6 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
             row[f"best_{name}"] = round(max(t.values[index] for t in complete), 4) if complete else ""
         rows.append(row)
     return rows
-
-
-def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
-    """The oriented genome a search trial trained, decoded from its parameters."""
-    try:
-        genome = Genome.from_params(trial.params, study.user_attrs.get("nodes"))
-    except ValueError as error:
-        raise OptilossError(f"trial {trial.number} does not hold a loss genome ({error})") from None
-    return genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
-
-
-def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise OptilossError(f"study {study.study_name!r} has no trial {number} "
-                            f"(trials 0-{len(trials) - 1})")
-    return trials[number]
 
 
 def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:

@@ -4,108 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
-from optiloss.augment import AugmentSettings, TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits
+from optiloss.evaluate import DIVERGED_VALUES, LossEvaluator
 from optiloss.genome import Genome, screen
-from optiloss.models import create_model
-from optiloss.report.dashboard import artifact_store, upload_trial_artifacts
-from optiloss.search.config import SearchConfig
-from optiloss.search.recovery import INTERRUPTED, worker_record
-from optiloss.train import Checkpointing, LossFunction, TrainSettings, accuracy, precision, seeded, train
+from optiloss.search.hooks import TrialTrained
+from optiloss.search.recovery import INTERRUPTED
+from optiloss.settings import SearchConfig
+from optiloss.studies import worker_record
+from optiloss.train import Checkpointing, compute_precision
 
-DIVERGED_VALUES = (0.0, 0.0)
-"""Finite penalty for a loss whose training diverged (NaN values would make the trial FAIL)."""
-
-
-@dataclass
-class Evaluation:
-    """One surrogate training run scored on the validation split and its corrupted copies."""
-
-    accuracy: float
-    robustness: float
-    per_corruption: dict[str, float] = field(default_factory=dict)
-    diverged: str | None = None
-    training_seconds: float = 0.0
-    evaluation_seconds: float = 0.0
-    final_train_loss: float | None = None
-    resumed_from_epoch: int | None = None
-    history: list[dict] = field(default_factory=list)
-
-
-class LossEvaluator:
-    """Trains a model with any loss and scores it on one split and its corrupted copies.
-
-    The one place that turns (loss, augmentation, seed) into scores, shared by
-    the search objective, recheck, the loss x augmentation matrix and the
-    transfer stage, so they all measure the same thing. ``data`` must already
-    be on ``device``; the corrupted copies of the scored split (``"val"`` for
-    the search, ``"test"`` for transfer) are made, or read from the cache, once.
-    """
-
-    def __init__(self, data: ImageSplits, device: torch.device, settings: TrainSettings, *,
-                 model: str = "surrogate", model_width: int = 32, weights: str | None = None,
-                 augment: AugmentSettings = AugmentSettings(), corruption_severity: int = 3,
-                 corruption_seed: int = 0, split: str = "val", progress: bool = False) -> None:
-        self.data = data
-        self.device = device
-        self.settings = settings
-        self.model = model
-        self.model_width = model_width
-        self.weights = weights
-        self.augment = augment
-        self.progress = progress
-        self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        self.corrupted = corrupted_copies(self.images, corruption_severity, corruption_seed)
-
-    @classmethod
-    def for_search(cls, config: SearchConfig, data: ImageSplits, device: torch.device,
-                   progress: bool = False) -> "LossEvaluator":
-        """The surrogate of a search config, scored on the validation split."""
-        settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                 fast=config.mixed_precision, compile=config.compile,
-                                 deterministic=config.deterministic)
-        return cls(data, device, settings, model="surrogate", model_width=config.model_width,
-                   augment=config.augment_settings(), corruption_severity=config.corruption_severity,
-                   corruption_seed=config.seed, split="val", progress=progress)
-
-    def augmentation(self, name: str) -> TrainingAugmentation:
-        return build_augmentation(name, self.data.image_size, self.data.num_classes, self.augment)
-
-    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
-                 description: str = "epochs", checkpointing: Checkpointing | None = None) -> Evaluation:
-        """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
-
-        With ``checkpointing``, training saves every epoch and resumes from an
-        existing checkpoint (``Evaluation.resumed_from_epoch``).
-        """
-        data = self.data
-        with seeded(seed, self.device):
-            model = create_model(self.model, data.num_classes, data.channels, self.model_width,
-                                 self.weights).to(self.device)
-            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.settings,
-                           progress=self.progress, description=description, checkpointing=checkpointing)
-        if result.diverged:
-            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
-                              resumed_from_epoch=result.resumed_from_epoch, history=result.history)
-        started = time.perf_counter()
-        per_corruption = {name: accuracy(model, images, self.labels, fast=self.settings.fast)
-                          for name, images in self.corrupted.items()}
-        return Evaluation(accuracy=accuracy(model, self.images, self.labels, fast=self.settings.fast),
-                          robustness=sum(per_corruption.values()) / len(per_corruption),
-                          per_corruption=per_corruption, training_seconds=result.seconds,
-                          evaluation_seconds=time.perf_counter() - started,
-                          final_train_loss=result.history[-1]["loss"],
-                          resumed_from_epoch=result.resumed_from_epoch, history=result.history)
+__all__ = ["DIVERGED_VALUES", "LossSearchObjective", "Rejected"]
 
 
 class Rejected(optuna.TrialPruned):
@@ -121,14 +35,12 @@ class LossSearchObjective:
     """
 
     def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
-                 progress: bool = False, artifacts: ArtifactStore | None = None) -> None:
-        """``artifacts``: where each trained trial's plots go (default: ``config.artifact_dir``
-        when ``config.artifacts`` is on); any Optuna artifact store works."""
+                 progress: bool = False, trial_trained: TrialTrained | None = None) -> None:
+        """``trial_trained(trial, genome, history)`` runs after each trained trial (see
+        :class:`~optiloss.search.hooks.SearchHooks`), e.g. to attach the dashboard's plots."""
         self.config = config
         self.evaluator = LossEvaluator.for_search(config, data, device, progress)
-        if artifacts is None and config.artifacts:
-            artifacts = artifact_store(config.artifact_dir)
-        self.artifacts = artifacts
+        self.trial_trained = trial_trained
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -183,10 +95,10 @@ class LossSearchObjective:
                 path.parent.parent.rmdir()
         if result.resumed_from_epoch:
             trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
-        if self.artifacts is not None and result.history:
-            upload_trial_artifacts(trial, genome, result.history, self.artifacts)
+        if self.trial_trained is not None and result.history:
+            self.trial_trained(trial, genome, result.history)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
-        trial.set_user_attr("precision", precision(self.evaluator.settings, self.evaluator.device))
+        trial.set_user_attr("precision", compute_precision(self.evaluator.train_settings, self.evaluator.device))
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
             return DIVERGED_VALUES

@@ -15,43 +15,32 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
-from optiloss.data import ImageSplits, load_dataset
+from optiloss.data import ImageSplits
 from optiloss.errors import OptilossError, UsageError
-from optiloss.report.dashboard import refresh_study_report
-from optiloss.search.config import SearchConfig
+from optiloss.evaluate import load_data, resolve_device
+from optiloss.search.hooks import SearchHooks
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
-from optiloss.search.storage import mask_url, open_storage, resolve_storage_url
-from optiloss.search.study import count_trials, open_search_study
+from optiloss.search.study import open_search_study
+from optiloss.settings import SearchConfig
+from optiloss.storage import mask_url, open_storage, resolve_storage_url
+from optiloss.studies import count_trials
 
-
+NO_HOOKS = SearchHooks()
 REPORT_INTERVAL_SECONDS = 15.0
 """How often a running search refreshes the dashboard's study note and hypervolume figure."""
 
 
 @dataclass(frozen=True)
 class SearchOutcome:
+    """Where a search ran, how many COMPLETE trials its study holds after it, and how many genomes
+    it rejected in this run; ``stopped_early`` says why it stopped short of ``n_trials``."""
+
     study_name: str
     storage_url: str
-    complete_before: int
     complete_after: int
     rejected: int
     stopped_early: str | None = None
-
-
-def load_search_data(config: SearchConfig, progress: bool = True):
-    """The data set of ``config`` (on the CPU), as every search entry point loads it."""
-    return load_dataset(config.dataset, config.validation_fraction, data_root=config.data_root,
-                        image_size=config.image_size, subset=config.subset, download=config.download,
-                        progress=progress)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 class _Progress:
@@ -82,24 +71,26 @@ class _Progress:
 
 
 def run_searches(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
-                 log=print) -> list[SearchOutcome]:
+                 log=print, hooks: SearchHooks = NO_HOOKS) -> list[SearchOutcome]:
     """:func:`run_search` for each study of ``config`` (five for ``augmentation = "all5"``), in turn.
 
     The data set is loaded once and shared by all of them.
     """
-    data = load_search_data(config, progress)
-    return [run_search(one, storage_url, progress=progress, log=log, data=data)
+    data = load_data(config, progress)
+    return [run_search(one, storage_url, progress=progress, log=log, data=data, hooks=hooks)
             for one in config.per_augmentation()]
 
 
 def run_search(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
-               log=print, data: ImageSplits | None = None) -> SearchOutcome:
+               log=print, data: ImageSplits | None = None, hooks: SearchHooks = NO_HOOKS) -> SearchOutcome:
     """Create or continue the study of ``config`` until it holds ``config.n_trials`` COMPLETE trials.
 
     With ``config.workers`` > 1, that many processes share the study, each with
     its own sampler seed. Trials of dead workers are failed and retried first
     (see :mod:`optiloss.search.recovery`). ``log`` receives one-line status
-    messages; ``data`` (as :func:`load_search_data` returns it) saves reloading.
+    messages; ``data`` (as :func:`optiloss.evaluate.load_data` returns it) saves
+    reloading; ``hooks`` let a report follow the search (the CLI passes
+    :func:`optiloss.report.dashboard_hooks`).
     Raises :class:`~optiloss.errors.OptilossError` for anything the user can fix
     (bad storage, unknown dataset, a study created differently).
     """
@@ -108,30 +99,31 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     url = resolve_storage_url(storage_url)
     device = resolve_device(config.device)
     if data is None:
-        data = load_search_data(config, progress)
+        data = load_data(config, progress)
     # tables and study are created here, once, before any worker starts
     storage, study = _open_study(config, url, worker=0)
     name = study.study_name
-    recovered = sweep_dead_trials(study, config.max_retry)
+    recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
         log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; failed and queued for retry")
     complete = count_trials(storage, name, (TrialState.COMPLETE,))
     remaining = config.n_trials - complete
     if remaining <= 0:
         log(f"{name}: {complete}/{config.n_trials} complete, nothing to run")
-        return SearchOutcome(name, url, complete, complete, 0)
+        return SearchOutcome(name, url, complete, 0)
     workers = f", {config.workers} workers" if config.workers > 1 else ""
     log(f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
         f"(storage {mask_url(url)}, device {device}{workers})")
     if config.workers > 1:
-        rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress)
+        rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks)
     else:
-        tracker = _optimize(config, study, data, device, worker=0, progress=progress, done=complete)
+        tracker = _optimize(config, storage, study, data, device, worker=0, progress=progress, done=complete,
+                            hooks=hooks)
         rejected, stopped_early = tracker.rejected, tracker.stopped_early
     if stopped_early:
         log(f"{name}: {stopped_early}")
     after = count_trials(storage, name, (TrialState.COMPLETE,))
-    return SearchOutcome(name, url, complete, after, rejected, stopped_early)
+    return SearchOutcome(name, url, after, rejected, stopped_early)
 
 
 def _open_study(config: SearchConfig, url: str, worker: int):
@@ -140,47 +132,53 @@ def _open_study(config: SearchConfig, url: str, worker: int):
     return storage, open_search_study(config, storage, worker)
 
 
-def upkeep_callback(config: SearchConfig):
+def upkeep_callback(config: SearchConfig, storage, hooks: SearchHooks = NO_HOOKS):
     """The study callback every search runs after each trial: the dead-worker sweep and the
-    dashboard report, each on its own clock (both scan every trial of the study)."""
+    report hook, each on its own clock (both scan every trial of the study)."""
     last_sweep = last_report = time.monotonic()
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal last_sweep, last_report
         if time.monotonic() - last_sweep >= config.heartbeat_interval:  # dead workers matter on that scale
-            sweep_dead_trials(study, config.max_retry)
+            sweep_dead_trials(storage, study, config.max_retry)
             last_sweep = time.monotonic()
-        if trial.state == TrialState.COMPLETE and time.monotonic() - last_report >= REPORT_INTERVAL_SECONDS:
-            refresh_study_report(study)  # the dashboard's note and hypervolume figure
+        if (hooks.study_report is not None and trial.state == TrialState.COMPLETE
+                and time.monotonic() - last_report >= REPORT_INTERVAL_SECONDS):
+            hooks.study_report(study)
             last_report = time.monotonic()
 
     return after_trial
 
 
-def _optimize(config: SearchConfig, study: optuna.Study, data: ImageSplits, device: torch.device, *,
-              worker: int, progress: bool, done: int) -> "_Progress":
-    objective = LossSearchObjective(config, data.to(device), device, progress)
+def _optimize(config: SearchConfig, storage, study: optuna.Study, data: ImageSplits, device: torch.device, *,
+              worker: int, progress: bool, done: int, hooks: SearchHooks) -> _Progress:
+    objective = LossSearchObjective(config, data.to(device), device, progress, trial_trained=hooks.trial_trained)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
-
-    after_trial = upkeep_callback(config)
-    refresh_study_report(study)
+    after_trial = upkeep_callback(config, storage, hooks)
+    if hooks.study_report is not None:
+        hooks.study_report(study)
     try:
         study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
                                              tracker, after_trial])
     finally:
         tracker.close()
-    refresh_study_report(study)  # not after Ctrl-C: an interrupted search stops at once
+    if hooks.study_report is not None:
+        hooks.study_report(study)  # not after Ctrl-C: an interrupted search stops at once
     return tracker
 
 
-def _worker_main(config: SearchConfig, url: str, worker: int, threads: int) -> None:
-    """Entry point of one worker process (spawned): the same search loop, without a progress bar."""
+def _worker_main(config: SearchConfig, url: str, worker: int, threads: int, hooks: SearchHooks,
+                 rejected: multiprocessing.Queue) -> None:
+    """Entry point of one worker process (spawned): the same search loop, without a progress bar.
+    Puts the number of genomes it rejected on ``rejected``."""
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        _, study = _open_study(config, url, worker)
-        data = load_search_data(config, progress=False)
-        _optimize(config, study, data, resolve_device(config.device), worker=worker, progress=False, done=0)
+        storage, study = _open_study(config, url, worker)
+        data = load_data(config, progress=False)
+        tracker = _optimize(config, storage, study, data, resolve_device(config.device), worker=worker,
+                            progress=False, done=0, hooks=hooks)
+        rejected.put(tracker.rejected)
     except KeyboardInterrupt:
         sys.exit(130)
     except OptilossError as error:
@@ -189,10 +187,12 @@ def _worker_main(config: SearchConfig, url: str, worker: int, threads: int) -> N
 
 
 def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
-                 progress: bool) -> tuple[int, str | None]:
+                 progress: bool, hooks: SearchHooks) -> tuple[int, str | None]:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // config.workers)
-    processes = [context.Process(target=_worker_main, args=(config, url, worker, threads), daemon=False)
+    rejected = context.Queue()
+    processes = [context.Process(target=_worker_main, args=(config, url, worker, threads, hooks, rejected),
+                                 daemon=False)
                  for worker in range(config.workers)]
     for process in processes:
         process.start()
@@ -213,5 +213,4 @@ def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
     if failed:
         raise OptilossError(f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
                             "(see above); run the same command to continue")
-    rejected = count_trials(storage, name, (TrialState.PRUNED,))
-    return rejected, None
+    return sum(rejected.get() for _ in processes), None

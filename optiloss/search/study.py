@@ -13,11 +13,11 @@ import warnings
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
 from optiloss.genome import zoo
-from optiloss.search.config import SearchConfig
+from optiloss.settings import SearchConfig
+from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
 IDENTITY_ATTRS = ("dataset", "augmentation", "nodes")
@@ -33,15 +33,6 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     """NSGA-II, built explicitly on every start (Optuna's default for two objectives is TPE)."""
     return optuna.samplers.NSGAIISampler(population_size=config.population_size,
                                          seed=sampler_seed(config.seed, trials_in_study, worker))
-
-
-def count_trials(storage: BaseStorage, study_name: str, states: tuple[TrialState, ...] | None = None) -> int:
-    """Trials of ``study_name`` in ``states`` (all if None); 0 when the study does not exist."""
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False, states=states))
 
 
 def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 0) -> optuna.Study:

@@ -47,8 +47,9 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat_inter
     (at most ``max_retry`` times).
 
     Raises :class:`UsageError` (exit 2) for a malformed URL, an unknown database
-    kind or a rejected password, :class:`OptilossError` (exit 1) when the
-    database cannot be reached or, without ``create``, an SQLite file does not exist.
+    kind, a rejected password or an SQLite folder that cannot be made,
+    :class:`OptilossError` (exit 1) when the database cannot be reached or,
+    without ``create``, an SQLite file does not exist.
     """
     url = resolve_storage_url(url)
     try:
@@ -62,7 +63,11 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat_inter
             if not create:
                 raise OptilossError(f"no study database at {path}: run `optiloss search` first "
                                     "or pass --storage")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot create the folder {path.parent} for the SQLite file "
+                                 f"({error.strerror}); choose another --storage") from None
         # a dashboard or another worker may hold the lock for a while
         engine_kwargs = {"connect_args": {"timeout": 60}}
     heartbeat = {}

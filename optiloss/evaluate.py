@@ -1,0 +1,131 @@
+"""Turning (loss, augmentation, seed) into scores: what search, recheck, matrix and transfer share.
+
+:class:`LossEvaluator` trains a fresh model with a loss and scores it on one
+split and its corrupted copies; :func:`resolve_device` and :func:`load_data`
+give every command the same device and data for its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
+from optiloss.data import ImageSplits, load_dataset
+from optiloss.errors import UsageError
+from optiloss.models import create_model
+from optiloss.settings import RunSettings, SearchConfig, TransferConfig
+from optiloss.train import Checkpointing, LossFunction, accuracy, seeded, train
+
+DIVERGED_VALUES = (0.0, 0.0)
+"""Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; asking for a missing GPU is a :class:`UsageError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
+    """The data set of ``settings``, on the CPU, split train / validation / test."""
+    return load_dataset(settings.dataset, settings.validation_fraction, data_root=settings.data_root,
+                        image_size=settings.image_size, subset=settings.subset, download=settings.download,
+                        progress=progress)
+
+
+def merge_validation_into_training(data: ImageSplits) -> ImageSplits:
+    """The splits with the validation part added to the training part (for runs that select nothing)."""
+    return dataclasses.replace(data, train_images=torch.cat([data.train_images, data.val_images]),
+                               train_labels=torch.cat([data.train_labels, data.val_labels]))
+
+
+@dataclass
+class Evaluation:
+    """One training run scored on a split and its corrupted copies."""
+
+    accuracy: float
+    robustness: float
+    per_corruption: dict[str, float] = field(default_factory=dict)
+    diverged: str | None = None
+    training_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    final_train_loss: float | None = None
+    resumed_from_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+class LossEvaluator:
+    """Trains a model with any loss and scores it on one split and its corrupted copies.
+
+    The one place that turns (loss, augmentation, seed) into scores, shared by
+    the search objective, recheck, the loss x augmentation matrix and the
+    transfer stage, so they all measure the same thing. ``data`` must already
+    be on ``device``; the corrupted copies of the scored split (``"val"`` for
+    the search, ``"test"`` for transfer) are made, or read from the cache, once.
+    """
+
+    def __init__(self, data: ImageSplits, device: torch.device, settings: RunSettings, *,
+                 model: str = "surrogate", model_width: int = 32, weights: str | None = None,
+                 split: str = "val", progress: bool = False) -> None:
+        self.data = data
+        self.device = device
+        self.settings = settings
+        self.train_settings = settings.train_settings()
+        self.model = model
+        self.model_width = model_width
+        self.weights = weights
+        self.progress = progress
+        self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
+
+    @classmethod
+    def for_search(cls, config: SearchConfig, data: ImageSplits, device: torch.device,
+                   progress: bool = False) -> LossEvaluator:
+        """The surrogate of a search config, scored on the validation split."""
+        return cls(data, device, config, model="surrogate", model_width=config.model_width, split="val",
+                   progress=progress)
+
+    @classmethod
+    def for_transfer(cls, config: TransferConfig, data: ImageSplits, device: torch.device,
+                     progress: bool = False) -> LossEvaluator:
+        """The transfer model of ``config``, trained on ``data``'s training part and scored on its test split."""
+        return cls(data, device, config, model=config.model, weights=config.weights, split="test",
+                   progress=progress)
+
+    def augmentation(self, name: str) -> TrainingAugmentation:
+        return build_augmentation(name, self.data.image_size, self.data.num_classes,
+                                  self.settings.augment_settings())
+
+    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
+                 description: str = "epochs", checkpointing: Checkpointing | None = None) -> Evaluation:
+        """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
+
+        With ``checkpointing``, training saves every epoch and resumes from an
+        existing checkpoint (``Evaluation.resumed_from_epoch``).
+        """
+        data = self.data
+        with seeded(seed, self.device):
+            model = create_model(self.model, data.num_classes, data.channels, self.model_width,
+                                 self.weights).to(self.device)
+            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.train_settings,
+                           progress=self.progress, description=description, checkpointing=checkpointing)
+        if result.diverged:
+            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
+                              resumed_from_epoch=result.resumed_from_epoch, history=result.history)
+        started = time.perf_counter()
+        mixed_precision = self.train_settings.mixed_precision
+        per_corruption = {name: accuracy(model, images, self.labels, mixed_precision=mixed_precision)
+                          for name, images in self.corrupted.items()}
+        return Evaluation(accuracy=accuracy(model, self.images, self.labels, mixed_precision=mixed_precision),
+                          robustness=sum(per_corruption.values()) / len(per_corruption),
+                          per_corruption=per_corruption, training_seconds=result.seconds,
+                          evaluation_seconds=time.perf_counter() - started,
+                          final_train_loss=result.history[-1]["loss"],
+                          resumed_from_epoch=result.resumed_from_epoch, history=result.history)

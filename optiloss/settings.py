@@ -1,0 +1,255 @@
+"""Settings of searches and transfer runs: one validated base, read from TOML files and options.
+
+Every field of a settings class is a key of its TOML file. Values are checked
+against the field's annotation (``int``, ``float``, ``bool``, ``str``, each
+optionally ``| None``) and against :data:`LIMITS`, one table for every class,
+so a key means the same thing and is refused the same way (one line naming the
+key, :class:`~optiloss.errors.UsageError`, exit code 2) wherever it appears.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Self
+
+from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AugmentSettings
+from optiloss.data import DATASETS, is_dataset_name
+from optiloss.errors import UsageError
+from optiloss.train import TrainSettings
+
+DEVICES = ("auto", "cpu", "cuda")
+
+LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
+    "image_size": (8, 512),
+    "subset": (20, None),
+    "augmentation": (*AUGMENTATIONS, ALL_AUGMENTATIONS),
+    "crop_padding": (0, 256),
+    "cutout_size": (1, 512),
+    "mixup_alpha": (1e-3, 100.0),
+    "randaug_n": (1, 14),
+    "randaug_m": (1, 29),
+    "n_trials": (1, None),
+    "population_size": (2, None),
+    "nodes": (4, 32),
+    "epochs": (1, None),
+    "batch_size": (2, None),
+    "learning_rate": (1e-8, 10.0),
+    "weight_decay": (0.0, 1.0),
+    "model_width": (1, 1024),
+    "validation_fraction": (0.01, 0.9),
+    "corruption_severity": (1, 5),
+    "seed": (0, 2**31 - 1),
+    "device": DEVICES,
+    "max_consecutive_rejections": (1, None),
+    "workers": (1, 64),
+    "heartbeat_interval": (1, 3600),
+    "grace_period": (2, 86400),
+    "max_retry": (0, 100),
+    "top_k": (1, None),
+    "seeds": (1, None),
+}
+"""key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated, immutable set of keys. Subclasses add fields; :meth:`check` adds rules between keys."""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> Self:
+        """Validate ``values`` (unknown keys, types, ranges, rules between keys) and build the settings.
+
+        Raises :class:`UsageError` with one line naming ``source``, the key and what is allowed.
+        """
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(cls.keys())}")
+        hints = _type_hints(cls)
+        checked = {key: _check_value(source, key, value, hints[key]) for key, value in values.items()}
+        settings = cls(**checked)
+        settings.check(source)
+        return settings
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Self:
+        """Read a TOML file (the defaults when ``path`` is None) and apply ``overrides``.
+
+        Overrides whose value is None are ignored, so CLI options can be passed
+        through as they are. The file alone must be valid, so its errors name the file.
+        """
+        values = read_toml(path)
+        source = str(path) if path is not None else "defaults"
+        cls.from_mapping(values, source)
+        given = {key: value for key, value in (overrides or {}).items() if value is not None}
+        return cls.from_mapping({**values, **given}, f"{source} with options" if given else source)
+
+    def check(self, source: str) -> None:
+        """Rules between keys; raise :class:`UsageError` naming ``source``. The base has none."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RunSettings(Settings):
+    """What every run that trains networks shares: data, augmentation, optimisation, device, checkpoints."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    image_size: int | None = None
+    subset: int | None = None
+    download: bool = False
+    augmentation: str = "base"
+    validation_fraction: float = 0.2
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    corruption_severity: int = 3
+    # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
+    hflip: bool = AugmentSettings.hflip
+    crop_padding: int | None = AugmentSettings.crop_padding
+    cutout_size: int | None = AugmentSettings.cutout_size
+    mixup_alpha: float = AugmentSettings.mixup_alpha
+    randaug_n: int = AugmentSettings.randaug_n
+    randaug_m: int = AugmentSettings.randaug_m
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_dir: str = "storage/checkpoints"
+    compile: bool = False
+    mixed_precision: bool = True
+    deterministic: bool = False
+
+    def augment_settings(self) -> AugmentSettings:
+        return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
+
+    def train_settings(self) -> TrainSettings:
+        """The optimisation settings of :func:`optiloss.train.train` (the one place they are built)."""
+        return TrainSettings(**{field.name: getattr(self, field.name) for field in fields(TrainSettings)
+                                if hasattr(self, field.name)})
+
+
+@dataclass(frozen=True)
+class SearchConfig(RunSettings):
+    """Every knob of a search. ``study_name`` defaults to ``{dataset}-{augmentation}``."""
+
+    study_name: str | None = None
+    n_trials: int = 30
+    population_size: int = 10
+    nodes: int = 5
+    model_width: int = 32
+    max_consecutive_rejections: int = 2000
+    workers: int = 1
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+    max_retry: int = 3
+    artifacts: bool = True
+    artifact_dir: str = "storage/artifacts"
+
+    def check(self, source: str) -> None:
+        if self.grace_period <= self.heartbeat_interval:
+            raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
+                             f"({self.grace_period} <= {self.heartbeat_interval})")
+
+    @property
+    def resolved_study_name(self) -> str:
+        """``study_name``, else ``{dataset}-{augmentation}`` (``folder-{folder name}-…`` for folder sets)."""
+        if self.study_name:
+            return self.study_name
+        dataset = self.dataset
+        if dataset.startswith("folder:"):
+            dataset = "folder-" + (Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+        return f"{dataset}-{self.augmentation}"
+
+    def per_augmentation(self) -> list[SearchConfig]:
+        """One config per study: itself, or for ``all5`` one per augmentation, named ``{name}-{augmentation}``."""
+        if self.augmentation != ALL_AUGMENTATIONS:
+            return [self]
+        return [self.replace(augmentation=augmentation,
+                             study_name=f"{self.study_name}-{augmentation}" if self.study_name else None)
+                for augmentation in AUGMENTATIONS]
+
+
+@dataclass(frozen=True)
+class TransferConfig(RunSettings):
+    """Settings of a transfer run; ``studies/transfer-*.toml`` hold the paper's.
+
+    Transfer trains on the whole training part (``validation_fraction`` only
+    shapes a stratified ``subset``) and scores the test part.
+    """
+
+    model: str = "wrn-28-10"
+    dataset: str = "cifar10"
+    top_k: int = 3
+    seeds: int = 3
+    epochs: int = 200
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    weights: str | None = None
+
+    def check(self, source: str) -> None:
+        if self.augmentation not in AUGMENTATIONS:
+            raise UsageError(f"{source}: augmentation must be one of {', '.join(AUGMENTATIONS)} "
+                             f"(a transfer trains one), got {self.augmentation!r}")
+
+
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """The table of a TOML file ({} for None); a missing or malformed file is a :class:`UsageError`."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML ({error})") from None
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
+    """``value`` if it has the annotation's type and is within :data:`LIMITS` (ints pass as floats)."""
+    where = f"{source}: {key}"
+    optional = isinstance(annotation, types.UnionType) and type(None) in annotation.__args__
+    kind = next(arg for arg in annotation.__args__ if arg is not type(None)) if optional else annotation
+    if value is None and optional:
+        return value
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok = {int: is_int, float: is_int or isinstance(value, float), bool: isinstance(value, bool),
+          str: isinstance(value, str)}[kind]
+    if not ok:
+        raise UsageError(f"{where} must be {_TYPE_WORDS[kind]}, got {value!r}")
+    if kind is float:
+        value = float(value)
+    if key == "dataset" and not is_dataset_name(value):
+        raise UsageError(f"{where} must be one of {', '.join(DATASETS)}, got {value!r}")
+    limits = LIMITS.get(key)
+    if limits and isinstance(limits[0], str):
+        if value not in limits:
+            raise UsageError(f"{where} must be one of {', '.join(limits)}, got {value!r}")
+    elif limits is not None:
+        low, high = limits
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"between {low} and {high}"
+            raise UsageError(f"{where} must be {allowed}, got {value!r}")
+    return value

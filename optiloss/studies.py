@@ -1,0 +1,131 @@
+"""Reading studies: trials, their genomes, rankings on raw values, and the workers behind RUNNING trials.
+
+What search, transfer, matrix, recheck and the report share about a stored
+study. Everything here uses Optuna's public API on plain Optuna studies.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from optiloss.errors import OptilossError
+from optiloss.genome import Genome
+
+ORPHAN_AFTER_SECONDS = 30.0
+"""A live worker records itself milliseconds after its trial starts; 30 s without a record means it died."""
+
+
+def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
+    """The study ``study_name``; a missing one is an :class:`OptilossError` listing the studies there."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise OptilossError(f"no study named {study_name!r}; studies here: "
+                            f"{', '.join(names) or 'none'}") from None
+
+
+def count_trials(storage: BaseStorage, study_name: str, states: tuple[TrialState, ...] | None = None) -> int:
+    """Trials of ``study_name`` in ``states`` (all if None); 0 when the study does not exist."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False, states=states))
+
+
+def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number``; a missing one is an :class:`OptilossError` naming the range."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise OptilossError(f"study {study.study_name!r} has no trial {number} "
+                            f"(trials 0-{len(trials) - 1})")
+    return trials[number]
+
+
+def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
+    """The oriented genome a search trial trained, decoded from its parameters."""
+    try:
+        genome = Genome.from_params(trial.params, study.user_attrs.get("nodes"))
+    except ValueError as error:
+        raise OptilossError(f"trial {trial.number} does not hold a loss genome ({error})") from None
+    return genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto set, ordered on the raw objective values (first objective first), then trial number."""
+    return sorted(study.best_trials, key=lambda trial: ([-value for value in trial.values], trial.number))
+
+
+# A process's trial records who runs it, so that another process can tell a dead run from a live one.
+
+def worker_record(trial_number: int) -> dict:
+    """What a worker writes on its trial first: host, process id and the trial it belongs to.
+
+    The trial number guards against a retry, which copies its failed
+    predecessor's user attrs, being judged by the dead predecessor's process.
+    """
+    return {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial_number}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def death_reason(trial: FrozenTrial, host: str | None = None, now: datetime.datetime | None = None) -> str | None:
+    """Why RUNNING ``trial`` has no live worker, or None when it may still be running.
+
+    Dead: its recorded process ran on this host and is gone, or it has no
+    record of its own :data:`ORPHAN_AFTER_SECONDS` after it started. A trial
+    of another host is left to Optuna's heartbeat.
+    """
+    host = host or socket.gethostname()
+    now = now or datetime.datetime.now()
+    record = trial.user_attrs.get("worker")
+    if isinstance(record, dict) and record.get("trial") == trial.number:
+        if record.get("host") == host and not process_alive(int(record["pid"])):
+            return f"worker process {record['pid']} on {host} died"
+        return None  # alive here, or on another machine: the heartbeat decides
+    started = trial.datetime_start or now
+    if (now - started).total_seconds() > ORPHAN_AFTER_SECONDS:
+        return "worker died before the trial started"
+    return None
+
+
+def fail_dead_trials(storage: BaseStorage, study: optuna.Study) -> list[FrozenTrial]:
+    """Fail every RUNNING trial of ``study`` whose worker is dead (:func:`death_reason`, recorded as
+    ``fail_reason``); returns them as FAIL. A trial another process finished meanwhile is skipped,
+    so several processes may sweep at once."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    host, now = socket.gethostname(), datetime.datetime.now()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = death_reason(trial, host, now)
+        if reason is None:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return failed

@@ -1,0 +1,79 @@
+"""One settings model: every shipped TOML loads, and a key is checked the same way in search and transfer."""
+
+from pathlib import Path
+
+import pytest
+
+from optiloss.errors import UsageError
+from optiloss.settings import RunSettings, SearchConfig, TransferConfig
+from optiloss.train import TrainSettings
+
+from conftest import ROOT, run_cli
+
+STUDIES = sorted((ROOT / "studies").glob("*.toml"))
+
+
+def test_the_studies_folder_holds_search_and_transfer_files():
+    names = [path.name for path in STUDIES]
+    assert "digits-demo.toml" in names and sum(name.startswith("transfer-") for name in names) >= 5
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda path: path.name)
+def test_every_shipped_study_file_loads(path: Path):
+    settings_class = TransferConfig if path.name.startswith("transfer-") else SearchConfig
+    settings = settings_class.load(path)
+    assert isinstance(settings, RunSettings)
+    assert settings.train_settings().epochs == settings.epochs
+
+
+@pytest.mark.parametrize("settings_class", [SearchConfig, TransferConfig])
+@pytest.mark.parametrize("key, value, message", [
+    ("device", "gpu", "device must be one of auto, cpu, cuda, got 'gpu'"),
+    ("epochs", 0, "epochs must be >= 1, got 0"),
+    ("batch_size", "128", "batch_size must be an integer, got '128'"),
+    ("mixed_precision", "yes", "mixed_precision must be true or false, got 'yes'"),
+    ("learning_rate", True, "learning_rate must be a number, got True"),
+    ("corruption_severity", 9, "corruption_severity must be between 1 and 5, got 9"),
+    ("dataset", "imagenet", "dataset must be one of digits, cifar10"),
+    ("epoch", 3, "unknown key 'epoch'; allowed keys: dataset,"),
+])
+def test_a_bad_value_is_refused_with_one_line_naming_the_key_in_both_settings(settings_class, key, value, message):
+    with pytest.raises(UsageError) as caught:
+        settings_class.from_mapping({key: value}, "my.toml")
+    assert str(caught.value).startswith("my.toml: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_keys_of_one_kind_only_are_refused_by_the_other():
+    with pytest.raises(UsageError, match="unknown key 'top_k'"):
+        SearchConfig.from_mapping({"top_k": 3})
+    with pytest.raises(UsageError, match="unknown key 'population_size'"):
+        TransferConfig.from_mapping({"population_size": 10})
+    with pytest.raises(UsageError, match="augmentation must be one of base, cutout, mixup, randaug, all "):
+        TransferConfig.from_mapping({"augmentation": "all5"})
+
+
+def test_train_settings_are_built_from_the_shared_keys():
+    search = SearchConfig.from_mapping({"epochs": 3, "batch_size": 64, "mixed_precision": False,
+                                        "deterministic": True, "learning_rate": 0.01})
+    assert search.train_settings() == TrainSettings(epochs=3, batch_size=64, learning_rate=0.01,
+                                                    mixed_precision=False, deterministic=True)
+    transfer = TransferConfig.from_mapping({"compile": True})
+    assert transfer.train_settings() == TrainSettings(epochs=200, batch_size=128, learning_rate=1e-3,
+                                                      compile=True)
+
+
+def test_options_override_the_file_and_their_errors_say_so(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('model = "wrn-10-1"\nepochs = 5\n')
+    assert TransferConfig.load(path, {"epochs": 7, "seeds": None}).epochs == 7
+    with pytest.raises(UsageError, match=f"{path} with options: seeds must be >= 1, got 0"):
+        TransferConfig.load(path, {"seeds": 0})
+
+
+def test_a_transfer_file_with_a_bad_device_exits_2_in_one_line(tmp_path, sqlite_url):
+    path = tmp_path / "t.toml"
+    path.write_text('device = "gpu"\n')
+    result = run_cli("transfer", "digits-base", "--config", str(path), "--storage", sqlite_url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"optiloss: error: {path}: device must be one of auto, cpu, cuda, got 'gpu'"
