@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PG_URL = $(shell bash scripts/postgres.sh url)
 
-.PHONY: install demo test dashboard bench postgres postgres-stop browser clean
+.PHONY: install demo test lint dashboard bench postgres postgres-stop browser clean
 
 # Reinstalls when pyproject.toml or the lock file changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -21,8 +21,11 @@ demo: install
 
 # The PostgreSQL tests run against a real local server, started here; the page
 # test drives Debian's headless Chromium, installed here when missing.
-test: install postgres browser
+test: install lint postgres browser
 	OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
 
 browser:
 	bash scripts/chromium.sh

@@ -12,7 +12,8 @@ CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 
 
 def cifar10_jpeg_folder(archive: Path = CIFAR_ARCHIVE) -> Path:
-    """``<data root>/cifar10-jpeg`` (train/ and test/ class folders), unpacked from the shared archive if missing."""
+    """``<data root>/cifar10-jpeg`` (train/ and test/ class folders), unpacked from the
+    shared archive if missing."""
     target = default_data_root() / "cifar10-jpeg"
     if not (target / "test").is_dir():
         target.mkdir(parents=True, exist_ok=True)

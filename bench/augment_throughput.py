@@ -82,15 +82,17 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
     images, labels = data.train_images[: args.images], data.train_labels[: args.images]
-    print(f"{len(images)} CIFAR-10 images, batches of {args.batch_size}, torch threads {torch.get_num_threads()}, "
-          f"baseline DataLoader workers {args.workers}")
+    print(f"{len(images)} CIFAR-10 images, batches of {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, baseline DataLoader workers {args.workers}")
     ratios = {}
     for name in AUGMENTATIONS:
         ours = kornia_rate(images, labels, name, args.batch_size)
         theirs = baseline_rate(images, labels, name, args.batch_size, args.workers)
         ratios[name] = ours / theirs
-        print(f"{name:8s} kornia {ours:9.0f} img/s   per-image DataLoader {theirs:9.0f} img/s   ratio {ratios[name]:.2f}")
-    print("ratios (kornia / per-image): " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
+        print(f"{name:8s} kornia {ours:9.0f} img/s   per-image DataLoader {theirs:9.0f} img/s   "
+              f"ratio {ratios[name]:.2f}")
+    print("ratios (kornia / per-image): "
+          + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     overrides = tomllib.loads("\n".join(args.set))
-    config = make_config({"dataset": args.dataset, "device": args.device, "compile": args.compile, **overrides})
+    config = make_config({"dataset": args.dataset, "device": args.device, "compile": args.compile,
+                          **overrides})
     data = load_data(config, progress=False).to(device)
     evaluator = LossEvaluator.for_search(config, data, device)
     loss = screen(zoo()["cross_entropy"]).genome
@@ -47,8 +48,8 @@ def main() -> None:
     total = time.perf_counter() - started
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"{name}: default surrogate trial (epochs {config.epochs}, width "
-          f"{config.model_width}, batch {config.batch_size}, lr {config.learning_rate}, compile {args.compile}) on "
-          f"{len(data.train_labels)} images")
+          f"{config.model_width}, batch {config.batch_size}, lr {config.learning_rate}, "
+          f"compile {args.compile}) on {len(data.train_labels)} images")
     print(f"trial {total:.2f} s (training {result.training_seconds:.2f} s, evaluation "
           f"{result.evaluation_seconds:.2f} s), cross-entropy validation accuracy {result.accuracy:.4f}, "
           f"robustness {result.robustness:.4f}")

@@ -39,7 +39,8 @@ def main() -> None:
     assert len(genome.active_nodes) == 5
     losses = {
         "cross_entropy": lambda logits, index: F.cross_entropy(logits.float(), labels[index]),
-        "genome": lambda logits, index: genome(F.one_hot(labels[index], 10).float(), torch.softmax(logits.float(), 1)),
+        "genome": lambda logits, index: genome(F.one_hot(labels[index], 10).float(),
+                                               torch.softmax(logits.float(), 1)),
     }
     torch.manual_seed(0)
     model = create_model("surrogate", 10).to(device)
@@ -64,7 +65,7 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    for warm_up in range(5):
+    for _ in range(5):
         for name in losses:
             step(name, torch.arange(args.batch_size, device=device))
     for number in range(args.steps):

@@ -71,7 +71,8 @@ def main() -> None:
               f"{r['per_minute']:.1f} complete/min, storage+sampler {r['storage_ms']:.0f} ms per trial")
     ratio = results[2]["per_minute"] / results[1]["per_minute"]
     print(f"2 workers / 1 worker: ratio {ratio:.2f} complete trials per minute; storage+sampler "
-          f"{results[1]['storage_ms']:.0f} ms (1 worker) and {results[2]['storage_ms']:.0f} ms (2 workers) per trial")
+          f"{results[1]['storage_ms']:.0f} ms (1 worker) and "
+          f"{results[2]['storage_ms']:.0f} ms (2 workers) per trial")
 
 
 if __name__ == "__main__":

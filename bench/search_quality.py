@@ -55,16 +55,22 @@ def main() -> None:
     summary = {}
     with tempfile.TemporaryDirectory() as folder:
         for sampler_name in ("nsga2", "random"):
-            results = [run(sampler_name, seed, args.trials, args.population, folder) for seed in range(args.seeds)]
+            results = [run(sampler_name, seed, args.trials, args.population, folder)
+                       for seed in range(args.seeds)]
             summary[sampler_name] = results
-            spread = lambda key: (statistics.mean(r[key] for r in results),  # noqa: E731
-                                  statistics.stdev(r[key] for r in results) if len(results) > 1 else 0.0)
-            print(f"{sampler_name:7s} hypervolume {spread('hypervolume')[0]:.4f} +- {spread('hypervolume')[1]:.4f}  "
+
+            def spread(key: str, results: list = results) -> tuple[float, float]:
+                return (statistics.mean(r[key] for r in results),
+                        statistics.stdev(r[key] for r in results) if len(results) > 1 else 0.0)
+
+            print(f"{sampler_name:7s} hypervolume "
+                  f"{spread('hypervolume')[0]:.4f} +- {spread('hypervolume')[1]:.4f}  "
                   f"best accuracy {spread('best_accuracy')[0]:.4f} +- {spread('best_accuracy')[1]:.4f}  "
                   f"genomes drawn {spread('drawn')[0]:.0f} +- {spread('drawn')[1]:.0f}")
     ratio = statistics.mean(r["hypervolume"] for r in summary["nsga2"]) / statistics.mean(
         r["hypervolume"] for r in summary["random"])
-    print(f"NSGA-II / random at {args.trials} trained losses x {args.seeds} seeds: hypervolume ratio {ratio:.3f}")
+    print(f"NSGA-II / random at {args.trials} trained losses x {args.seeds} seeds: "
+          f"hypervolume ratio {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def main() -> None:
         study = open_search_study(config, storage)
         objective = LossSearchObjective(config, load_data(config).to(device), device)
         started = time.perf_counter()
-        study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))])
+        study.optimize(objective,
+                       callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))])
         wall = time.perf_counter() - started
         trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -1,13 +1,15 @@
 """P1: images/s of an optiloss surrogate trial against a plain PyTorch trial, same model, data and epochs.
 
-    python bench/trial_throughput.py [--images 10000] [--epochs 4] [--workers 2] [--device cpu|cuda] [--float32]
+    python bench/trial_throughput.py [--images 10000] [--epochs 4] [--workers 2]
+        [--device cpu|cuda] [--float32]
 
 Data: 10,000 real CIFAR-10 training images (shared JPEG archive), validation on
 the 10,000 test images (a smaller set would make "within 1 point" a coin toss:
-the standard error of an accuracy near 0.6 on 2,000 images is 1.1 points). Plain PyTorch: a torchvision-style Dataset of PIL
-images, per-image RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor in a
-DataLoader with ``--workers`` processes, F.cross_entropy, the same surrogate,
-AdamW and warm-up/cosine schedule. optiloss: the search's LossEvaluator with
+the standard error of an accuracy near 0.6 on 2,000 images is 1.1 points).
+Plain PyTorch: a torchvision-style Dataset of PIL images, per-image
+RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor in a DataLoader with
+``--workers`` processes, F.cross_entropy, the same surrogate, AdamW and
+warm-up/cosine schedule. optiloss: the search's LossEvaluator with
 cross-entropy as a genome (uint8 tensor on the device, Kornia batches). Both
 accuracies are printed; the last line gives the throughput ratio.
 """
@@ -40,10 +42,12 @@ def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.dev
     loader = DataLoader(PilImages(data.train_images.cpu(), data.train_labels.cpu(), transform),
                         batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(0))  # the same order and worker seeds each run
+                        # the same order and worker seeds each run
+                        generator=torch.Generator().manual_seed(0))
     with seeded(0, device):
         model = create_model("surrogate", 10).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(settings.epochs * len(loader), settings.warmup_fraction))
     started = time.perf_counter()
@@ -59,7 +63,8 @@ def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.dev
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return settings.epochs * len(loader) * settings.batch_size / seconds, accuracy(model, data.val_images, data.val_labels)
+    return (settings.epochs * len(loader) * settings.batch_size / seconds,
+            accuracy(model, data.val_images, data.val_labels))
 
 
 def main() -> None:
@@ -68,13 +73,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--float32", action="store_true", help="optiloss without bf16 (mixed_precision = false)")
+    parser.add_argument("--float32", action="store_true",
+                        help="optiloss without bf16 (mixed_precision = false)")
     args = parser.parse_args()
     device = torch.device(args.device)
     full = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
-    order = torch.randperm(len(full.train_labels), generator=torch.Generator().manual_seed(0))  # folders are by class
+    # folders are by class
+    order = torch.randperm(len(full.train_labels), generator=torch.Generator().manual_seed(0))
     train = order[: args.images]
-    data = dataclasses.replace(full, train_images=full.train_images[train], train_labels=full.train_labels[train],
+    data = dataclasses.replace(full, train_images=full.train_images[train],
+                               train_labels=full.train_labels[train],
                                val_images=full.test_images, val_labels=full.test_labels).to(device)
     config = SearchConfig(epochs=args.epochs, batch_size=128, mixed_precision=not args.float32)
     settings = config.train_settings()
@@ -83,7 +91,8 @@ def main() -> None:
     steps = args.epochs * (args.images // settings.batch_size)
     ours_rate = steps * settings.batch_size / ours.training_seconds
     theirs_rate, theirs_accuracy = plain_pytorch(data, settings, args.workers, device)
-    print(f"{args.images} CIFAR-10 images, {args.epochs} epochs, device {device}, torch threads {torch.get_num_threads()}")
+    print(f"{args.images} CIFAR-10 images, {args.epochs} epochs, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"optiloss trial      {ours_rate:8.0f} img/s  validation accuracy {ours.accuracy:.4f}")
     print(f"plain PyTorch trial {theirs_rate:8.0f} img/s  validation accuracy {theirs_accuracy:.4f} "
           f"(DataLoader, {args.workers} workers, per-image PIL transforms)")

@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data-root", metavar="DIR",
                         help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)")
     search.add_argument("--image-size", type=int, metavar="PX", help="resize images to PX x PX")
-    search.add_argument("--subset", type=int, metavar="N", help="use a stratified subset of N training images")
+    search.add_argument("--subset", type=int, metavar="N",
+                        help="use a stratified subset of N training images")
     search.add_argument("--download", action="store_true", default=None,
-                        help="fetch the data set with torchvision's downloader if missing (needs the network)")
+                        help="fetch the data set with torchvision's downloader if missing "
+                             "(needs the network)")
     search.add_argument("--augmentation",
                         help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)")
-    search.add_argument("--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold")
+    search.add_argument("--n-trials", type=int, metavar="N",
+                        help="total COMPLETE trials the study should hold")
     _storage_option(search)
     search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
     search.add_argument("--seed", type=int, metavar="S", help="base seed")
@@ -86,14 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("trial", type=int, help="trial number")
     _storage_option(export)
 
-    transfer = commands.add_parser("transfer", help="retrain a search's best losses on a larger model",
-                                   description="Train the top-k losses of SOURCE_STUDY (its Pareto set by "
-                                               "accuracy), cross-entropy and the zoo with several seeds; report "
-                                               "test accuracy and robustness with tests against cross-entropy.")
+    transfer = commands.add_parser(
+        "transfer", help="retrain a search's best losses on a larger model",
+        description="Train the top-k losses of SOURCE_STUDY (its Pareto set by accuracy), cross-entropy and "
+                    "the zoo with several seeds; report test accuracy and robustness with tests against "
+                    "cross-entropy.")
     transfer.add_argument("source", metavar="SOURCE_STUDY")
-    transfer.add_argument("--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it")
+    transfer.add_argument("--config", metavar="TOML",
+                          help="a studies/transfer-*.toml file; options override it")
     _storage_option(transfer)
-    transfer.add_argument("--model", help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (efficientnetv2_s)")
+    transfer.add_argument("--model",
+                          help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (efficientnetv2_s)")
     transfer.add_argument("--dataset", help="data set to train and test on")
     transfer.add_argument("--augmentation", help="training augmentation (default base)")
     transfer.add_argument("--top-k", type=int, metavar="K")
@@ -121,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--dataset", required=True, help="the data set whose augmentation studies to use")
     _storage_option(matrix)
     matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
-    matrix.add_argument("--seeds", type=int, default=2, metavar="S", help="training seeds per cell (default 2)")
+    matrix.add_argument("--seeds", type=int, default=2, metavar="S",
+                        help="training seeds per cell (default 2)")
     matrix.add_argument("--output", default="storage/reports", metavar="DIR",
                         help="where the CSV and heatmap go (default storage/reports)")
     matrix.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -161,7 +168,8 @@ def _search(args: argparse.Namespace) -> int:
         "subset": args.subset, "download": args.download, "augmentation": args.augmentation,
         "workers": args.workers, "n_trials": args.n_trials,
         "study_name": args.study_name, "seed": args.seed, "device": args.device})
-    outcomes = run_searches(config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config))
+    outcomes = run_searches(config, args.storage, progress=not args.no_progress,
+                            hooks=dashboard_hooks(config))
     for outcome in outcomes:
         study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
         print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "

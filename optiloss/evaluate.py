@@ -25,7 +25,8 @@ DIVERGED_VALUES = (0.0, 0.0)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; asking for a missing GPU is a :class:`UsageError`."""
+    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; asking for a missing GPU is a
+    :class:`UsageError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -95,7 +96,7 @@ class LossEvaluator:
     @classmethod
     def for_transfer(cls, config: TransferConfig, data: ImageSplits, device: torch.device,
                      progress: bool = False) -> LossEvaluator:
-        """The transfer model of ``config``, trained on ``data``'s training part and scored on its test split."""
+        """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split."""
         return cls(data, device, config, model=config.model, weights=config.weights, split="test",
                    progress=progress)
 
@@ -114,8 +115,9 @@ class LossEvaluator:
         with seeded(seed, self.device):
             model = create_model(self.model, data.num_classes, data.channels, self.model_width,
                                  self.weights).to(self.device)
-            result = train(model, data.train_images, data.train_labels, loss, augmentation, self.train_settings,
-                           progress=self.progress, description=description, checkpointing=checkpointing)
+            result = train(model, data.train_images, data.train_labels, loss, augmentation,
+                           self.train_settings, progress=self.progress, description=description,
+                           checkpointing=checkpointing)
         if result.diverged:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)

@@ -30,7 +30,8 @@ def recheck(study_name: str, storage_url: str | None = None, seeds: int = 3, *, 
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     augmentation = evaluator.augmentation(config.augmentation)
     rows = []
-    for trial in tqdm(pareto_trials(study), desc="rechecking the Pareto set", unit="loss", disable=not progress):
+    front = pareto_trials(study)
+    for trial in tqdm(front, desc="rechecking the Pareto set", unit="loss", disable=not progress):
         genome = trial_genome(study, trial)
         scores = [evaluator.evaluate(genome, augmentation, config.seed + RECHECK_SEED_STRIDE * (k + 1))
                   for k in range(seeds)]

@@ -178,7 +178,8 @@ class SearchConfig(RunSettings):
         return f"{dataset}-{self.augmentation}"
 
     def per_augmentation(self) -> list[SearchConfig]:
-        """One config per study: itself, or for ``all5`` one per augmentation, named ``{name}-{augmentation}``."""
+        """One config per study: itself, or for ``all5`` one per augmentation, named
+        ``{name}-{augmentation}``."""
         if self.augmentation != ALL_AUGMENTATIONS:
             return [self]
         return [self.replace(augmentation=augmentation,

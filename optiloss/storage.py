@@ -56,7 +56,8 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat_inter
         path = sqlite_path(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UsageError(f"not a database URL: {mask_url(url)} "
-                         "(expected e.g. sqlite:///storage/optiloss.db or postgresql://user@host/db)") from None
+                         "(expected e.g. sqlite:///storage/optiloss.db or "
+                         "postgresql://user@host/db)") from None
     engine_kwargs = {}
     if path is not None:
         if not path.exists():

@@ -90,7 +90,8 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def death_reason(trial: FrozenTrial, host: str | None = None, now: datetime.datetime | None = None) -> str | None:
+def death_reason(trial: FrozenTrial, host: str | None = None,
+                 now: datetime.datetime | None = None) -> str | None:
     """Why RUNNING ``trial`` has no live worker, or None when it may still be running.
 
     Dead: its recorded process ran on this host and is gone, or it has no

@@ -98,7 +98,8 @@ def bf16_pays_off(device: torch.device) -> bool:
         return True
     if device.type != "cpu":
         return False
-    native = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    native = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and check() for check in native)
 
 
@@ -115,7 +116,8 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def backend_flags(settings: TrainSettings, device: torch.device) -> Iterator[None]:
     """torch's global flags for one run, restored afterwards: deterministic kernels when asked for;
     otherwise, on CUDA, TF32 matrix products and tuned convolutions (same results to ~1e-3, much faster)."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     try:
         if settings.deterministic:
@@ -151,7 +153,9 @@ def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: Trai
     mixed = compute_precision(settings, device) == "bf16"
     if mixed:
         model = model.to(memory_format=torch.channels_last)
-    forward, loss_of = (torch.compile(model), torch.compile(loss_fn)) if settings.compile else (model, loss_fn)
+    forward, loss_of = model, loss_fn
+    if settings.compile:
+        forward, loss_of = torch.compile(model), torch.compile(loss_fn)
     batch_size = min(settings.batch_size, count)
     steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
@@ -199,7 +203,8 @@ def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
     return loss_sum.item() / run.steps_per_epoch, correct.item() / (run.steps_per_epoch * run.batch_size)
 
 
-def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]], device: torch.device) -> None:
+def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]],
+                device: torch.device) -> None:
     _save_checkpoint(path, {
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(), "epoch": epoch, "history": history,
@@ -249,8 +254,9 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """Top-1 accuracy of ``model`` on uint8 ``images``; ``mixed_precision`` as in :class:`TrainSettings`."""
     model.eval()
     correct = 0
+    bf16 = mixed_precision and bf16_pays_off(images.device)
     for start in range(0, len(images), batch_size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=mixed_precision and bf16_pays_off(images.device)):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(to_float(images[start:start + batch_size]))
         correct += (logits.argmax(1) == labels[start:start + batch_size]).sum().item()
     return correct / len(images)

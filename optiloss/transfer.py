@@ -53,8 +53,8 @@ def losses_to_transfer(source: optuna.Study, top_k: int) -> dict[str, tuple[Geno
         genome = trial_genome(source, trial)
         label = trial.user_attrs.get("zoo") or f"trial_{trial.number}"
         by_structure.setdefault(genome.structure_hash, (label, genome, trial.values[0]))
-    zoo_accuracy = {t.user_attrs["zoo"]: t.values[0]
-                    for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "zoo" in t.user_attrs}
+    complete = source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    zoo_accuracy = {t.user_attrs["zoo"]: t.values[0] for t in complete if "zoo" in t.user_attrs}
     for name, genome in zoo(nodes).items():
         oriented = screen(genome).genome
         by_structure.setdefault(oriented.structure_hash, (name, oriented, zoo_accuracy.get(name)))
@@ -103,10 +103,10 @@ def run_transfer(source_name: str, config: TransferConfig, storage_url: str | No
                            ("seed", seed), ("formula", genome.formula)):
             trial.set_user_attr(key, value)
         checkpoint = Path(config.checkpoint_dir) / name / run.replace("/", "-") / "checkpoint.pt"
+        checkpointing = Checkpointing(save_to=checkpoint, resume_from=checkpoint)
         try:
             result = evaluator.evaluate(genome, augmentation, config.seed + 1000 * seed,
-                                        description=f"{label} seed {seed}",
-                                        checkpointing=Checkpointing(save_to=checkpoint, resume_from=checkpoint))
+                                        description=f"{label} seed {seed}", checkpointing=checkpointing)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", INTERRUPTED)  # its checkpoint stays for the resume
             study.tell(trial, state=TrialState.FAIL)
@@ -154,7 +154,8 @@ def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_
         formulas[trial.user_attrs["loss"]] = trial.user_attrs["formula"]
     table = TransferTable(augmentations=sorted({augmentation for _, augmentation in runs},
                                                key=AUGMENTATIONS.index))
-    for (label, augmentation), entry in sorted(runs.items(), key=lambda item: (item[0][0] != BASELINE, item[0])):
+    baseline_first = sorted(runs.items(), key=lambda item: (item[0][0] != BASELINE, item[0]))
+    for (label, augmentation), entry in baseline_first:
         baseline = runs.get((BASELINE, augmentation), {"accuracy": [], "robustness": []})
         welch, mann_whitney = _p_values(entry["accuracy"], baseline["accuracy"])
         spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731

@@ -100,7 +100,8 @@ def small_search(folder: Path, **settings) -> str:
     import json
 
     values = {"n_trials": 6, "population_size": 5, "epochs": 2, "model_width": 8, "device": "cpu",
-              "checkpoint_dir": str(folder / "checkpoints"), "artifact_dir": str(folder / "artifacts"), **settings}
+              "checkpoint_dir": str(folder / "checkpoints"), "artifact_dir": str(folder / "artifacts"),
+              **settings}
     config = folder / "search.toml"
     config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     url = f"sqlite:///{folder / 'studies.db'}"

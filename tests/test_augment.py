@@ -43,9 +43,11 @@ def test_batched_random_crop_gives_kornias_crops_with_ops_independent_of_the_bat
     def op_count(batch: torch.Tensor) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as run:
             batched(batch)
-        return sum(1 for event in run.events() if event.name.startswith("aten::") and event.cpu_parent is None)
+        return sum(1 for event in run.events()
+                   if event.name.startswith("aten::") and event.cpu_parent is None)
 
-    assert op_count(images[:4]) == op_count(images)  # no per-image work (Kornia's slice mode: 3 ops per image)
+    # no per-image work (Kornia's slice mode: 3 ops per image)
+    assert op_count(images[:4]) == op_count(images)
     other = K.RandomCrop((8, 8), padding=padding + 1)
     other(images)  # parameters drawn on a canvas padded otherwise: Kornia's path, same pixels as Kornia
     assert torch.equal(batched(images, params=other._params), kornia_crop(images, params=other._params))
@@ -65,7 +67,8 @@ def test_pipelines_read_nothing_back_to_the_host_themselves(digits, name):
     class HostReads(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
-                caller = [frame for frame in traceback.extract_stack()[:-1]  # the line outside torch that asked
+                # the line outside torch that asked
+                caller = [frame for frame in traceback.extract_stack()[:-1]
                           if f"{os.sep}torch{os.sep}" not in frame.filename][-1]
                 host_reads.append(f"{caller.filename}:{caller.lineno}")
             return func(*args, **(kwargs or {}))
@@ -108,7 +111,8 @@ def test_cutout_erases_one_square_of_half_the_side(digits):
 
 def test_mixup_gives_distributions_and_cross_entropy_is_the_lambda_weighted_cross_entropy(digits):
     images, labels = to_float(digits.train_images[:64]), digits.train_labels[:64]
-    pipeline = build_augmentation("mixup", digits.image_size, 10, AugmentSettings(hflip=False, crop_padding=0))
+    pipeline = build_augmentation("mixup", digits.image_size, 10,
+                                  AugmentSettings(hflip=False, crop_padding=0))
     with seeded(3):
         mixed, y = pipeline(images, labels)
     assert torch.allclose(y.sum(1), torch.ones(64)) and (y >= 0).all()

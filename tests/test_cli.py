@@ -80,7 +80,7 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
     ("learning_rat = 0.1", "unknown key 'learning_rat'"),
     ('augmentation = "sepia"', "augmentation must be one of base"),
 ])
-def test_a_bad_config_exits_2_with_one_line_and_leaves_the_database_untouched(tmp_path, sqlite_url, line, names):
+def test_a_bad_config_exits_2_with_one_line_and_leaves_the_database_alone(tmp_path, sqlite_url, line, names):
     database = Path(sqlite_url.removeprefix("sqlite:///"))
     bad = tmp_path / "bad.toml"
     bad.write_text(f"n_trials = 3\n{line}\n")

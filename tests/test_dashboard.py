@@ -60,7 +60,8 @@ def test_the_dashboard_api_shows_metric_names_attrs_note_hypervolume_and_artifac
     assert all(any(attr["key"] == "rejected" for attr in t["user_attrs"]) for t in rejected)
     first = trained[0]
     png = next(a for a in first["artifacts"] if a["filename"].startswith("loss-shape"))
-    status, body = _get(app, f"/artifacts/{summaries[0]['study_id']}/{first['trial_id']}/{png['artifact_id']}")
+    status, body = _get(app, f"/artifacts/{summaries[0]['study_id']}/{first['trial_id']}/"
+                             f"{png['artifact_id']}")
     assert status.startswith("200") and body.startswith(b"\x89PNG")
 
 
@@ -73,8 +74,9 @@ def _free_port() -> int:
 def _serve(url: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = open(artifacts.parent / f"dashboard-{port}.log", "w")  # a pipe nobody reads would block the server
-    server = subprocess.Popen([sys.executable, "-m", "optiloss", "dashboard", "--storage", url, "--port", str(port),
-                               "--artifact-dir", str(artifacts)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "optiloss", "dashboard", "--storage", url,
+                               "--port", str(port), "--artifact-dir", str(artifacts)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the server answers
@@ -96,7 +98,8 @@ def test_the_study_page_renders_in_headless_chromium(searched, tmp_path):
     url, artifacts = searched
     server, base = _serve(url, artifacts)
     try:
-        study_id = json.loads(urllib.request.urlopen(f"{base}/api/studies").read())["study_summaries"][0]["study_id"]
+        study_id = (json.loads(urllib.request.urlopen(f"{base}/api/studies").read())
+                    ["study_summaries"][0]["study_id"])
         page = f"{base}/dashboard/studies/{study_id}"
         flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -118,12 +121,14 @@ def test_the_study_page_renders_in_headless_chromium(searched, tmp_path):
 def test_a_dashboard_reading_sqlite_does_not_break_a_running_search(tmp_path):
     config = tmp_path / "search.toml"
     config.write_text('n_trials = 10\npopulation_size = 5\nepochs = 3\nmodel_width = 8\ndevice = "cpu"\n'
-                      f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifact_dir = "{tmp_path / "artifacts"}"\n')
+                      f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n'
+                      f'artifact_dir = "{tmp_path / "artifacts"}"\n')
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     optuna.create_study(study_name="warm-up", storage=url)  # the dashboard needs the file to exist
     server, base = _serve(url, tmp_path / "artifacts")
     search = subprocess.Popen([sys.executable, "-m", "optiloss", "search", str(config), "--storage", url,
-                               "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--no-progress"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     answers = 0
     try:
         while search.poll() is None and answers < 2000:
@@ -160,4 +165,5 @@ def test_hypervolume_history_matches_optunas_plot():
         expected = plot_hypervolume_history(study, reference_point=[0.0, 0.0]).data[0]
     assert numbers == list(expected.x)
     assert volumes == pytest.approx(list(expected.y), abs=1e-12)
-    assert volumes[-1] == pytest.approx(0.95 * 0.05 + 0.9 * 0.05 + 0.6 * 0.5 + 0.1 * 0.3, abs=1e-12)  # the last front
+    # the last front
+    assert volumes[-1] == pytest.approx(0.95 * 0.05 + 0.9 * 0.05 + 0.6 * 0.5 + 0.1 * 0.3, abs=1e-12)

@@ -45,10 +45,11 @@ def test_real_cifar10_folder_loads_with_exact_counts_and_a_cached_second_load(ci
     assert len(subset.test_labels) == 10000  # the test part is never subsetted
 
 
-def test_the_committed_cifar10_sample_loads_stratified_and_a_second_load_is_cached(cifar10_sample, monkeypatch):
+def test_committed_cifar10_sample_loads_stratified_and_a_second_load_is_cached(cifar10_sample, monkeypatch):
     first = load_dataset(f"folder:{cifar10_sample}", validation_fraction=0.25, progress=False)
     assert first.classes == CLASSES and first.image_size == (32, 32) and first.channels == 3
-    assert torch.bincount(torch.cat([first.train_labels, first.val_labels]), minlength=10).tolist() == [60] * 10
+    assert torch.bincount(torch.cat([first.train_labels, first.val_labels]),
+                          minlength=10).tolist() == [60] * 10
     assert torch.bincount(first.val_labels, minlength=10).tolist() == [15] * 10
     assert torch.bincount(first.test_labels, minlength=10).tolist() == [20] * 10
     assert 100 < first.train_images.float().mean() < 150  # real photographs, not blank arrays
@@ -140,8 +141,10 @@ def test_flowers102_layout(cifar10_sample, tmp_path):
     _save_jpegs(base / "jpg", images, "image_{:05d}.jpg")
     scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([[label + 1 for _, label in images]])})
     ids = np.arange(1, 41)
-    scipy.io.savemat(base / "setid.mat", {"trnid": ids[0::4], "valid": ids[1::4], "tstid": np.sort(np.concatenate([ids[2::4], ids[3::4]]))})
-    data = load_dataset("flowers102", validation_fraction=0.5, data_root=tmp_path, image_size=24, progress=False)
+    scipy.io.savemat(base / "setid.mat", {"trnid": ids[0::4], "valid": ids[1::4],
+                                          "tstid": np.sort(np.concatenate([ids[2::4], ids[3::4]]))})
+    data = load_dataset("flowers102", validation_fraction=0.5, data_root=tmp_path, image_size=24,
+                        progress=False)
     assert data.num_classes == 10 and data.image_size == (24, 24)
     assert len(data.train_labels) + len(data.val_labels) == 20 and len(data.test_labels) == 20
 
@@ -170,10 +173,12 @@ def test_caltech101_layout_with_grayscale_images_and_a_fixed_split(cifar10_sampl
         _save_jpegs(base / name, [item for item in images if item[1] == label], "image_{:04d}.jpg",
                     grayscale_every=2)
     _save_jpegs(base / "BACKGROUND_Google", images[:3], "image_{:04d}.jpg")
-    first = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32, progress=False)
+    first = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32,
+                         progress=False)
     assert first.classes == tuple(sorted(CLASSES)) and first.channels == 3
     assert len(first.test_labels) == 10 and torch.bincount(first.test_labels).tolist() == [1] * 10
-    again = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32, progress=False)
+    again = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32,
+                         progress=False)
     assert torch.equal(first.test_images, again.test_images)
 
 
@@ -186,14 +191,15 @@ def _tiny_folder(root: Path, cifar10_sample: Path, classes=("cat", "dog"), per_c
     return root
 
 
-def test_unreadable_images_are_skipped_with_one_warning_or_refused_above_one_percent(cifar10_sample, tmp_path):
+def test_unreadable_images_are_skipped_with_a_warning_or_refused_above_one_percent(cifar10_sample, tmp_path):
     root = _tiny_folder(tmp_path / "set", cifar10_sample, per_class=60)
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(f"folder:{root}", progress=False)
     messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
-    assert messages == [f"skipped 1 unreadable image(s) of 121 (first: {root / 'train' / 'cat' / 'broken.jpg'})"]
+    assert messages == ["skipped 1 unreadable image(s) of 121 "
+                        f"(first: {root / 'train' / 'cat' / 'broken.jpg'})"]
     assert len(data.train_labels) + len(data.val_labels) == 120
     for k in range(3):
         (root / "train" / "dog" / f"broken{k}.png").write_bytes(b"\x89PNG broken")
@@ -207,7 +213,8 @@ def test_unreadable_images_are_skipped_with_one_warning_or_refused_above_one_per
     ("empty_test", "holds no images"),
     ("cifar_missing", "CIFAR-10 file data_batch_1 not found: expected"),
 ])
-def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_sample, tmp_path, sqlite_url, arrange, message):
+def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_sample, tmp_path, sqlite_url, arrange,
+                                                             message):
     root = tmp_path / "set"
     dataset = f"folder:{root}"
     if arrange == "one_class":

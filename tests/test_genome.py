@@ -97,7 +97,8 @@ def test_cross_entropy_matches_torch():
                                        - torch.log(F.softmax(logits, 1) + EPS)).sum(1).mean()),
 ])
 def test_zoo_losses_match_independent_implementations(name, reference):
-    """References written with torch.nn.functional; the genome's protected ops add EPS inside logs and divisions."""
+    """References written with torch.nn.functional; the genome's protected ops add EPS inside logs
+    and divisions."""
     logits, labels, y = _batch(seed=1)
     ours = _oriented(name)(y, torch.softmax(logits, 1))
     expected = reference(logits, labels)

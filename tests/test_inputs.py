@@ -21,12 +21,14 @@ def _assert_one_line(result, code: int, fragment: str) -> None:
     (GOOD + "epoch = 3\n", [], "unknown key 'epoch'"),
     (GOOD + 'seed = "zero"\n', [], "seed must be an integer"),
     (GOOD, ["--dataset", "imagenet"], "dataset must be one of digits, cifar10"),
-    (GOOD, ["--augmentation", "sepia"], "augmentation must be one of base, cutout, mixup, randaug, all, all5"),
+    (GOOD, ["--augmentation", "sepia"],
+     "augmentation must be one of base, cutout, mixup, randaug, all, all5"),
     (GOOD, ["--n-trials", "0"], "n_trials must be >= 1, got 0"),
     (GOOD, ["--workers", "0"], "workers must be between 1 and 64"),
     (GOOD, ["--dataset", "cifar10", "--data-root", "/nonexistent/data"],
      "CIFAR-10 file data_batch_1 not found: expected /nonexistent/data/cifar-10-batches-py/data_batch_1"),
-    (GOOD + "heartbeat_interval = 30\ngrace_period = 10\n", [], "grace_period must be longer than heartbeat_interval"),
+    (GOOD + "heartbeat_interval = 30\ngrace_period = 10\n", [],
+     "grace_period must be longer than heartbeat_interval"),
 ])
 def test_usage_errors_exit_2_and_write_nothing(tmp_path, sqlite_url, config_text, options, fragment):
     config = tmp_path / "study.toml"

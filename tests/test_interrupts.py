@@ -73,7 +73,7 @@ def test_ctrl_c_during_recheck_or_matrix_prints_one_line_and_writes_nothing(sour
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_continues_from_its_checkpoint(source):
+def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_continues_from_checkpoint(source):
     url, folder = source
     config = folder / "transfer.toml"
     config.write_text(f'checkpoint_dir = "{folder / "checkpoints"}"\n')
@@ -87,7 +87,8 @@ def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_cont
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.05)
     last = _interrupt(process, seen)
-    assert last == "interrupted; the study is saved. Resume with: optiloss " + " ".join(options) + " --epochs 40"
+    assert last == ("interrupted; the study is saved. Resume with: optiloss "
+                    + " ".join(options) + " --epochs 40")
     study = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]

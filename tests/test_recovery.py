@@ -82,7 +82,8 @@ def _kill_mid_trial_then_resume(tmp_path: Path, storage: str) -> None:
     complete_before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert optuna.load_study(study_name="digits-base", storage=storage).trials[victim].state == TrialState.RUNNING
+    assert (optuna.load_study(study_name="digits-base", storage=storage).trials[victim].state
+            == TrialState.RUNNING)
 
     resumed = run_cli("search", str(config), "--storage", storage, "--no-progress")
     assert resumed.returncode == 0, resumed.stderr

@@ -37,7 +37,7 @@ def test_every_shipped_study_file_loads(path: Path):
     ("dataset", "imagenet", "dataset must be one of digits, cifar10"),
     ("epoch", 3, "unknown key 'epoch'; allowed keys: dataset,"),
 ])
-def test_a_bad_value_is_refused_with_one_line_naming_the_key_in_both_settings(settings_class, key, value, message):
+def test_bad_value_refused_in_one_line_naming_the_key_in_both_settings(settings_class, key, value, message):
     with pytest.raises(UsageError) as caught:
         settings_class.from_mapping({key: value}, "my.toml")
     assert str(caught.value).startswith("my.toml: ") and message in str(caught.value)
@@ -76,4 +76,5 @@ def test_a_transfer_file_with_a_bad_device_exits_2_in_one_line(tmp_path, sqlite_
     path.write_text('device = "gpu"\n')
     result = run_cli("transfer", "digits-base", "--config", str(path), "--storage", sqlite_url)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"optiloss: error: {path}: device must be one of auto, cpu, cuda, got 'gpu'"
+    assert result.stderr.strip() == (f"optiloss: error: {path}: "
+                                     "device must be one of auto, cpu, cuda, got 'gpu'")

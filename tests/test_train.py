@@ -33,7 +33,8 @@ def test_the_model_runs_in_bf16_only_when_mixed_precision_is_on_and_pays(mixed_p
     seen = []
     model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     cross_entropy = screen(zoo()["cross_entropy"]).genome
-    result = train(model, data.train_images, data.train_labels, cross_entropy, build_augmentation("base", (8, 8), 10),
+    result = train(model, data.train_images, data.train_labels, cross_entropy,
+                   build_augmentation("base", (8, 8), 10),
                    TrainSettings(epochs=4, mixed_precision=mixed_precision))
     expected = torch.bfloat16 if mixed_precision and bf16_pays_off(torch.device("cpu")) else torch.float32
     assert seen and set(seen) == {expected}
@@ -58,13 +59,16 @@ def test_the_layers_import_only_downwards():
     import subprocess
     import sys
 
-    probes = {"optiloss.search": ("optiloss.report", "optiloss.transfer", "optiloss.matrix", "optiloss.recheck"),
-              "optiloss.transfer": ("optiloss.report", "optiloss.search", "optiloss.matrix", "optiloss.recheck"),
-              "optiloss.matrix": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.recheck"),
-              "optiloss.recheck": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.matrix"),
-              "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate")}
+    probes = {
+        "optiloss.search": ("optiloss.report", "optiloss.transfer", "optiloss.matrix", "optiloss.recheck"),
+        "optiloss.transfer": ("optiloss.report", "optiloss.search", "optiloss.matrix", "optiloss.recheck"),
+        "optiloss.matrix": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.recheck"),
+        "optiloss.recheck": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.matrix"),
+        "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate"),
+    }
     for module, forbidden in probes.items():
         code = (f"import sys, {module}; "
-                f"print(sorted(m for m in sys.modules if m.split('.')[:2] in {[f.split('.') for f in forbidden]}))")
+                "print(sorted(m for m in sys.modules "
+                f"if m.split('.')[:2] in {[f.split('.') for f in forbidden]}))")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert result.stdout.strip() == "[]", f"{module} imports {result.stdout.strip()}"

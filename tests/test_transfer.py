@@ -77,8 +77,8 @@ def test_a_cpu_transfer_gives_the_table_with_p_values_and_fidelity_and_a_restart
     again = run_cli(*options)
     assert again.returncode == 0, again.stderr
     assert f"{len(complete)} done, running 0" in again.stdout
-    assert len(optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url).trials) == len(
-        study.trials)
+    assert len(optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits",
+                                 storage=url).trials) == len(study.trials)
 
 
 @pytest.mark.slow

@@ -97,7 +97,8 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
+def corrupt(images: torch.Tensor, name: str, severity: int, seed: int,
+            batch_size: int = 1000) -> torch.Tensor:
     """Corrupt uint8 ``images`` reproducibly on the CPU (CPU and CUDA differ); returns uint8."""
     images = images.cpu()
     with torch.random.fork_rng(devices=[]):

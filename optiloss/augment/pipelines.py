@@ -75,14 +75,16 @@ class BatchedRandomCrop(K.RandomCrop):
                         transform: torch.Tensor | None = None) -> torch.Tensor:
         padding = self.compute_padding(tuple(input.shape), flags)  # a function of the shape (see Kornia)
         height, width = flags["size"]
-        fits = input.shape[-2] + padding[2] + padding[3] >= height and input.shape[-1] + padding[0] + padding[1] >= width
+        fits = (input.shape[-2] + padding[2] + padding[3] >= height
+                and input.shape[-1] + padding[0] + padding[1] >= width)
         drawn = params.get("padding_size")  # replayed parameters may come from another padding
         same_padding = (isinstance(drawn, torch.Tensor) and drawn.device.type == "cpu"
                         and bool((drawn.numpy() == padding).all()))  # host memory: no device read
         if flags["cropping_mode"] != "slice" or not fits or not same_padding or input.shape[0] == 0:
             return super().apply_transform(input, params, flags, transform)
         padded = self.precrop_padding(input, padding, flags)
-        corner = params["src"][:, 0].to(device=input.device, dtype=torch.long, non_blocking=True)  # (B, [x, y])
+        # (B, [x, y])
+        corner = params["src"][:, 0].to(device=input.device, dtype=torch.long, non_blocking=True)
         rows = corner[:, 1, None, None] + torch.arange(height, device=input.device)[None, :, None]
         cols = corner[:, 0, None, None] + torch.arange(width, device=input.device)[None, None, :]
         flat = (rows * padded.shape[-1] + cols).view(len(input), 1, height * width)
@@ -91,7 +93,8 @@ class BatchedRandomCrop(K.RandomCrop):
 
 
 class MixUp(nn.Module):
-    """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha, validate_args=False), returning mixed target distributions.
+    """Kornia's ``RandomMixUpV2`` with lambda ~ Beta(alpha, alpha, validate_args=False), returning mixed
+    target distributions.
 
     Kornia draws lambda uniformly; Beta(1, 1) is that, other alphas are drawn
     here and handed to Kornia as its parameters. Its (y_a, y_b, lambda) labels

@@ -46,7 +46,8 @@ def cached(key: dict[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str
     The write is atomic (temporary file, then rename), so a killed process never
     leaves a half-written cache entry.
     """
-    digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True).encode()).hexdigest()
+    text = json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     path = cache_folder() / f"{digest[:32]}.pt"
     if path.exists():
         try:

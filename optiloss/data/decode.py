@@ -50,7 +50,8 @@ def decode_images(paths: Sequence[Path], size: int | None, *, description: str =
             images = np.empty((len(paths), 3, *image.shape[:2]), dtype=np.uint8)
         elif image.shape[:2] != images.shape[2:]:
             raise UsageError(f"{path} is {image.shape[1]}x{image.shape[0]} but earlier images are "
-                             f"{images.shape[3]}x{images.shape[2]}; set image_size (--image-size) to resize them")
+                             f"{images.shape[3]}x{images.shape[2]}; "
+                             "set image_size (--image-size) to resize them")
         images[len(kept)] = image.transpose(2, 0, 1)
         kept.append(index)
     if len(bad) > MAX_BAD_SHARE * max(1, len(paths)):

@@ -32,8 +32,10 @@ def _require(path: Path, what: str, how: str) -> None:
 def _result(classes, train_images, train_labels, test_images, test_labels) -> dict[str, Any]:
     as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
     return {"classes": [str(name) for name in classes],
-            "train_images": as_tensor(train_images), "train_labels": as_tensor(np.asarray(train_labels, np.int64)),
-            "test_images": as_tensor(test_images), "test_labels": as_tensor(np.asarray(test_labels, np.int64))}
+            "train_images": as_tensor(train_images),
+            "train_labels": as_tensor(np.asarray(train_labels, np.int64)),
+            "test_images": as_tensor(test_images),
+            "test_labels": as_tensor(np.asarray(test_labels, np.int64))}
 
 
 def _check_labels(name: str, labels: np.ndarray, num_classes: int) -> None:
@@ -126,7 +128,8 @@ def read_folder(root: Path, image_size: int | None, progress: bool = True, **_: 
     _require(test_folder, "test split", layout)
     classes = sorted(path.name for path in (root / "train").iterdir() if path.is_dir())
     if len(classes) < 2:
-        raise UsageError(f"{root / 'train'} has {len(classes)} class folder(s); a classifier needs at least 2")
+        raise UsageError(f"{root / 'train'} has {len(classes)} class folder(s); "
+                         "a classifier needs at least 2")
     unknown = sorted({path.name for path in test_folder.iterdir() if path.is_dir()} - set(classes))
     if unknown:
         raise UsageError(f"{test_folder} has class folder(s) missing from train: {', '.join(unknown[:5])}")
@@ -174,12 +177,13 @@ def read_stanford_cars(root: Path, image_size: int | None, progress: bool = True
     files = {"train": (base / "devkit" / "cars_train_annos.mat", base / "cars_train"),
              "test": (base / "cars_test_annos_withlabels.mat", base / "cars_test")}
     _require(base / "devkit" / "cars_meta.mat", "Stanford Cars devkit/cars_meta.mat", how)
-    classes = [str(name) for name in loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"]]
+    meta = loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)
+    classes = [str(name) for name in meta["class_names"]]
     parts = {}
-    for split, (annotations, folder) in files.items():
-        _require(annotations, f"Stanford Cars {annotations.name}", how)
+    for split, (annotations_file, folder) in files.items():
+        _require(annotations_file, f"Stanford Cars {annotations_file.name}", how)
         _require(folder, f"Stanford Cars {folder.name}", how)
-        records = np.atleast_1d(loadmat(annotations, squeeze_me=True)["annotations"])
+        records = np.atleast_1d(loadmat(annotations_file, squeeze_me=True)["annotations"])
         paths = [folder / str(record["fname"]) for record in records]
         labels = [int(record["class"]) - 1 for record in records]
         parts[split] = _decode_labelled(paths, labels, image_size, f"decoding cars {split}", progress)
@@ -191,7 +195,8 @@ def read_caltech101(root: Path, image_size: int | None, progress: bool = True, *
     base = root / "caltech101" / "101_ObjectCategories"
     _require(base, "Caltech101 101_ObjectCategories",
              f"get it with --download or torchvision.datasets.Caltech101('{root}', download=True)")
-    classes = sorted(path.name for path in base.iterdir() if path.is_dir() and path.name != "BACKGROUND_Google")
+    classes = sorted(path.name for path in base.iterdir()
+                     if path.is_dir() and path.name != "BACKGROUND_Google")
     paths, labels = [], []
     for label, name in enumerate(classes):
         found = _images_in(base / name)

@@ -3,10 +3,10 @@
 from optiloss.genome.genome import DEFAULT_NODES, LEAVES, Genome, Node, gene_names, input_choices
 from optiloss.genome.operators import BINARY_OPERATORS, EPS, OPERATORS, UNARY_OPERATORS
 from optiloss.genome.screen import ScreenResult, screen
-from optiloss.genome.zoo import ZOO_DESCRIPTIONS, zoo
+from optiloss.genome.zoo import zoo
 
 __all__ = [
     "BINARY_OPERATORS", "DEFAULT_NODES", "EPS", "Genome", "LEAVES", "Node", "OPERATORS",
-    "ScreenResult", "UNARY_OPERATORS", "ZOO_DESCRIPTIONS", "gene_names", "input_choices",
+    "ScreenResult", "UNARY_OPERATORS", "gene_names", "input_choices",
     "screen", "zoo",
 ]

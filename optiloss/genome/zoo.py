@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from optiloss.genome.genome import DEFAULT_NODES, Genome
 
-ZOO_DESCRIPTIONS: dict[str, str] = {
-    "cross_entropy": "cross-entropy: -sum y ln p",
-    "focal": "focal loss, gamma 2 (Lin et al. 2017): -sum y (1 - p)^2 ln p",
-    "poly1": "Poly-1 (Leng et al. 2022): cross-entropy + (1 - p_t)",
-    "mse": "mean squared error on probabilities: sum (y - p)^2",
-    "baikal": "Baikal loss (Gonzalez & Miikkulainen 2020), sum form: sum (y / p - ln p)",
-}
-
 
 def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
-    """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4)."""
+    """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4): cross-entropy
+    (-sum y ln p), focal loss with gamma 2 (Lin et al. 2017), Poly-1 (Leng et al. 2022: cross-entropy
+    + (1 - p_t)), mean squared error on probabilities, and the Baikal loss (Gonzalez & Miikkulainen
+    2020, sum form: sum (y / p - ln p))."""
     if n_nodes < 4:
         raise ValueError("the zoo needs genomes of at least 4 nodes")
     build = lambda *nodes: Genome.from_nodes(*nodes, n_nodes=n_nodes)  # noqa: E731

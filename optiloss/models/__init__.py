@@ -50,8 +50,8 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, width: int =
                                   pretrained_cfg_overlay={"file": str(weights)})
         config = model.pretrained_cfg
         return Normalized(model, config.get("mean", CENTRED[0]), config.get("std", CENTRED[1]))
-    return Normalized(timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels),
-                      *CENTRED)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    return Normalized(model, *CENTRED)
 
 
 __all__ = ["Normalized", "SurrogateCNN", "WideResNet", "create_model"]

@@ -32,7 +32,8 @@ class _Block(nn.Module):
 class WideResNet(nn.Module):
     """WRN-``depth``-``width`` for small images, on inputs already normalised."""
 
-    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> None:
+    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 and at least 10, got {depth}")
@@ -41,8 +42,8 @@ class WideResNet(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, 1, 1, bias=False)]
         for group, stride in zip(range(3), (1, 2, 2)):
             for index in range(blocks):
-                layers.append(_Block(channels[group] if index == 0 else channels[group + 1], channels[group + 1],
-                                     stride if index == 0 else 1, dropout))
+                in_width = channels[group] if index == 0 else channels[group + 1]
+                layers.append(_Block(in_width, channels[group + 1], stride if index == 0 else 1, dropout))
         layers += [nn.BatchNorm2d(channels[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels[3], num_classes)

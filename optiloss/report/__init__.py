@@ -4,4 +4,5 @@ plots and artifacts. The top of the house: it reads studies and follows searches
 from optiloss.report.dashboard import dashboard_hooks, refresh_study_report
 from optiloss.report.tables import format_rows, pareto_rows, show_trial, study_rows
 
-__all__ = ["dashboard_hooks", "format_rows", "pareto_rows", "refresh_study_report", "show_trial", "study_rows"]
+__all__ = ["dashboard_hooks", "format_rows", "pareto_rows", "refresh_study_report", "show_trial",
+           "study_rows"]

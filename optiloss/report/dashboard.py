@@ -151,7 +151,8 @@ def hypervolume_history(trials: Sequence[FrozenTrial]) -> tuple[list[int], list[
     for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
         point = tuple(trial.values)
         if not any(other[0] >= point[0] and other[1] >= point[1] for other in front):
-            front = [other for other in front if not (point[0] >= other[0] and point[1] >= other[1])] + [point]
+            dominated = [other for other in front if point[0] >= other[0] and point[1] >= other[1]]
+            front = [other for other in front if other not in dominated] + [point]
         numbers.append(trial.number)
         volumes.append(hypervolume(front))
     return numbers, volumes

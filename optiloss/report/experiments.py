@@ -1,4 +1,5 @@
-"""Reports of the experiments that retrain losses: transfer tables and plots, the loss x augmentation heatmap."""
+"""Reports of the experiments that retrain losses: transfer tables and plots, the loss x augmentation
+heatmap."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def save_transfer_report(study: optuna.Study, table: TransferTable, folder: str 
     values = [[t.values[0] for t in trials if t.user_attrs["loss"] == label] for label in labels]
     axes.boxplot(values, widths=0.5)
     for index, points in enumerate(values, start=1):
-        axes.scatter(np.full(len(points), index) + np.linspace(-0.08, 0.08, len(points)), points, s=14, zorder=3)
+        jitter = np.linspace(-0.08, 0.08, len(points))
+        axes.scatter(np.full(len(points), index) + jitter, points, s=14, zorder=3)
     axes.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
     axes.set_ylabel("test accuracy")
     axes.set_title(study.study_name, fontsize=9)
@@ -62,8 +64,9 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no runs)"
     columns = list(rows[0])
+    cells = [[str(row[c]).replace("|", "\\|") for c in columns] for row in rows]
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-                     + ["| " + " | ".join(str(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows])
+                     + ["| " + " | ".join(line) + " |" for line in cells])
 
 
 def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:

@@ -21,5 +21,6 @@ def make_config(values: Mapping[str, Any], source: str = "config") -> SearchConf
 
 
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-    """Read a study TOML (the defaults when ``path`` is None) and apply ``overrides`` (:meth:`SearchConfig.load`)."""
+    """Read a study TOML (the defaults when ``path`` is None) and apply ``overrides``
+    (:meth:`SearchConfig.load`)."""
     return SearchConfig.load(path, overrides)

@@ -88,7 +88,8 @@ class LossSearchObjective:
         trial.set_user_attr("checkpoint", str(own))
         checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None)
         result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
-                                         description=f"trial {trial.number} epochs", checkpointing=checkpointing)
+                                         description=f"trial {trial.number} epochs",
+                                         checkpointing=checkpointing)
         for path in {own, Path(inherited) if inherited else own}:
             shutil.rmtree(path.parent, ignore_errors=True)
             with contextlib.suppress(OSError):  # the study's folder, once its last trial is done
@@ -98,7 +99,8 @@ class LossSearchObjective:
         if self.trial_trained is not None and result.history:
             self.trial_trained(trial, genome, result.history)
         trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
-        trial.set_user_attr("precision", compute_precision(self.evaluator.train_settings, self.evaluator.device))
+        precision = compute_precision(self.evaluator.train_settings, self.evaluator.device)
+        trial.set_user_attr("precision", precision)
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
             return DIVERGED_VALUES

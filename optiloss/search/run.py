@@ -105,7 +105,8 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     name = study.study_name
     recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
-        log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; failed and queued for retry")
+        log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; "
+            "failed and queued for retry")
     complete = count_trials(storage, name, (TrialState.COMPLETE,))
     remaining = config.n_trials - complete
     if remaining <= 0:
@@ -152,14 +153,15 @@ def upkeep_callback(config: SearchConfig, storage, hooks: SearchHooks = NO_HOOKS
 
 def _optimize(config: SearchConfig, storage, study: optuna.Study, data: ImageSplits, device: torch.device, *,
               worker: int, progress: bool, done: int, hooks: SearchHooks) -> _Progress:
-    objective = LossSearchObjective(config, data.to(device), device, progress, trial_trained=hooks.trial_trained)
+    objective = LossSearchObjective(config, data.to(device), device, progress,
+                                    trial_trained=hooks.trial_trained)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
     after_trial = upkeep_callback(config, storage, hooks)
     if hooks.study_report is not None:
         hooks.study_report(study)
     try:
-        study.optimize(objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)),
-                                             tracker, after_trial])
+        enough = MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))
+        study.optimize(objective, callbacks=[enough, tracker, after_trial])
     finally:
         tracker.close()
     if hooks.study_report is not None:
@@ -196,7 +198,8 @@ def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
                  for worker in range(config.workers)]
     for process in processes:
         process.start()
-    bar = tqdm(total=config.n_trials, initial=done, desc="complete trials", unit="trial", disable=not progress)
+    bar = tqdm(total=config.n_trials, initial=done, desc="complete trials", unit="trial",
+               disable=not progress)
     try:
         for process in processes:
             while process.is_alive():

@@ -25,11 +25,13 @@ IDENTITY_ATTRS = ("dataset", "augmentation", "nodes")
 
 
 def sampler_seed(base_seed: int, trials_in_study: int, worker: int = 0) -> int:
-    """Seed for a (re)started sampler; it differs after every trial, so a restart never replays generation 0."""
+    """Seed for a (re)started sampler; it differs after every trial, so a restart never replays
+    generation 0."""
     return int(np.random.SeedSequence([base_seed, trials_in_study, worker]).generate_state(1)[0])
 
 
-def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) -> optuna.samplers.NSGAIISampler:
+def make_sampler(config: SearchConfig, trials_in_study: int,
+                 worker: int = 0) -> optuna.samplers.NSGAIISampler:
     """NSGA-II, built explicitly on every start (Optuna's default for two objectives is TPE)."""
     return optuna.samplers.NSGAIISampler(population_size=config.population_size,
                                          seed=sampler_seed(config.seed, trials_in_study, worker))
