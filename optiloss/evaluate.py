@@ -20,6 +20,8 @@ from optiloss.models import create_model
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import Checkpointing, LossFunction, accuracy, seeded, train
 
+AIRBENCH_MINIMUM_SIZE = 16
+"""Below 16 px, airbench's three poolings leave no pixel."""
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
@@ -73,8 +75,12 @@ class LossEvaluator:
     """
 
     def __init__(self, data: ImageSplits, device: torch.device, settings: RunSettings, *,
-                 model: str = "surrogate", model_width: int = 32, weights: str | None = None,
+                 model: str = "cnn", model_width: int = 32, weights: str | None = None,
                  split: str = "val", progress: bool = False) -> None:
+        if model == "airbench" and min(data.image_size) < AIRBENCH_MINIMUM_SIZE:
+            raise UsageError(f"model airbench needs images of at least {AIRBENCH_MINIMUM_SIZE} px, "
+                             f"{data.name} has {data.image_size[0]} px: "
+                             'use model = "cnn" or set image_size')
         self.data = data
         self.device = device
         self.settings = settings
@@ -83,6 +89,7 @@ class LossEvaluator:
         self.model_width = model_width
         self.weights = weights
         self.progress = progress
+        self.flip_tta = model == "airbench"  # airbench scores with mirror test-time augmentation
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
         self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
 
@@ -90,7 +97,7 @@ class LossEvaluator:
     def for_search(cls, config: SearchConfig, data: ImageSplits, device: torch.device,
                    progress: bool = False) -> LossEvaluator:
         """The surrogate of a search config, scored on the validation split."""
-        return cls(data, device, config, model="surrogate", model_width=config.model_width, split="val",
+        return cls(data, device, config, model=config.model, model_width=config.model_width, split="val",
                    progress=progress)
 
     @classmethod
@@ -122,10 +129,10 @@ class LossEvaluator:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)
         started = time.perf_counter()
-        mixed_precision = self.train_settings.mixed_precision
-        per_corruption = {name: accuracy(model, images, self.labels, mixed_precision=mixed_precision)
+        options = {"mixed_precision": self.train_settings.mixed_precision, "flip_tta": self.flip_tta}
+        per_corruption = {name: accuracy(model, images, self.labels, **options)
                           for name, images in self.corrupted.items()}
-        return Evaluation(accuracy=accuracy(model, self.images, self.labels, mixed_precision=mixed_precision),
+        return Evaluation(accuracy=accuracy(model, self.images, self.labels, **options),
                           robustness=sum(per_corruption.values()) / len(per_corruption),
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,

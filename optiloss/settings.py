@@ -22,6 +22,7 @@ from typing import Any, Self
 from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AugmentSettings
 from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
+from optiloss.models import SURROGATES
 from optiloss.train import TrainSettings
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,7 +41,7 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "nodes": (4, 32),
     "epochs": (1, None),
     "batch_size": (2, None),
-    "learning_rate": (1e-8, 10.0),
+    "learning_rate": (1e-8, 100.0),
     "weight_decay": (0.0, 1.0),
     "model_width": (1, 1024),
     "validation_fraction": (0.01, 0.9),
@@ -140,20 +141,40 @@ class RunSettings(Settings):
         return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
 
     def train_settings(self) -> TrainSettings:
-        """The optimisation settings of :func:`optiloss.train.train` (the one place they are built)."""
-        return TrainSettings(**{field.name: getattr(self, field.name) for field in fields(TrainSettings)
-                                if hasattr(self, field.name)})
+        """The optimisation settings of :func:`optiloss.train.train` (the one place they are built):
+        airbench's recipe for the airbench model, AdamW for every other."""
+        recipe = "airbench" if getattr(self, "model", None) == "airbench" else "adamw"
+        shared = {field.name: getattr(self, field.name) for field in fields(TrainSettings)
+                  if hasattr(self, field.name)}
+        return TrainSettings(recipe=recipe, **shared)
+
+
+SURROGATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cnn": {"batch_size": 128, "learning_rate": 2e-3, "weight_decay": 5e-4, "model_width": 32},
+    # airbench94's own: batch 1024, decoupled learning rate and weight decay per 1,024 examples
+    "airbench": {"batch_size": 1024, "learning_rate": 11.5, "weight_decay": 0.0153, "model_width": 64},
+}
+"""Per surrogate, the values of the keys a search leaves unset (None)."""
 
 
 @dataclass(frozen=True)
 class SearchConfig(RunSettings):
-    """Every knob of a search. ``study_name`` defaults to ``{dataset}-{augmentation}``."""
+    """Every knob of a search. ``study_name`` defaults to ``{dataset}-{augmentation}``.
 
+    ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
+    ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
+    values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
+    """
+
+    model: str = "cnn"
     study_name: str | None = None
     n_trials: int = 30
     population_size: int = 10
     nodes: int = 5
-    model_width: int = 32
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    model_width: int | None = None
     max_consecutive_rejections: int = 2000
     workers: int = 1
     heartbeat_interval: int = 10
@@ -162,7 +183,14 @@ class SearchConfig(RunSettings):
     artifacts: bool = True
     artifact_dir: str = "storage/artifacts"
 
+    def __post_init__(self) -> None:
+        for key, value in SURROGATE_DEFAULTS.get(self.model, SURROGATE_DEFAULTS["cnn"]).items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+
     def check(self, source: str) -> None:
+        if self.model not in SURROGATES:
+            raise UsageError(f"{source}: model must be one of {', '.join(SURROGATES)}, got {self.model!r}")
         if self.grace_period <= self.heartbeat_interval:
             raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
                              f"({self.grace_period} <= {self.heartbeat_interval})")

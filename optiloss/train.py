@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DATA_INITIALISATION_IMAGES = 5000
+"""Training images handed to a model's ``initialise_from_data`` before training (airbench uses 5,000)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,76 @@ class TrainSettings:
     mixed_precision: bool = True
     compile: bool = False
     deterministic: bool = False
+    recipe: str = "adamw"
+    """``"adamw"``: AdamW, linear warm-up over ``warmup_fraction`` of the steps, cosine decay.
+    ``"airbench"``: airbench94's SGD recipe (:class:`AirbenchRecipe`); ``learning_rate`` and
+    ``weight_decay`` are then airbench's decoupled values per 1,024 examples (11.5 and 0.0153)."""
+
+
+RECIPES = ("adamw", "airbench")
+
+
+@dataclass(frozen=True)
+class AirbenchRecipe:
+    """airbench94's optimisation (Jordan, arXiv 2404.00498), for a loss averaged over the batch.
+
+    SGD with Nesterov momentum; learning rate and weight decay decoupled from
+    momentum and batch size (given per 1,024 examples); BatchNorm biases at 64x
+    the learning rate; the learning rate rises from 0.2x to 1x over the first
+    23 % of the steps, then falls linearly to 0.07x; every 5 steps the weights
+    are pulled towards a lookahead average whose decay grows with the cube of
+    the progress, and they end as that average; the whitening bias trains for
+    the first 3 epochs only.
+    """
+
+    momentum: float = 0.85
+    bias_scaler: float = 64.0
+    warmup_share: float = 0.23
+    start_factor: float = 0.2
+    end_factor: float = 0.07
+    lookahead_every: int = 5
+    lookahead_decay: float = 0.95**5
+    whiten_bias_epochs: int = 3
+
+    def schedule(self, total_steps: int) -> Callable[[int], float]:
+        warmup = max(1, int(total_steps * self.warmup_share))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                share = step / warmup
+                return self.start_factor * (1 - share) + share
+            share = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return (1 - share) + self.end_factor * share
+
+        return factor
+
+    def optimizer(self, model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+        kilostep = 1024 * (1 + 1 / (1 - self.momentum))
+        # airbench sums the loss over the batch; optiloss averages it, so the step is batch_size larger
+        lr = settings.learning_rate / kilostep * settings.batch_size
+        decay = settings.weight_decay * settings.batch_size / kilostep
+        biases = getattr(model, "batchnorm_biases", list)()
+        bias_ids = {id(parameter) for parameter in biases}
+        others = [p for p in model.parameters() if id(p) not in bias_ids and p.requires_grad]
+        bias_lr = lr * self.bias_scaler
+        groups = [{"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
+                  {"params": others, "lr": lr, "weight_decay": decay / lr}]
+        return torch.optim.SGD([group for group in groups if group["params"]], momentum=self.momentum,
+                               nesterov=True)
+
+
+class Lookahead:
+    """An exponential average of the floating-point state that the weights are pulled back onto."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.average[name].lerp_(value, 1 - decay)
+                value.copy_(self.average[name])
 
 
 @dataclass
@@ -144,12 +216,16 @@ class _Run:
     schedule: torch.optim.lr_scheduler.LRScheduler
     batch_size: int
     steps_per_epoch: int
+    total_steps: int
     mixed_precision: bool
+    airbench: AirbenchRecipe | None = None
+    lookahead: Lookahead | None = None
+    step: int = 0
 
 
 def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: TrainSettings,
              device: torch.device) -> _Run:
-    """Memory format, compilation, AdamW with linear warm-up and cosine decay over every step."""
+    """Memory format, compilation, and the optimiser and schedule of ``settings.recipe`` over every step."""
     mixed = compute_precision(settings, device) == "bf16"
     if mixed:
         model = model.to(memory_format=torch.channels_last)
@@ -158,11 +234,18 @@ def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: Trai
         forward, loss_of = torch.compile(model), torch.compile(loss_fn)
     batch_size = min(settings.batch_size, count)
     steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
+    total_steps = settings.epochs * steps_per_epoch
+    if settings.recipe == "airbench":
+        recipe = AirbenchRecipe()
+        optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule(total_steps))
+        return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps,
+                    mixed, airbench=recipe, lookahead=Lookahead(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_fraction))
-    return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, mixed)
+    factor = _warmup_cosine(total_steps, settings.warmup_fraction)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps, mixed)
 
 
 def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) -> int:
@@ -174,16 +257,21 @@ def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) ->
     torch.set_rng_state(state["rng"])
     if device.type == "cuda" and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
+    if run.lookahead is not None:
+        run.lookahead.average = state["lookahead"]
+    run.step = state["epoch"] * run.steps_per_epoch
     result.resumed_from_epoch = state["epoch"]
     result.history = state["history"]
     return state["epoch"]
 
 
 def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
-                 augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-                 ) -> tuple[float, float]:
+                 augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                 epoch: int) -> tuple[float, float]:
     """One pass over shuffled full batches; (mean loss, training accuracy), read once at the end."""
     device = images.device
+    if run.airbench is not None and hasattr(run.model, "whitening_bias"):
+        run.model.whitening_bias().requires_grad = epoch < run.airbench.whiten_bias_epochs
     order = torch.randperm(len(images), device=device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -198,9 +286,20 @@ def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
         loss.backward()
         run.optimizer.step()
         run.schedule.step()
+        run.step += 1
+        if run.lookahead is not None:
+            _pull_to_lookahead(run)
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == labels[index]).sum()
     return loss_sum.item() / run.steps_per_epoch, correct.item() / (run.steps_per_epoch * run.batch_size)
+
+
+def _pull_to_lookahead(run: _Run) -> None:
+    recipe = run.airbench
+    if run.step == run.total_steps:
+        run.lookahead.update(run.model, decay=1.0)  # the run ends as the average
+    elif run.step % recipe.lookahead_every == 0:
+        run.lookahead.update(run.model, decay=recipe.lookahead_decay * (run.step / run.total_steps) ** 3)
 
 
 def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]],
@@ -208,7 +307,7 @@ def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float
     _save_checkpoint(path, {
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(), "epoch": epoch, "history": history,
-        "rng": torch.get_rng_state(),
+        "rng": torch.get_rng_state(), "lookahead": run.lookahead.average if run.lookahead else None,
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
 
 
@@ -229,6 +328,8 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     checkpointing = checkpointing or Checkpointing()
     result = TrainResult()
     with backend_flags(settings, device):
+        if hasattr(model, "initialise_from_data"):  # e.g. airbench's whitening layer
+            model.initialise_from_data(to_float(images[:DATA_INITIALISATION_IMAGES]))
         run = _prepare(model, loss_fn, len(images), settings, device)
         first_epoch = 0
         if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
@@ -236,7 +337,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
         run.model.train()
         for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
                           disable=not progress, initial=first_epoch, total=settings.epochs):
-            mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation)
+            mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation, epoch)
             result.history.append({"epoch": epoch + 1, "loss": mean_loss, "train_accuracy": train_accuracy,
                                    "seconds": time.perf_counter() - started})
             if not math.isfinite(mean_loss):
@@ -250,13 +351,18 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, mixed_precision: bool = True) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images``; ``mixed_precision`` as in :class:`TrainSettings`."""
+             batch_size: int = 1024, mixed_precision: bool = True, flip_tta: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images``; ``mixed_precision`` as in :class:`TrainSettings`.
+    With ``flip_tta``, the logits are the mean of the image's and its mirror image's (test-time
+    augmentation)."""
     model.eval()
     correct = 0
     bf16 = mixed_precision and bf16_pays_off(images.device)
     for start in range(0, len(images), batch_size):
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(to_float(images[start:start + batch_size]))
+            batch = to_float(images[start:start + batch_size])
+            logits = model(batch)
+            if flip_tta:
+                logits = (logits + model(batch.flip(-1))) / 2
         correct += (logits.argmax(1) == labels[start:start + batch_size]).sum().item()
     return correct / len(images)

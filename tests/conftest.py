@@ -28,7 +28,7 @@ def tiny_config(tmp_path: Path) -> Path:
     """A study TOML small enough for a test: a few short trials on digits."""
     path = tmp_path / "tiny.toml"
     path.write_text(
-        'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 5\n'
+        'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 6\n'
         "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n"
         f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\nartifact_dir = \"{tmp_path / 'artifacts'}\"\n")
     return path

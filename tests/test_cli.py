@@ -30,7 +30,8 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
     complete = _complete(study)
     assert len(complete) == 6
     zoo_trials = [t for t in complete if "zoo" in t.user_attrs]
-    assert {t.user_attrs["zoo"] for t in zoo_trials} == {"cross_entropy", "focal", "poly1", "mse", "baikal"}
+    assert {t.user_attrs["zoo"] for t in zoo_trials} == {"cross_entropy", "focal", "poly1", "mse", "baikal",
+                                                               "label_smoothing"}
     assert all(t.system_attrs["NSGAIISampler:generation"] == 0 for t in zoo_trials)
     for trial in complete:
         assert 0.0 <= trial.values[0] <= 1.0 and 0.0 <= trial.values[1] <= 1.0

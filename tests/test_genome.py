@@ -1,5 +1,7 @@
 """Decoding, printing and evaluating genomes; the zoo against independent implementations."""
 
+import math
+
 import optuna
 import pytest
 import torch
@@ -95,6 +97,11 @@ def test_cross_entropy_matches_torch():
     ("mse", lambda logits, labels: ((F.softmax(logits, 1) - F.one_hot(labels, 10)) ** 2).sum(1).mean()),
     ("baikal", lambda logits, labels: (F.one_hot(labels, 10) / (F.softmax(logits, 1) + EPS)
                                        - torch.log(F.softmax(logits, 1) + EPS)).sum(1).mean()),
+    # 10 classes, k = erfc(1)^2: (1 + 10 k) x cross-entropy smoothed by e = 10 k / (1 + 10 k) = 0.198
+    ("label_smoothing", lambda logits, labels: -(1 + 10 * math.erfc(1) ** 2) * (
+        ((1 - 10 * math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2)) * F.one_hot(labels, 10)
+         + math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2))
+        * torch.log(F.softmax(logits, 1) + EPS)).sum(1).mean()),
 ])
 def test_zoo_losses_match_independent_implementations(name, reference):
     """References written with torch.nn.functional; the genome's protected ops add EPS inside logs

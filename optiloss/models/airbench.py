@@ -69,8 +69,8 @@ class AirbenchNet(nn.Module):
         super().__init__()
         widths = [round(w * width / WIDTHS[0]) for w in WIDTHS]
         whiten_width = 2 * in_channels * WHITEN_KERNEL**2
-        self.register_buffer("mean", torch.tensor(CIFAR_MEAN[:in_channels]).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CIFAR_STD[:in_channels]).view(1, -1, 1, 1), persistent=False)
+        for name, values in (("mean", CIFAR_MEAN), ("std", CIFAR_STD)):
+            self.register_buffer(name, torch.tensor(values[:in_channels]).view(1, -1, 1, 1), persistent=False)
         self.whiten = nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
         nn.init.zeros_(self.whiten.bias)
@@ -93,7 +93,8 @@ class AirbenchNet(nn.Module):
         the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue + eps), and their negatives."""
         x = self.normalise(images.float())
         channels, (height, width) = x.shape[1], self.whiten.weight.shape[2:]
-        patches = x.unfold(2, height, 1).unfold(3, width, 1).transpose(1, 3).reshape(-1, channels * height * width)
+        patches = x.unfold(2, height, 1).unfold(3, width, 1).transpose(1, 3)
+        patches = patches.reshape(-1, channels * height * width)
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())
         eigenvalues, eigenvectors = eigenvalues.flip(0).float(), eigenvectors.T.flip(0).float()

@@ -20,7 +20,7 @@ from optiloss.settings import SearchConfig
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
-IDENTITY_ATTRS = ("dataset", "augmentation", "nodes")
+IDENTITY_ATTRS = ("dataset", "augmentation", "nodes", "model")
 """Study user attrs that a continuing search must match: a study answers one question."""
 
 
@@ -51,9 +51,9 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
                                 sampler=make_sampler(config, existing, worker))
     attrs = study.user_attrs
     if "dataset" in attrs:
-        wanted = {"dataset": config.dataset, "augmentation": config.augmentation, "nodes": config.nodes}
-        different = [f"{key} {attrs.get(key)!r} (this run: {wanted[key]!r})"
-                     for key in IDENTITY_ATTRS if attrs.get(key) != wanted[key]]
+        stored = {"model": "cnn", **attrs}  # studies from before the model key trained the CNN
+        different = [f"{key} {stored.get(key)!r} (this run: {getattr(config, key)!r})"
+                     for key in IDENTITY_ATTRS if stored.get(key) != getattr(config, key)]
         if different:
             raise UsageError(f"study {name!r} was created with " + ", ".join(different)
                              + "; continue it with its own settings or choose another --study-name")
@@ -64,6 +64,7 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
     study.set_user_attr("dataset", config.dataset)
     study.set_user_attr("augmentation", config.augmentation)
     study.set_user_attr("nodes", config.nodes)
+    study.set_user_attr("model", config.model)
     study.set_user_attr("config", config.as_dict())
     for loss_name, genome in zoo(config.nodes).items():
         study.enqueue_trial(genome.to_params(), user_attrs={"zoo": loss_name}, skip_if_exists=True)
