@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import warnings
@@ -19,6 +20,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from auto, cpu, cuda, cuda:N)")
 
 
 def _port(text: str) -> int:
@@ -65,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_option(search)
     search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
     search.add_argument("--seed", type=int, metavar="S", help="base seed")
-    search.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
+    search.add_argument("--device", type=_device,
+                        help="auto, cpu, cuda (workers spread over every GPU) or cuda:N (default: auto)")
     search.add_argument("--workers", type=int, metavar="N", help="processes sharing the study (default 1)")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -111,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--subset", type=int, metavar="N")
     transfer.add_argument("--data-root", metavar="DIR")
     transfer.add_argument("--weights", metavar="FILE", help="local pretrained weights for a timm model")
-    transfer.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    transfer.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
     transfer.add_argument("--output", default="storage/reports", metavar="DIR",
                           help="where the Markdown, CSV and plot go (default storage/reports)")
 
@@ -119,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     recheck.add_argument("study", help="study name")
     _storage_option(recheck)
     recheck.add_argument("--seeds", type=int, default=3, metavar="S")
-    recheck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    recheck.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     recheck.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     matrix = commands.add_parser("matrix", help="retrain each augmentation study's best losses under every "
@@ -131,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training seeds per cell (default 2)")
     matrix.add_argument("--output", default="storage/reports", metavar="DIR",
                         help="where the CSV and heatmap go (default storage/reports)")
-    matrix.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    matrix.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     matrix.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")

@@ -26,14 +26,28 @@ DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; asking for a missing GPU is a
-    :class:`UsageError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
+def worker_device(name: str, worker: int, gpu_count: int) -> str:
+    """The device worker ``worker`` trains on, for a ``--device`` of ``auto``, ``cpu``, ``cuda`` or
+    ``cuda:N`` on a machine with ``gpu_count`` GPUs: ``cuda`` (and ``auto`` with GPUs) spreads the
+    workers over every GPU (worker i on GPU i mod count); ``cuda:N`` pins them all to GPU N.
+    Asking for a GPU that is not there is a :class:`UsageError`."""
+    if name == "cpu" or (name == "auto" and gpu_count == 0):
+        return "cpu"
+    if gpu_count == 0:
+        raise UsageError(f"--device {name} was asked for, but torch sees no CUDA device; use --device cpu")
+    if name in ("auto", "cuda"):
+        return f"cuda:{worker % gpu_count}"
+    index = int(name.removeprefix("cuda:"))
+    if index >= gpu_count:
+        raise UsageError(f"--device {name} was asked for, but torch sees {gpu_count} CUDA device(s) "
+                         f"(cuda:0 to cuda:{gpu_count - 1})")
+    return name
+
+
+def resolve_device(name: str, worker: int = 0) -> torch.device:
+    """The device of ``worker`` on this machine (:func:`worker_device`)."""
+    gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.device(worker_device(name, worker, gpu_count))
 
 
 def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import tomllib
 import types
 import typing
@@ -25,7 +26,8 @@ from optiloss.errors import UsageError
 from optiloss.models import SURROGATES
 from optiloss.train import TrainSettings
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_GPU_INDEX = re.compile(r"cuda:\d+")
 
 LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "image_size": (8, 512),
@@ -273,6 +275,8 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
     if key == "dataset" and not is_dataset_name(value):
         raise UsageError(f"{where} must be one of {', '.join(DATASETS)}, got {value!r}")
     limits = LIMITS.get(key)
+    if key == "device" and _GPU_INDEX.fullmatch(value):
+        return value
     if limits and isinstance(limits[0], str):
         if value not in limits:
             raise UsageError(f"{where} must be one of {', '.join(limits)}, got {value!r}")

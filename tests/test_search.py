@@ -1,6 +1,7 @@
 """The search loop in-process: NSGA-II inheritance, divergence, study identity."""
 
 import collections
+import re
 
 import optuna
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from optiloss.data import load_dataset
 from optiloss.errors import UsageError
-from optiloss.evaluate import DIVERGED_VALUES
+from optiloss.evaluate import DIVERGED_VALUES, worker_device
 from optiloss.genome import Genome
 from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
 from optiloss.search.study import sampler_seed
@@ -63,3 +64,30 @@ def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     open_search_study(make_config({"study_name": "mine", "epochs": 3}), storage)  # budget knobs may change
     with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
         open_search_study(make_config({"study_name": "mine", "nodes": 6}), storage)
+
+
+@pytest.mark.parametrize("device, gpus, placements", [
+    ("cuda", 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]),
+    ("auto", 2, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]),
+    ("cuda", 1, ["cuda:0"] * 6),
+    ("cuda:1", 2, ["cuda:1"] * 6),
+    ("auto", 0, ["cpu"] * 6),
+    ("cpu", 8, ["cpu"] * 6),
+])
+def test_workers_spread_over_every_gpu_or_stay_where_they_are_pinned(device, gpus, placements):
+    assert [worker_device(device, worker, gpus) for worker in range(6)] == placements
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("cuda", 0, "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"),
+    ("cuda:2", 2, "--device cuda:2 was asked for, but torch sees 2 CUDA device(s) (cuda:0 to cuda:1)"),
+])
+def test_a_missing_gpu_is_a_usage_error(device, gpus, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        worker_device(device, 0, gpus)
+
+
+def test_a_gpu_index_is_a_valid_device_setting():
+    assert make_config({"device": "cuda:3"}).device == "cuda:3"
+    with pytest.raises(UsageError, match="device must be one of auto, cpu, cuda, cuda:N, got 'cuda:x'"):
+        make_config({"device": "cuda:x"})

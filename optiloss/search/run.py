@@ -113,8 +113,10 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
         log(f"{name}: {complete}/{config.n_trials} complete, nothing to run")
         return SearchOutcome(name, url, complete, 0)
     workers = f", {config.workers} workers" if config.workers > 1 else ""
+    # with several workers, each resolves its own device (optiloss.evaluate.worker_device)
+    shown_device = config.device if config.workers > 1 else device
     log(f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
-        f"(storage {mask_url(url)}, device {device}{workers})")
+        f"(storage {mask_url(url)}, device {shown_device}{workers})")
     if config.workers > 1:
         rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks)
     else:
@@ -178,8 +180,8 @@ def _worker_main(config: SearchConfig, url: str, worker: int, threads: int, hook
     try:
         storage, study = _open_study(config, url, worker)
         data = load_data(config, progress=False)
-        tracker = _optimize(config, storage, study, data, resolve_device(config.device), worker=worker,
-                            progress=False, done=0, hooks=hooks)
+        tracker = _optimize(config, storage, study, data, resolve_device(config.device, worker),
+                            worker=worker, progress=False, done=0, hooks=hooks)
         rejected.put(tracker.rejected)
     except KeyboardInterrupt:
         sys.exit(130)
