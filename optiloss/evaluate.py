@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -126,11 +127,13 @@ class LossEvaluator:
                                   self.settings.augment_settings())
 
     def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
-                 description: str = "epochs", checkpointing: Checkpointing | None = None) -> Evaluation:
+                 description: str = "epochs", checkpointing: Checkpointing | None = None,
+                 after_epoch: Callable[[dict[str, float]], None] | None = None) -> Evaluation:
         """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
 
         With ``checkpointing``, training saves every epoch and resumes from an
-        existing checkpoint (``Evaluation.resumed_from_epoch``).
+        existing checkpoint (``Evaluation.resumed_from_epoch``); ``after_epoch`` as
+        in :func:`optiloss.train.train` (it may stop training by raising).
         """
         data = self.data
         with seeded(seed, self.device):
@@ -138,7 +141,7 @@ class LossEvaluator:
                                  self.weights).to(self.device)
             result = train(model, data.train_images, data.train_labels, loss, augmentation,
                            self.train_settings, progress=self.progress, description=description,
-                           checkpointing=checkpointing)
+                           checkpointing=checkpointing, after_epoch=after_epoch)
         if result.diverged:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)

@@ -56,6 +56,8 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "grace_period": (2, 86400),
     "max_retry": (0, 100),
     "top_k": (1, None),
+    "early_rejection_at": (0.0, 0.9),
+    "early_rejection_ratio": (0.0, 1.0),
     "seeds": (1, None),
 }
 """key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
@@ -163,6 +165,10 @@ SURROGATE_DEFAULTS: dict[str, dict[str, Any]] = {
 class SearchConfig(RunSettings):
     """Every knob of a search. ``study_name`` defaults to ``{dataset}-{augmentation}``.
 
+    ``early_rejection_at`` (a share of the epochs; 0 turns it off) and ``early_rejection_ratio``:
+    after that share of training, a genome whose training accuracy is below the ratio times the
+    study's cross-entropy trial's at the same epoch stops and is rejected (a slow learner).
+
     ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
     ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
@@ -178,6 +184,8 @@ class SearchConfig(RunSettings):
     weight_decay: float | None = None
     model_width: int | None = None
     max_consecutive_rejections: int = 2000
+    early_rejection_at: float = 0.2
+    early_rejection_ratio: float = 0.5
     workers: int = 1
     heartbeat_interval: int = 10
     grace_period: int = 60

@@ -314,13 +314,16 @@ def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
           augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
           settings: TrainSettings, *, progress: bool = False, description: str = "epochs",
-          checkpointing: Checkpointing | None = None) -> TrainResult:
+          checkpointing: Checkpointing | None = None,
+          after_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
 
     AdamW with linear warm-up and cosine decay. A non-finite loss ends training
     at the end of that epoch with ``diverged`` set; the caller decides the penalty.
     With ``checkpointing``, the state is saved after every epoch and, when
     ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
+    ``after_epoch`` sees each finished epoch's history row (epoch, loss, train_accuracy, seconds)
+    before its checkpoint is saved; an exception it raises ends training and propagates.
     torch's global flags are as before when it returns.
     """
     started = time.perf_counter()
@@ -343,6 +346,8 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
             if not math.isfinite(mean_loss):
                 result.diverged = f"non-finite loss in epoch {epoch + 1}"
                 break
+            if after_epoch is not None:
+                after_epoch(result.history[-1])
             if checkpointing.save_to is not None:
                 _save_epoch(run, checkpointing.save_to, epoch + 1, result.history, device)
     result.seconds = time.perf_counter() - started

@@ -91,3 +91,43 @@ def test_a_gpu_index_is_a_valid_device_setting():
     assert make_config({"device": "cuda:3"}).device == "cuda:3"
     with pytest.raises(UsageError, match="device must be one of auto, cpu, cuda, cuda:N, got 'cuda:x'"):
         make_config({"device": "cuda:x"})
+
+
+def _study_with_cross_entropy_curve(curve: list[float]) -> optuna.Study:
+    """A study whose finished cross-entropy trial reached ``curve`` (training accuracy per epoch)."""
+    from optiloss.genome import gene_names, input_choices, zoo
+    from optiloss.genome.operators import OPERATOR_NAMES
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    cross_entropy = zoo()["cross_entropy"]
+    distributions = {}
+    for index in range(5):
+        op_name, in1_name, in2_name = gene_names(index)
+        distributions[op_name] = optuna.distributions.CategoricalDistribution(OPERATOR_NAMES)
+        for name in (in1_name, in2_name):
+            distributions[name] = optuna.distributions.CategoricalDistribution(input_choices(index))
+    study.add_trial(optuna.trial.create_trial(
+        params=cross_entropy.to_params(), distributions=distributions, values=[0.9, 0.5],
+        user_attrs={"zoo": "cross_entropy", "train_accuracy_by_epoch": curve}))
+    return study
+
+
+@pytest.mark.parametrize("reference, rejected", [(0.999, True), (0.05, False)])
+def test_a_slow_learner_stops_early_and_is_rejected_naming_both_accuracies(tmp_path, reference, rejected):
+    from optiloss.genome import zoo
+
+    config = make_config({"epochs": 5, "model_width": 8, "device": "cpu", "early_rejection_at": 0.2,
+                          "early_rejection_ratio": 1.0, "checkpoint_dir": str(tmp_path), "artifacts": False})
+    study = _study_with_cross_entropy_curve([reference] * 5)
+    study.enqueue_trial(zoo()["mse"].to_params())
+    study.optimize(LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")), n_trials=1)
+    trial = study.trials[-1]
+    if rejected:
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        assert re.fullmatch(r"slow learner: training accuracy 0\.\d{4} after epoch 1 of 5, below 1\.0 x "
+                            r"cross-entropy's 0\.9990", trial.user_attrs["rejected"])
+        assert "train_accuracy_by_epoch" not in trial.user_attrs and trial.user_attrs["training_seconds"] > 0
+    else:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert len(trial.user_attrs["train_accuracy_by_epoch"]) == 5
+    assert not list(tmp_path.iterdir())  # no checkpoint left behind either way

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -23,7 +24,20 @@ __all__ = ["DIVERGED_VALUES", "LossSearchObjective", "Rejected"]
 
 
 class Rejected(optuna.TrialPruned):
-    """A genome rejected before training; the trial ends PRUNED with ``user_attrs['rejected']``."""
+    """A genome rejected before or early in training; the trial ends PRUNED with
+    ``user_attrs['rejected']``."""
+
+
+CURVE_ATTR = "train_accuracy_by_epoch"
+"""Trial user attr: training accuracy after each epoch (what early rejection compares with)."""
+
+
+def early_rejection_epoch(config: SearchConfig) -> int | None:
+    """The epoch after which slow learners are judged, or None when early rejection is off."""
+    if config.early_rejection_at <= 0:
+        return None
+    epoch = max(1, round(config.early_rejection_at * config.epochs))
+    return epoch if epoch < config.epochs else None
 
 
 class LossSearchObjective:
@@ -81,19 +95,45 @@ class LossSearchObjective:
                 return other.number
         return None
 
+    def _slow_learner_check(self, trial: optuna.Trial) -> Callable[[dict[str, float]], None] | None:
+        """The epoch hook that rejects a slow learner, or None (early rejection off, a zoo loss,
+        or no finished cross-entropy trial with a training curve to compare with yet)."""
+        epoch = early_rejection_epoch(self.config)
+        if epoch is None or "zoo" in trial.user_attrs:
+            return None
+        reference = next((t.user_attrs[CURVE_ATTR] for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("zoo") == "cross_entropy"
+            and len(t.user_attrs.get(CURVE_ATTR, ())) >= epoch), None)
+        if reference is None:
+            return None
+        threshold = self.config.early_rejection_ratio * reference[epoch - 1]
+
+        def check(row: dict[str, float]) -> None:
+            if row["epoch"] == epoch and row["train_accuracy"] < threshold:
+                trial.set_user_attr("training_seconds", round(row["seconds"], 3))
+                self._reject(trial, f"slow learner: training accuracy {row['train_accuracy']:.4f} after "
+                                    f"epoch {epoch} of {self.config.epochs}, below "
+                                    f"{self.config.early_rejection_ratio} x cross-entropy's "
+                                    f"{reference[epoch - 1]:.4f}")
+
+        return check
+
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
-        """Train with checkpoints; a retry resumes from its failed predecessor's last epoch."""
+        """Train with checkpoints; a retry resumes from its failed predecessor's last epoch.
+        A slow learner (see :class:`~optiloss.settings.SearchConfig`) ends as :class:`Rejected`."""
         inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
         own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
         trial.set_user_attr("checkpoint", str(own))
         checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None)
-        result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
-                                         description=f"trial {trial.number} epochs",
-                                         checkpointing=checkpointing)
-        for path in {own, Path(inherited) if inherited else own}:
-            shutil.rmtree(path.parent, ignore_errors=True)
-            with contextlib.suppress(OSError):  # the study's folder, once its last trial is done
-                path.parent.parent.rmdir()
+        try:
+            result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
+                                             description=f"trial {trial.number} epochs",
+                                             checkpointing=checkpointing,
+                                             after_epoch=self._slow_learner_check(trial))
+        except Rejected:
+            self._remove_checkpoints(own, inherited)
+            raise
+        self._remove_checkpoints(own, inherited)
         if result.resumed_from_epoch:
             trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
         if self.trial_trained is not None and result.history:
@@ -105,7 +145,15 @@ class LossSearchObjective:
             trial.set_user_attr("diverged", result.diverged)
             return DIVERGED_VALUES
         trial.set_user_attr("final_train_loss", result.final_train_loss)
+        trial.set_user_attr(CURVE_ATTR, [round(row["train_accuracy"], 4) for row in result.history])
         for name, value in result.per_corruption.items():
             trial.set_user_attr(f"robustness_{name}", value)
         trial.set_user_attr("evaluation_seconds", round(result.evaluation_seconds, 3))
         return result.accuracy, result.robustness
+
+    @staticmethod
+    def _remove_checkpoints(own: Path, inherited: str | None) -> None:
+        for path in {own, Path(inherited) if inherited else own}:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the study's folder, once its last trial is done
+                path.parent.parent.rmdir()
