@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# P5 (the studies/cifar10.toml trial, beside airbench94 when the airbench package is installed) and the
-# GPU side of P1/P2, as one prepared script for a GPU machine (about 6 minutes).
+# P5 (the studies/cifar10.toml trial, beside airbench94 when the airbench package is installed), the
+# GPU side of P1/P2, and P7 (complete trials per hour with 1, 2, 4, 8 workers on the GPU), as one
+# prepared script for a GPU machine (about 8 minutes).
 # Usage: bash bench/gpu.sh [--device cpu] [CIFAR10_JPEG_ARCHIVE_OR_FOLDER]
-#   --device cpu: a try-out of every step on a CPU (P5 on a 4,000-image subset, 2 epochs; no compile).
+#   --device cpu: a try-out of every step on a CPU (P5 on a 4,000-image subset, 2 epochs; no compile;
+#   P7 on digits with 1 and 2 workers).
 # Where optuna, kornia and SQLAlchemy are missing, install carried wheels first (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +25,9 @@ python3 bench/gpu_trial.py --dataset "folder:$folder" --set 'model="cnn"' --set 
   --set learning_rate=0.006 "${tryout[@]}"
 python3 bench/loss_overhead.py --device "$device" --steps 100
 python3 bench/trial_throughput.py --device "$device" --workers 8 --epochs "$([ "$device" = cuda ] && echo 4 || echo 1)"
+if [ "$device" = cuda ]; then
+  python3 bench/search_throughput.py --dataset "folder:$folder" --workers 1 2 4 8 --trials 24
+else
+  python3 bench/search_throughput.py --dataset digits --config studies/digits-demo.toml --workers 1 2 --trials 8 \
+    --set "device=\"$device\""
+fi
