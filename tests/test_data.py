@@ -20,6 +20,17 @@ from conftest import run_cli
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def _assert_a_second_load_reads_the_cache(first, folder: Path, validation_fraction: float,
+                                          monkeypatch) -> None:
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the second load decoded images instead of using the cache")
+
+    monkeypatch.setattr(optiloss.data.sources, "decode_images", no_decoding)
+    second = load_dataset(f"folder:{folder}", validation_fraction=validation_fraction, progress=False)
+    for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(first, field), getattr(second, field)), field
+
+
 @pytest.mark.slow
 def test_real_cifar10_folder_loads_with_exact_counts_and_a_cached_second_load(cifar10_folder, monkeypatch):
     first = load_dataset(f"folder:{cifar10_folder}", validation_fraction=0.2, progress=False)
@@ -31,14 +42,7 @@ def test_real_cifar10_folder_loads_with_exact_counts_and_a_cached_second_load(ci
     assert torch.bincount(first.val_labels, minlength=10).tolist() == [1000] * 10  # stratified 20 %
     assert first.train_images.shape == (40000, 3, 32, 32) and first.test_images.shape == (10000, 3, 32, 32)
     assert 100 < first.train_images.float().mean() < 150  # real photographs, not blank arrays
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("the second load decoded images instead of using the cache")
-
-    monkeypatch.setattr(optiloss.data.sources, "decode_images", no_decoding)
-    second = load_dataset(f"folder:{cifar10_folder}", validation_fraction=0.2, progress=False)
-    for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
-        assert torch.equal(getattr(first, field), getattr(second, field)), field
+    _assert_a_second_load_reads_the_cache(first, cifar10_folder, 0.2, monkeypatch)
     subset = load_dataset(f"folder:{cifar10_folder}", subset=1000, progress=False)
     assert len(subset.train_labels) + len(subset.val_labels) == 1000
     assert torch.bincount(subset.train_labels, minlength=10).tolist() == [80] * 10
@@ -53,14 +57,7 @@ def test_committed_cifar10_sample_loads_stratified_and_a_second_load_is_cached(c
     assert torch.bincount(first.val_labels, minlength=10).tolist() == [15] * 10
     assert torch.bincount(first.test_labels, minlength=10).tolist() == [20] * 10
     assert 100 < first.train_images.float().mean() < 150  # real photographs, not blank arrays
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("the second load decoded images instead of using the cache")
-
-    monkeypatch.setattr(optiloss.data.sources, "decode_images", no_decoding)
-    second = load_dataset(f"folder:{cifar10_sample}", validation_fraction=0.25, progress=False)
-    for field in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
-        assert torch.equal(getattr(first, field), getattr(second, field)), field
+    _assert_a_second_load_reads_the_cache(first, cifar10_sample, 0.25, monkeypatch)
 
 
 def _real_images(folder: Path, per_class: int, split: str = "train") -> list[tuple[np.ndarray, int]]:
