@@ -218,4 +218,5 @@ def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
     if failed:
         raise OptilossError(f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
                             "(see above); run the same command to continue")
-    return sum(rejected.get() for _ in processes), None
+    # every worker that exited 0 put its count first
+    return sum(rejected.get(timeout=60) for _ in processes), None
