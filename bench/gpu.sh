@@ -12,7 +12,8 @@ device=cuda
 if [ "${1:-}" = "--device" ]; then device=$2; shift 2; fi
 source bench/_cifar_folder.sh "${1:-}"
 export PYTHONPATH=$PWD:$PWD/bench${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OPTILOSS_DATA=${OPTILOSS_DATA:-${TMPDIR:-/tmp}}
-ln -sfn "$folder" "$OPTILOSS_DATA/cifar10-jpeg" 2>/dev/null || true
+# the CPU benches find the folder at $OPTILOSS_DATA/cifar10-jpeg (unless it already is that folder)
+[ "$folder" -ef "$OPTILOSS_DATA/cifar10-jpeg" ] || ln -sfn "$folder" "$OPTILOSS_DATA/cifar10-jpeg" 2>/dev/null || true
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   tryout=()
@@ -21,7 +22,7 @@ else
 fi
 python3 bench/gpu_trial.py --dataset "folder:$folder" --reference 3 "${tryout[@]}"
 [ "$device" = cuda ] && python3 bench/gpu_trial.py --dataset "folder:$folder" --compile
-python3 bench/gpu_trial.py --dataset "folder:$folder" --set 'model="cnn"' --set batch_size=512 \
+python3 bench/gpu_trial.py --dataset "folder:$folder" --config "" --set batch_size=512 \
   --set learning_rate=0.006 "${tryout[@]}"
 python3 bench/loss_overhead.py --device "$device" --steps 100
 python3 bench/trial_throughput.py --device "$device" --workers 8 --epochs "$([ "$device" = cuda ] && echo 4 || echo 1)"

@@ -32,7 +32,8 @@ from airbench_reference import airbench_reference
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--config", default="studies/cifar10.toml")
+    parser.add_argument("--config", default="studies/cifar10.toml",
+                        help='a study TOML; "" for the search defaults (the CNN surrogate)')
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--reference", type=int, default=0, metavar="RUNS",
                         help="also time airbench94 on the same split (RUNS timed runs)")
@@ -42,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     overrides = tomllib.loads("\n".join(args.set))
-    config = SearchConfig.load(args.config, {"dataset": args.dataset, "device": args.device,
+    config = SearchConfig.load(args.config or None, {"dataset": args.dataset, "device": args.device,
                                              "compile": args.compile, **overrides})
     data = load_data(config, progress=False).to(device)
     evaluator = LossEvaluator.for_search(config, data, device)
@@ -56,7 +57,7 @@ def main() -> None:
     synchronize()
     total = time.perf_counter() - started
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name}: {args.config} trial ({config.model}, epochs {config.epochs}, width "
+    print(f"{name}: {args.config or 'the default'} trial ({config.model}, epochs {config.epochs}, width "
           f"{config.model_width}, batch {config.batch_size}, lr {config.learning_rate}, "
           f"compile {args.compile}) on {len(data.train_labels)} images, scored on {len(data.val_labels)} "
           f"validation images and {len(evaluator.corrupted)} corrupted copies")
