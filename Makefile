@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/screening.py
 	$(BIN)/python bench/optuna_overhead.py
 	$(BIN)/python bench/search_quality.py
+	$(BIN)/python bench/early_rejection.py
 
 clean: postgres-stop
 	rm -rf $(VENV) storage/*.db storage/postgres storage/checkpoints
