@@ -169,6 +169,9 @@ class SearchConfig(RunSettings):
     after that share of training, a genome whose training accuracy is below the ratio times the
     study's cross-entropy trial's at the same epoch stops and is rejected (a slow learner).
 
+    ``screen_in_sampler``: rejected genomes are redrawn inside the sampler instead of being stored
+    as PRUNED trials (:mod:`optiloss.search.sampler`).
+
     ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
     ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
@@ -186,6 +189,7 @@ class SearchConfig(RunSettings):
     max_consecutive_rejections: int = 2000
     early_rejection_at: float = 0.2
     early_rejection_ratio: float = 0.5
+    screen_in_sampler: bool = False
     workers: int = 1
     heartbeat_interval: int = 10
     grace_period: int = 60

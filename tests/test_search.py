@@ -131,3 +131,23 @@ def test_a_slow_learner_stops_early_and_is_rejected_naming_both_accuracies(tmp_p
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert len(trial.user_attrs["train_accuracy_by_epoch"]) == 5
     assert not list(tmp_path.iterdir())  # no checkpoint left behind either way
+
+
+def test_screening_in_the_sampler_stores_only_genomes_that_pass_and_counts_the_rest(tmp_path):
+    from optiloss.genome import screen
+    from optiloss.search.sampler import ScreeningSampler
+
+    config = make_config({"n_trials": 16, "population_size": 8, "epochs": 1, "model_width": 4,
+                          "device": "cpu", "artifacts": False, "checkpoint_dir": str(tmp_path),
+                          "screen_in_sampler": True})
+    study = open_search_study(config, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    assert isinstance(study.sampler, ScreeningSampler)
+    study.optimize(LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
+                   callbacks=[optuna.study.MaxTrialsCallback(16, states=(optuna.trial.TrialState.COMPLETE,))])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16  # nothing PRUNED
+    assert all(screen(Genome.from_params(t.params, 5)).accepted for t in study.trials)
+    assert len({t.user_attrs["fingerprint"] for t in study.trials}) == 16
+    redrawn = [t.user_attrs.get("screened_out", {}) for t in study.trials]
+    assert not any(redrawn[:6])  # the enqueued zoo is taken as it is
+    assert sum(sum(counts.values()) for counts in redrawn) > 0
+    assert {t.system_attrs["NSGAIISampler:generation"] for t in study.trials} == {0, 1}

@@ -113,9 +113,12 @@ def study_note(study: optuna.Study) -> str:
     attrs = study.user_attrs
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    redrawn = sum(sum(trial.user_attrs.get("screened_out", {}).values()) for trial in complete)
     lines = [f"# {study.study_name}",
              f"Loss-function search on **{attrs.get('dataset')}** with the **{attrs.get('augmentation')}** "
-             f"augmentation: {len(complete)} trained losses, {len(pruned)} genomes rejected before training.",
+             f"augmentation: {len(complete)} trained losses, {len(pruned) + redrawn} genomes rejected "
+             f"before training or early in it"
+             + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
              "", "Objectives (both maximised): validation **accuracy** and **robustness** "
              "(mean accuracy over the corruption suite).", "", "## Pareto set", "",
              "| trial | accuracy | robustness | loss |", "|---|---|---|---|"]

@@ -16,6 +16,7 @@ from optiloss.evaluate import DIVERGED_VALUES, LossEvaluator
 from optiloss.genome import Genome, screen
 from optiloss.search.hooks import TrialTrained
 from optiloss.search.recovery import INTERRUPTED
+from optiloss.search.sampler import SCREENED_OUT_ATTR
 from optiloss.settings import SearchConfig
 from optiloss.studies import worker_record
 from optiloss.train import Checkpointing, compute_precision
@@ -67,6 +68,10 @@ class LossSearchObjective:
 
     def _run(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
+        take_screened_out = getattr(trial.study.sampler, "take_screened_out", None)
+        screened_out = take_screened_out(trial.number) if take_screened_out else None
+        if screened_out:  # genomes the sampler redrew before this one (screen_in_sampler)
+            trial.set_user_attr(SCREENED_OUT_ATTR, dict(screened_out))
         genome = Genome.suggest(trial, self.config.nodes)
         screened = screen(genome)
         trial.set_user_attr("formula", screened.genome.formula)

@@ -21,6 +21,7 @@ from optiloss.evaluate import load_data, resolve_device
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
+from optiloss.search.sampler import SCREENED_OUT_ATTR
 from optiloss.search.study import open_search_study
 from optiloss.settings import SearchConfig
 from optiloss.storage import mask_url, open_storage, resolve_storage_url
@@ -54,6 +55,7 @@ class _Progress:
         self.stopped_early: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.rejected += sum(trial.user_attrs.get(SCREENED_OUT_ATTR, {}).values())
         if trial.state == TrialState.COMPLETE:
             self.consecutive_rejections = 0
             self.bar.update(1)

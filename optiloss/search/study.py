@@ -16,6 +16,7 @@ from optuna.storages import BaseStorage
 
 from optiloss.errors import UsageError
 from optiloss.genome import zoo
+from optiloss.search.sampler import ScreeningSampler
 from optiloss.settings import SearchConfig
 from optiloss.studies import count_trials
 
@@ -30,11 +31,14 @@ def sampler_seed(base_seed: int, trials_in_study: int, worker: int = 0) -> int:
     return int(np.random.SeedSequence([base_seed, trials_in_study, worker]).generate_state(1)[0])
 
 
-def make_sampler(config: SearchConfig, trials_in_study: int,
-                 worker: int = 0) -> optuna.samplers.NSGAIISampler:
-    """NSGA-II, built explicitly on every start (Optuna's default for two objectives is TPE)."""
-    return optuna.samplers.NSGAIISampler(population_size=config.population_size,
-                                         seed=sampler_seed(config.seed, trials_in_study, worker))
+def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """NSGA-II, built explicitly on every start (Optuna's default for two objectives is TPE); with
+    ``config.screen_in_sampler``, wrapped so that rejected genomes are redrawn, not stored."""
+    seed = sampler_seed(config.seed, trials_in_study, worker)
+    nsga2 = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
+    if config.screen_in_sampler:
+        return ScreeningSampler(nsga2, config.nodes, seed)
+    return nsga2
 
 
 def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 0) -> optuna.Study:

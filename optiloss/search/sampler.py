@@ -1,0 +1,109 @@
+"""Screening inside the sampler: rejected genomes are redrawn before they become stored trials.
+
+With ``screen_in_sampler = true``, :class:`ScreeningSampler` wraps the
+study's NSGA-II sampler. For every new trial it asks NSGA-II for a child
+(generation 0: a uniformly random genome), completes the genes NSGA-II left to
+random sampling, screens the genome (:func:`optiloss.genome.screen`, and the
+fingerprints of trained and running trials) and redraws until one passes, at
+most ``max_draws`` times. Only the genome that passes becomes a trial, so the
+study stores no PRUNED trial per rejected genome; the trial records how many
+genomes were redrawn before it, by reason, in ``user_attrs["screened_out"]``.
+
+It wraps rather than subclasses :class:`~optuna.samplers.NSGAIISampler`:
+NSGA-II keys its generation bookkeeping on its class name, so the studies stay
+readable by, and resumable with, the plain sampler.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from optiloss.genome import Genome, gene_names, input_choices, screen
+from optiloss.genome.operators import OPERATOR_NAMES
+
+SCREENED_OUT_ATTR = "screened_out"
+
+
+def genome_search_space(nodes: int) -> dict[str, CategoricalDistribution]:
+    """Every gene of an ``nodes``-node genome as the categorical distribution the objective suggests."""
+    space: dict[str, CategoricalDistribution] = {}
+    for index in range(nodes):
+        op_name, in1_name, in2_name = gene_names(index)
+        space[op_name] = CategoricalDistribution(OPERATOR_NAMES)
+        space[in1_name] = space[in2_name] = CategoricalDistribution(input_choices(index))
+    return space
+
+
+def _reason_kind(reason: str) -> str:
+    """A rejection reason without its numbers, to count reasons of one kind together."""
+    return reason.split(":")[0].split("(")[0].strip()
+
+
+class ScreeningSampler(optuna.samplers.BaseSampler):
+    """``inner`` (NSGA-II), drawing each new trial's genome until it passes the screen."""
+
+    def __init__(self, inner: optuna.samplers.NSGAIISampler, nodes: int, seed: int | None = None,
+                 max_draws: int = 500) -> None:
+        self._inner = inner
+        self._nodes = nodes
+        self._space = genome_search_space(nodes)
+        self._rng = np.random.RandomState(seed)
+        self._max_draws = max_draws
+        self._screened_out: dict[int, Counter] = {}
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        if trial.system_attrs.get("fixed_params"):  # an enqueued zoo loss or retry keeps its genome
+            self._inner.sample_relative(study, trial, search_space)  # and joins its generation
+            return {}
+        alive = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        trained = {t.user_attrs.get("fingerprint") for t in alive}
+        screened_out: Counter = Counter()
+        for _ in range(self._max_draws):
+            child = self._inner.sample_relative(study, trial, search_space)
+            params = {name: child[name] if name in child else self._random_choice(distribution)
+                      for name, distribution in search_space.items()}
+            result = screen(Genome.from_params(params, self._nodes))
+            reason = result.reason or ("duplicate" if result.fingerprint in trained else None)
+            if reason is None:
+                break
+            screened_out[_reason_kind(reason)] += 1
+        # after max_draws the last genome goes to the objective, which rejects it as a trial
+        self._screened_out[trial.number] = screened_out
+        return params
+
+    def take_screened_out(self, trial_number: int) -> Counter:
+        """How many genomes were redrawn before trial ``trial_number``'s, by reason (once)."""
+        return self._screened_out.pop(trial_number, Counter())
+
+    def _random_choice(self, distribution: BaseDistribution) -> Any:
+        choices = distribution.choices  # every gene is categorical
+        return choices[self._rng.randint(len(choices))]
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+        self._rng.seed()
