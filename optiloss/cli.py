@@ -16,9 +16,16 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's error shape: one line naming what to do, exit code 2."""
+    """argparse with the project's error shape: one line naming what to do, exit code 2. No
+    abbreviated options, so a storage URL is always behind ``--storage`` (and masked when echoed)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        # an argument echoed back (a storage URL) shows no password
+        message = re.sub(r"://([^:/@\s]+):[^@\s]*@", r"://\1:***@", message)
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 

@@ -38,7 +38,10 @@ def worker_device(name: str, worker: int, gpu_count: int) -> str:
         raise UsageError(f"--device {name} was asked for, but torch sees no CUDA device; use --device cpu")
     if name in ("auto", "cuda"):
         return f"cuda:{worker % gpu_count}"
-    index = int(name.removeprefix("cuda:"))
+    try:
+        index = int(name.removeprefix("cuda:"))
+    except ValueError:
+        raise UsageError(f"--device {name}: use auto, cpu, cuda or cuda:N with N a GPU index") from None
     if index >= gpu_count:
         raise UsageError(f"--device {name} was asked for, but torch sees {gpu_count} CUDA device(s) "
                          f"(cuda:0 to cuda:{gpu_count - 1})")

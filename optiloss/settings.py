@@ -26,7 +26,7 @@ from optiloss.errors import UsageError
 from optiloss.models import SURROGATES
 from optiloss.train import TrainSettings
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+DEVICES = ("auto", "cpu", "cuda")
 _GPU_INDEX = re.compile(r"cuda:\d+")
 
 LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
@@ -49,7 +49,6 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "validation_fraction": (0.01, 0.9),
     "corruption_severity": (1, 5),
     "seed": (0, 2**31 - 1),
-    "device": DEVICES,
     "max_consecutive_rejections": (1, None),
     "workers": (1, 64),
     "heartbeat_interval": (1, 3600),
@@ -247,6 +246,9 @@ class TransferConfig(RunSettings):
     weights: str | None = None
 
     def check(self, source: str) -> None:
+        if self.model in SURROGATES:
+            raise UsageError(f"{source}: model {self.model!r} is a search surrogate; transfer to "
+                             "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name")
         if self.augmentation not in AUGMENTATIONS:
             raise UsageError(f"{source}: augmentation must be one of {', '.join(AUGMENTATIONS)} "
                              f"(a transfer trains one), got {self.augmentation!r}")
@@ -286,9 +288,11 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
         value = float(value)
     if key == "dataset" and not is_dataset_name(value):
         raise UsageError(f"{where} must be one of {', '.join(DATASETS)}, got {value!r}")
-    limits = LIMITS.get(key)
-    if key == "device" and _GPU_INDEX.fullmatch(value):
+    if key == "device":
+        if not (value in DEVICES or _GPU_INDEX.fullmatch(value)):
+            raise UsageError(f"{where} must be one of auto, cpu, cuda, cuda:N (a GPU index), got {value!r}")
         return value
+    limits = LIMITS.get(key)
     if limits and isinstance(limits[0], str):
         if value not in limits:
             raise UsageError(f"{where} must be one of {', '.join(limits)}, got {value!r}")

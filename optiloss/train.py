@@ -254,9 +254,10 @@ def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) ->
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["rng"])
+    # map_location moved every tensor to the device; the random states must be CPU byte tensors
+    torch.set_rng_state(state["rng"].cpu())
     if device.type == "cuda" and state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     if run.lookahead is not None:
         run.lookahead.average = state["lookahead"]
     run.step = state["epoch"] * run.steps_per_epoch

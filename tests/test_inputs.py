@@ -102,3 +102,9 @@ def test_every_command_answers_likely_bad_inputs_in_one_line(tmp_path, sqlite_ur
     result = run_cli(*arguments)
     _assert_one_line(result, code, fragment)
     assert sorted(tmp_path.iterdir()) == [config]  # nothing written, no database created
+
+
+def test_a_mistyped_storage_option_does_not_echo_the_password(sqlite_url):
+    result = run_cli("pareto", "digits-base", "--stor", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
+    _assert_one_line(result, 2, "unrecognized arguments: --stor postgresql://optiloss:***@127.0.0.1:9/optiloss")
+    assert "hunter2" not in result.stderr

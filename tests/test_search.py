@@ -89,7 +89,8 @@ def test_a_missing_gpu_is_a_usage_error(device, gpus, message):
 
 def test_a_gpu_index_is_a_valid_device_setting():
     assert make_config({"device": "cuda:3"}).device == "cuda:3"
-    with pytest.raises(UsageError, match="device must be one of auto, cpu, cuda, cuda:N, got 'cuda:x'"):
+    message = "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'cuda:x'"
+    with pytest.raises(UsageError, match=re.escape(message)):
         make_config({"device": "cuda:x"})
 
 
@@ -151,3 +152,25 @@ def test_screening_in_the_sampler_stores_only_genomes_that_pass_and_counts_the_r
     assert not any(redrawn[:6])  # the enqueued zoo is taken as it is
     assert sum(sum(counts.values()) for counts in redrawn) > 0
     assert {t.system_attrs["NSGAIISampler:generation"] for t in study.trials} == {0, 1}
+
+
+def test_the_screening_sampler_leaves_a_waiting_trial_with_a_genome_as_it_is():
+    """A retry (RetryHeartbeatStaleTrialCallback) stores its genome as params, not fixed_params."""
+    from optiloss.genome import zoo
+    from optiloss.search.sampler import ScreeningSampler, genome_search_space
+
+    sampler = ScreeningSampler(optuna.samplers.NSGAIISampler(population_size=4, seed=0), nodes=5, seed=0)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    params = zoo()["mse"].to_params()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params=params,
+                                              distributions=genome_search_space(5)))
+    trial = study.ask()
+    assert trial.relative_params == {} and sampler.take_screened_out(trial.number) == collections.Counter()
+    assert Genome.suggest(trial, 5).to_params() == params
+
+
+@pytest.mark.parametrize("device", ["cuda:N", "cuda:", "gpu:0"])
+def test_a_device_that_names_no_gpu_index_is_refused(device):
+    message = f"device must be one of auto, cpu, cuda, cuda:N (a GPU index), got '{device}'"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        make_config({"device": device})

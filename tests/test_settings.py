@@ -28,7 +28,7 @@ def test_every_shipped_study_file_loads(path: Path):
 
 @pytest.mark.parametrize("settings_class", [SearchConfig, TransferConfig])
 @pytest.mark.parametrize("key, value, message", [
-    ("device", "gpu", "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
+    ("device", "gpu", "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'"),
     ("epochs", 0, "epochs must be >= 1, got 0"),
     ("batch_size", "128", "batch_size must be an integer, got '128'"),
     ("mixed_precision", "yes", "mixed_precision must be true or false, got 'yes'"),
@@ -77,4 +77,9 @@ def test_a_transfer_file_with_a_bad_device_exits_2_in_one_line(tmp_path, sqlite_
     result = run_cli("transfer", "digits-base", "--config", str(path), "--storage", sqlite_url)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"optiloss: error: {path}: "
-                                     "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'")
+                                     "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'")
+
+
+def test_a_search_surrogate_is_not_a_transfer_model():
+    with pytest.raises(UsageError, match="model 'airbench' is a search surrogate; transfer to wrn-DEPTH"):
+        TransferConfig.from_mapping({"model": "airbench"})

@@ -70,7 +70,8 @@ class LossSearchObjective:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
         take_screened_out = getattr(trial.study.sampler, "take_screened_out", None)
         screened_out = take_screened_out(trial.number) if take_screened_out else None
-        if screened_out:  # genomes the sampler redrew before this one (screen_in_sampler)
+        # genomes the sampler redrew before this one (screen_in_sampler); a retry's inherited count is reset
+        if screened_out or (take_screened_out and SCREENED_OUT_ATTR in trial.user_attrs):
             trial.set_user_attr(SCREENED_OUT_ATTR, dict(screened_out))
         genome = Genome.suggest(trial, self.config.nodes)
         screened = screen(genome)

@@ -55,7 +55,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         self._nodes = nodes
         self._space = genome_search_space(nodes)
         self._rng = np.random.RandomState(seed)
-        self._max_draws = max_draws
+        self._max_draws = max(1, max_draws)
         self._screened_out: dict[int, Counter] = {}
 
     def infer_relative_search_space(self, study: optuna.Study,
@@ -66,8 +66,8 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if not search_space:
             return {}
-        if trial.system_attrs.get("fixed_params"):  # an enqueued zoo loss or retry keeps its genome
-            self._inner.sample_relative(study, trial, search_space)  # and joins its generation
+        if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued zoo loss or a retry
+            self._inner.sample_relative(study, trial, search_space)  # keeps its genome, joins its generation
             return {}
         alive = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         trained = {t.user_attrs.get("fingerprint") for t in alive}
