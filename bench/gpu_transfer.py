@@ -14,7 +14,7 @@ import dataclasses
 import torch
 
 from optiloss.data import load_dataset
-from optiloss.evaluate import LossEvaluator
+from optiloss.evaluate import LossEvaluator, merge_validation_into_training
 from optiloss.genome import screen, zoo
 from optiloss.settings import TransferConfig
 
@@ -28,8 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(args.dataset, 0.02, progress=False)
-    data = dataclasses.replace(data, train_images=torch.cat([data.train_images, data.val_images]),
-                               train_labels=torch.cat([data.train_labels, data.val_labels])).to(device)
+    data = merge_validation_into_training(data).to(device)
     config = TransferConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                             learning_rate=1e-3)
     evaluator = LossEvaluator.for_transfer(config, data, device)
