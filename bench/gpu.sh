@@ -25,6 +25,11 @@ python3 bench/gpu_trial.py --dataset "folder:$folder" --reference 3 "${tryout[@]
 python3 bench/gpu_trial.py --dataset "folder:$folder" --config "" --set batch_size=512 \
   --set learning_rate=0.006 "${tryout[@]}"
 python3 bench/loss_overhead.py --device "$device" --steps 100
+if [ "$device" = cuda ]; then
+  python3 bench/loss_overhead.py --device cuda --steps 100 --model airbench --width 64 --batch-size 1024 --compile-genome
+else
+  python3 bench/loss_overhead.py --device "$device" --steps 4 --model airbench --width 16 --batch-size 256
+fi
 python3 bench/trial_throughput.py --device "$device" --workers 8 --epochs "$([ "$device" = cuda ] && echo 4 || echo 1)"
 if [ "$device" = cuda ]; then
   python3 bench/search_throughput.py --dataset "folder:$folder" --workers 1 2 4 8 --trials 24
