@@ -45,6 +45,24 @@ def _port(text: str) -> int:
     return port
 
 
+def _loss(text: str) -> tuple[str, str]:
+    name, equals, formula = text.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()) or not formula.strip():
+        raise argparse.ArgumentTypeError(f"--loss {text!r}: write NAME=FORMULA, e.g. "
+                                         "--loss 'mine=-(y * ln(|p| + eps))' (NAME: letters, digits, _)")
+    return name.strip(), formula.strip()
+
+
+def _loss_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--loss", type=_loss, action="append", metavar="NAME=FORMULA",
+                        help=f"a loss written as a formula (as `optiloss show` prints it), {what}; "
+                             "repeatable; adds to the config's [losses] table")
+
+
+def _losses(args: argparse.Namespace) -> dict[str, str] | None:
+    return dict(args.loss) if args.loss else None
+
+
 def _storage_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", metavar="URL",
                         help="SQLAlchemy URL of the study database (default: $OPTILOSS_STORAGE "
@@ -82,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--device", type=_device,
                         help="auto, cpu, cuda (workers spread over every GPU) or cuda:N (default: auto)")
     search.add_argument("--workers", type=int, metavar="N", help="processes sharing the study (default 1)")
+    search.add_argument("--sampler", choices=("nsga2", "evolution", "random", "tpe"),
+                        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe")
+    _loss_option(search, "trained in the first generation beside the zoo")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     studies = commands.add_parser("studies", help="list studies with trial counts and best values")
@@ -106,15 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     transfer = commands.add_parser(
         "transfer", help="retrain a search's best losses on a larger model",
-        description="Train the top-k losses of SOURCE_STUDY (its Pareto set by accuracy), cross-entropy and "
-                    "the zoo with several seeds; report test accuracy and robustness with tests against "
-                    "cross-entropy.")
-    transfer.add_argument("source", metavar="SOURCE_STUDY")
+        description="Train the top-k losses of SOURCE_STUDY (by accuracy, one per behaviour, or from its "
+                    "Pareto set), or of several studies pooled with --from, the losses given with --loss, "
+                    "cross-entropy and the zoo with several seeds; report test accuracy and robustness with "
+                    "tests against cross-entropy.")
+    transfer.add_argument("source", metavar="SOURCE_STUDY", nargs="?",
+                          help="the search study (or give one or more with --from)")
+    transfer.add_argument("--from", dest="sources", action="append", metavar="STUDY",
+                          help="a source study; repeat to pool the losses of several (e.g. all five "
+                               "augmentation studies)")
+    transfer.add_argument("--select", choices=("accuracy", "pareto"),
+                          help="accuracy (default): top-k by accuracy over all trained losses, one per "
+                               "behaviour; pareto: top-k of the Pareto set")
+    _loss_option(transfer, "transferred beside the selected ones")
     transfer.add_argument("--config", metavar="TOML",
                           help="a studies/transfer-*.toml file; options override it")
     _storage_option(transfer)
     transfer.add_argument("--model",
-                          help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (efficientnetv2_s)")
+                          help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (tf_efficientnetv2_s.in1k)")
     transfer.add_argument("--dataset", help="data set to train and test on")
     transfer.add_argument("--augmentation", help="training augmentation (default base)")
     transfer.add_argument("--top-k", type=int, metavar="K")
@@ -136,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     recheck.add_argument("--seeds", type=int, default=3, metavar="S")
     recheck.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     recheck.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _loss_option(recheck, "retrained beside the Pareto set")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="is this loss better than cross-entropy here? train both with several seeds",
+        description="Train the loss FORMULA and cross-entropy on the search surrogate with the same seeds, "
+                    "score both on the test split (which no search sees) and print them with Welch's "
+                    "p-value.")
+    evaluate.add_argument("formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)")
+    evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
+    evaluate.add_argument("--dataset", help="as for search (default: digits)")
+    evaluate.add_argument("--augmentation", help="base, cutout, mixup, randaug or all (default: base)")
+    evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
+    evaluate.add_argument("--epochs", type=int, metavar="E")
+    evaluate.add_argument("--subset", type=int, metavar="N")
+    evaluate.add_argument("--image-size", type=int, metavar="PX")
+    evaluate.add_argument("--data-root", metavar="DIR")
+    evaluate.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     matrix = commands.add_parser("matrix", help="retrain each augmentation study's best losses under every "
                                                 "augmentation and tabulate accuracy")
@@ -148,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the CSV and heatmap go (default storage/reports)")
     matrix.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     matrix.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    matrix.add_argument("--select", choices=("accuracy", "pareto"), default="accuracy",
+                        help="accuracy (default): top-k by accuracy, one per behaviour; pareto: from the "
+                             "Pareto set")
+    _loss_option(matrix, "retrained beside the studies' losses")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
@@ -181,8 +233,8 @@ def _search(args: argparse.Namespace) -> int:
     config = load_config(args.config, {
         "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
         "subset": args.subset, "download": args.download, "augmentation": args.augmentation,
-        "workers": args.workers, "n_trials": args.n_trials,
-        "study_name": args.study_name, "seed": args.seed, "device": args.device})
+        "workers": args.workers, "n_trials": args.n_trials, "sampler": args.sampler,
+        "study_name": args.study_name, "seed": args.seed, "device": args.device, "losses": _losses(args)})
     outcomes = run_searches(config, args.storage, progress=not args.no_progress,
                             hooks=dashboard_hooks(config))
     for outcome in outcomes:
@@ -239,10 +291,15 @@ def _transfer(args: argparse.Namespace) -> int:
         "model": args.model, "dataset": args.dataset, "augmentation": args.augmentation, "top_k": args.top_k,
         "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "image_size": args.image_size, "subset": args.subset,
-        "data_root": args.data_root, "weights": args.weights, "device": args.device})
-    study = run_transfer(args.source, config, args.storage)
-    source = load_study(open_storage(args.storage, create=False), args.source)
-    table = transfer_table(study, source, config.top_k)
+        "data_root": args.data_root, "weights": args.weights, "device": args.device, "select": args.select,
+        "losses": _losses(args)})
+    sources = ([args.source] if args.source else []) + (args.sources or [])
+    if not sources:
+        raise UsageError("name the source study: optiloss transfer SOURCE_STUDY, or --from STUDY "
+                         "(repeatable)")
+    study = run_transfer(sources if len(sources) > 1 else sources[0], config, args.storage)
+    source = load_study(open_storage(args.storage, create=False), sources[0]) if len(sources) == 1 else None
+    table = transfer_table(study, source, config.top_k, config.select)
     print(format_rows(paper_table(table)))
     print()
     print(format_rows([{k: v for k, v in row.items() if k != "formula"} for row in table.rows]))
@@ -260,7 +317,29 @@ def _recheck(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    print(format_rows(recheck(args.study, args.storage, args.seeds, device=args.device), args.format))
+    print(format_rows(recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args)),
+                      args.format))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from optiloss.recheck import evaluate_loss
+    from optiloss.report import format_rows
+    from optiloss.settings import SearchConfig
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    config = SearchConfig.load(args.config, {
+        "dataset": args.dataset, "augmentation": args.augmentation, "epochs": args.epochs,
+        "subset": args.subset, "image_size": args.image_size, "data_root": args.data_root,
+        "device": args.device})
+    if len(config.per_augmentation()) > 1:
+        raise UsageError("evaluate trains under one augmentation: base, cutout, mixup, randaug or all")
+    comparison = evaluate_loss(args.formula, config, args.seeds)
+    print(format_rows(comparison.rows(), args.format))
+    if args.format == "table":
+        print(f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, "
+              "test split)")
     return 0
 
 
@@ -272,7 +351,7 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.seeds < 1:
         raise UsageError("--top-k and --seeds must be at least 1")
     result = loss_augmentation_matrix(args.dataset, args.storage, top_k=args.top_k, seeds=args.seeds,
-                                      device=args.device)
+                                      device=args.device, select=args.select, losses=_losses(args))
     csv_path, png_path = save_matrix(result, args.output)
     print(format_rows(result.rows(), args.format))
     print(f"\nwrote {csv_path} and {png_path}")
@@ -301,7 +380,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _show,
             "matrix": _matrix, "dashboard": _dashboard, "export": _export, "transfer": _transfer,
-            "recheck": _recheck}
+            "recheck": _recheck, "evaluate": _evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

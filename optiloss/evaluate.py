@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from scipy import stats
 
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits, load_dataset
@@ -25,6 +27,14 @@ AIRBENCH_MINIMUM_SIZE = 16
 """Below 16 px, airbench's three poolings leave no pixel."""
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
+
+
+def welch_p_value(values: list[float], baseline: list[float]) -> float:
+    """Two-sided Welch's t-test p-value of ``values`` against ``baseline``; NaN with fewer than two
+    values on a side or no spread on either."""
+    if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
+        return float("nan")
+    return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
 
 
 def worker_device(name: str, worker: int, gpu_count: int) -> str:

@@ -18,9 +18,10 @@ from optiloss.augment import AUGMENTATIONS
 from optiloss.errors import OptilossError
 from optiloss.evaluate import LossEvaluator, load_data, resolve_device
 from optiloss.genome import Genome, screen, zoo
+from optiloss.genome.named import named_losses
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
-from optiloss.studies import pareto_trials, trial_genome
+from optiloss.studies import select_trials, trial_genome
 
 
 @dataclass
@@ -56,13 +57,15 @@ def augmentation_studies(storage, dataset: str) -> dict[str, optuna.Study]:
     return found
 
 
-def _losses(studies: dict[str, optuna.Study], top_k: int) -> dict[str, Genome]:
-    """Top-k of each study by accuracy (its Pareto set first), plus cross-entropy; duplicates dropped."""
+def _losses(studies: dict[str, optuna.Study], top_k: int, select: str,
+            given: dict[str, Genome]) -> dict[str, Genome]:
+    """Cross-entropy, the top-k of each study (:func:`~optiloss.studies.select_trials`) and the
+    ``given`` losses; a loss whose structure is already chosen is dropped."""
     chosen: dict[str, Genome] = {"cross_entropy": screen(zoo()["cross_entropy"]).genome}
     seen = {chosen["cross_entropy"].structure_hash}
     for augmentation, study in studies.items():
         taken = 0
-        for trial in pareto_trials(study):
+        for trial in select_trials(study, top_k + len(seen), select):  # enough to skip the seen ones
             genome = trial_genome(study, trial)
             if genome.structure_hash in seen:
                 continue
@@ -71,12 +74,18 @@ def _losses(studies: dict[str, optuna.Study], top_k: int) -> dict[str, Genome]:
             taken += 1
             if taken == top_k:
                 break
+    for name, genome in given.items():
+        if genome.structure_hash not in seen:
+            seen.add(genome.structure_hash)
+            chosen[name] = genome
     return chosen
 
 
 def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, top_k: int = 1, seeds: int = 2,
-                             device: str = "auto", progress: bool = True) -> MatrixResult:
-    """Retrain the best losses of ``dataset``'s augmentation studies under every augmentation.
+                             device: str = "auto", select: str = "accuracy",
+                             losses: dict[str, str] | None = None, progress: bool = True) -> MatrixResult:
+    """Retrain the best losses of ``dataset``'s augmentation studies, and ``losses`` (name ->
+    formula), under every augmentation.
 
     Training settings come from the studies' stored config. Raises
     :class:`OptilossError` when the storage holds no study for ``dataset``.
@@ -90,7 +99,7 @@ def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, to
     config = SearchConfig.from_mapping(first.user_attrs["config"], f"study {first.study_name} config")
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
-    losses = _losses(studies, top_k)
+    losses = _losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
     result = MatrixResult(dataset, {label: genome.formula for label, genome in losses.items()}, AUGMENTATIONS)
     runs = [(label, augmentation, seed) for label in losses for augmentation in AUGMENTATIONS
             for seed in range(seeds)]

@@ -1,45 +1,119 @@
-"""Recheck: retrain a search's Pareto set on its surrogate with new seeds, to see which members were luck."""
+"""Retraining losses with new seeds: a search's Pareto set (``recheck``), to see which members were luck,
+and one loss against cross-entropy (``evaluate``), to see whether it is better here at all."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from optiloss.errors import OptilossError
-from optiloss.evaluate import LossEvaluator, load_data, resolve_device
+from optiloss.evaluate import LossEvaluator, load_data, resolve_device, welch_p_value
+from optiloss.genome import Genome, screen, zoo
+from optiloss.genome.named import named_losses
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
-from optiloss.studies import load_study, pareto_trials, trial_genome
+from optiloss.studies import load_study, pareto_trials, trial_genome, trial_robustness
 
 RECHECK_SEED_STRIDE = 7919
 """Recheck seed k is ``config.seed + 7919 * k`` (k >= 1): never a seed the search trained with."""
 
 
+def _spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def recheck(study_name: str, storage_url: str | None = None, seeds: int = 3, *, device: str = "auto",
-            progress: bool = True) -> list[dict[str, Any]]:
-    """One row per Pareto-set member: its search scores next to the mean and spread of ``seeds``
-    retrainings with the study's stored settings. Writes nothing to the storage."""
+            losses: dict[str, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """One row per Pareto-set member, and per loss of ``losses`` (name -> formula): the search's
+    scores next to the mean and spread of ``seeds`` retrainings with the study's stored settings.
+    Writes nothing to the storage."""
     storage = open_storage(storage_url, create=False)
     study = load_study(storage, study_name)
     if "config" not in study.user_attrs:
         raise OptilossError(f"study {study_name!r} is not an optiloss search study (no config user attr)")
     config = SearchConfig.from_mapping(study.user_attrs["config"], f"study {study_name} config")
+    given = named_losses(losses or {}, config.nodes)
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     augmentation = evaluator.augmentation(config.augmentation)
+    entries: list[tuple[str, Genome, float | None, float | None, str]] = [
+        (str(trial.number), trial_genome(study, trial), trial.values[0], trial_robustness(trial),
+         trial.user_attrs.get("formula", "")) for trial in pareto_trials(study)]
+    entries += [(name, genome, None, None, genome.formula) for name, genome in given.items()]
     rows = []
-    front = pareto_trials(study)
-    for trial in tqdm(front, desc="rechecking the Pareto set", unit="loss", disable=not progress):
-        genome = trial_genome(study, trial)
+    for label, genome, search_accuracy, search_robustness, formula in tqdm(
+            entries, desc="rechecking the Pareto set", unit="loss", disable=not progress):
         scores = [evaluator.evaluate(genome, augmentation, config.seed + RECHECK_SEED_STRIDE * (k + 1))
                   for k in range(seeds)]
         accuracies = [score.accuracy for score in scores]
-        rows.append({"trial": trial.number, "search_accuracy": round(trial.values[0], 4),
+        rows.append({"trial": label,
+                     "search_accuracy": "" if search_accuracy is None else round(search_accuracy, 4),
                      "recheck_accuracy": round(statistics.mean(accuracies), 4),
-                     "recheck_std": round(statistics.stdev(accuracies), 4) if seeds > 1 else 0.0,
-                     "search_robustness": round(trial.values[1], 4),
+                     "recheck_std": round(_spread(accuracies), 4),
+                     "search_robustness": "" if search_robustness is None else round(search_robustness, 4),
                      "recheck_robustness": round(statistics.mean(s.robustness for s in scores), 4),
-                     "formula": trial.user_attrs.get("formula", "")})
+                     "formula": formula})
     return rows
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One loss against cross-entropy, trained with the same seeds and scored on the test split."""
+
+    formula: str
+    accuracies: list[float]
+    baseline_accuracies: list[float]
+    robustness: list[float]
+    baseline_robustness: list[float]
+
+    @property
+    def p_value(self) -> float:
+        """Welch's two-sided p-value of the accuracies (NaN with one seed)."""
+        return welch_p_value(self.accuracies, self.baseline_accuracies)
+
+    def rows(self) -> list[dict[str, Any]]:
+        pairs = (("loss", self.accuracies, self.robustness, self.formula),
+                 ("cross_entropy", self.baseline_accuracies, self.baseline_robustness,
+                  screen(zoo()["cross_entropy"]).genome.formula))
+        return [{"loss": label, "seeds": len(accuracies),
+                 "test_accuracy": round(statistics.mean(accuracies), 4),
+                 "accuracy_std": round(_spread(accuracies), 4),
+                 "robustness": round(statistics.mean(robustness), 4),
+                 "robustness_std": round(_spread(robustness), 4),
+                 "formula": formula} for label, accuracies, robustness, formula in pairs]
+
+    def verdict(self) -> str:
+        """One line: the difference in accuracy points, the p-value and what it means at 0.05."""
+        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
+        p = self.p_value
+        if math.isnan(p):
+            return (f"difference {difference:+.2f} points; no p-value with {len(self.accuracies)} seed(s) "
+                    "or no spread: use --seeds 3 or more")
+        meaning = ("better than cross-entropy" if difference > 0 else "worse than cross-entropy") \
+            if p < 0.05 else "not distinguishable from cross-entropy"
+        return f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} at the 0.05 level"
+
+
+def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> Comparison:
+    """Train ``formula`` and cross-entropy on ``config``'s surrogate with ``seeds`` seeds each (the
+    same seeds for both), on the training part, and score them on the test split, which no search
+    sees. A formula that does not parse or fails the screen is a :class:`UsageError`."""
+    genome = named_losses({"loss": formula}, config.nodes)["loss"]
+    baseline = screen(zoo(config.nodes)["cross_entropy"]).genome
+    target = resolve_device(config.device)
+    data = load_data(config, progress).to(target)
+    evaluator = LossEvaluator(data, target, config, model=config.model, model_width=config.model_width,
+                              split="test", progress=False)
+    augmentation = evaluator.augmentation(config.augmentation)
+    runs = {"loss": [], "cross_entropy": []}
+    jobs = [(name, seed) for seed in range(seeds) for name in runs]
+    for name, seed in tqdm(jobs, desc="training runs", unit="run", disable=not progress):
+        runs[name].append(evaluator.evaluate(genome if name == "loss" else baseline, augmentation,
+                                             config.seed + RECHECK_SEED_STRIDE * (seed + 1)))
+    return Comparison(genome.formula, [r.accuracy for r in runs["loss"]],
+                      [r.accuracy for r in runs["cross_entropy"]], [r.robustness for r in runs["loss"]],
+                      [r.robustness for r in runs["cross_entropy"]])

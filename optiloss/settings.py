@@ -16,7 +16,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
@@ -58,10 +58,16 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "early_rejection_at": (0.0, 0.9),
     "early_rejection_ratio": (0.0, 1.0),
     "seeds": (1, None),
+    "sampler": ("nsga2", "evolution", "random", "tpe"),
+    "objectives": ("accuracy", "robustness"),
+    "select": ("accuracy", "pareto"),
+    "tournament_size": (2, None),
 }
 """key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list of strings", dict: "a table of strings"}
+LOSS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,9 @@ class Settings:
         return tuple(field.name for field in fields(cls))
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> Self:
-        """Validate ``values`` (unknown keys, types, ranges, rules between keys) and build the settings.
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config", rules: bool = True) -> Self:
+        """Validate ``values`` (unknown keys, types, ranges, and with ``rules`` the rules between keys)
+        and build the settings.
 
         Raises :class:`UsageError` with one line naming ``source``, the key and what is allowed.
         """
@@ -84,7 +91,8 @@ class Settings:
         hints = _type_hints(cls)
         checked = {key: _check_value(source, key, value, hints[key]) for key, value in values.items()}
         settings = cls(**checked)
-        settings.check(source)
+        if rules:
+            settings.check(source)
         return settings
 
     @classmethod
@@ -92,12 +100,17 @@ class Settings:
         """Read a TOML file (the defaults when ``path`` is None) and apply ``overrides``.
 
         Overrides whose value is None are ignored, so CLI options can be passed
-        through as they are. The file alone must be valid, so its errors name the file.
+        through as they are; a table (``losses``) is extended, not replaced. The file
+        alone must be valid, so its errors name the file; rules between keys are checked
+        on the file with the options (a fine-tuning file may leave ``weights`` to ``--weights``).
         """
         values = read_toml(path)
         source = str(path) if path is not None else "defaults"
-        cls.from_mapping(values, source)
         given = {key: value for key, value in (overrides or {}).items() if value is not None}
+        cls.from_mapping(values, source, rules=not given)  # rules between keys may need an option's value
+        for key, value in given.items():  # tables (the [losses]) gain the options' entries
+            if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+                given[key] = {**values[key], **value}
         return cls.from_mapping({**values, **given}, f"{source} with options" if given else source)
 
     def check(self, source: str) -> None:
@@ -139,6 +152,7 @@ class RunSettings(Settings):
     compile: bool = False
     mixed_precision: bool = True
     deterministic: bool = False
+    losses: dict[str, str] = field(default_factory=dict)
 
     def augment_settings(self) -> AugmentSettings:
         return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
@@ -171,6 +185,12 @@ class SearchConfig(RunSettings):
     ``screen_in_sampler``: rejected genomes are redrawn inside the sampler instead of being stored
     as PRUNED trials (:mod:`optiloss.search.sampler`).
 
+    ``objectives``: ``["accuracy", "robustness"]`` (two maximised objectives) or ``["accuracy"]``
+    (the paper's single objective; robustness is then a user attr). ``sampler``: ``nsga2``,
+    ``evolution`` (regularized evolution, :mod:`optiloss.search.evolution`, tournaments of
+    ``tournament_size``), ``random`` or ``tpe``. ``losses``: name -> formula, trained in the
+    first generation beside the zoo.
+
     ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
     ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
@@ -189,6 +209,9 @@ class SearchConfig(RunSettings):
     early_rejection_at: float = 0.2
     early_rejection_ratio: float = 0.5
     screen_in_sampler: bool = False
+    objectives: tuple[str, ...] = ("accuracy", "robustness")
+    sampler: str = "nsga2"
+    tournament_size: int = 20
     workers: int = 1
     heartbeat_interval: int = 10
     grace_period: int = 60
@@ -204,6 +227,13 @@ class SearchConfig(RunSettings):
     def check(self, source: str) -> None:
         if self.model not in SURROGATES:
             raise UsageError(f"{source}: model must be one of {', '.join(SURROGATES)}, got {self.model!r}")
+        if not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(
+                self.objectives):
+            raise UsageError(f'{source}: objectives must be ["accuracy"] or ["accuracy", "robustness"], '
+                             f"got {list(self.objectives)}")
+        if self.sampler == "evolution" and self.tournament_size > self.population_size:
+            raise UsageError(f"{source}: tournament_size ({self.tournament_size}) must not exceed "
+                             f"population_size ({self.population_size})")
         if self.grace_period <= self.heartbeat_interval:
             raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
                              f"({self.grace_period} <= {self.heartbeat_interval})")
@@ -244,8 +274,14 @@ class TransferConfig(RunSettings):
     learning_rate: float = 1e-3
     validation_fraction: float = 0.1
     weights: str | None = None
+    pretrained: bool = False
+    select: str = "accuracy"
 
     def check(self, source: str) -> None:
+        if self.pretrained and not self.weights:
+            raise UsageError(f"{source}: model {self.model!r} is fine-tuned (pretrained = true) and needs "
+                             'its weights file: pass --weights FILE or set weights = "FILE" (README '
+                             '"Fine-tuning" and the study file\'s comments say how to download it)')
         if self.model in SURROGATES:
             raise UsageError(f"{source}: model {self.model!r} is a search surrogate; transfer to "
                              "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name")
@@ -279,6 +315,11 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
     kind = next(arg for arg in annotation.__args__ if arg is not type(None)) if optional else annotation
     if value is None and optional:
         return value
+    kind = typing.get_origin(kind) or kind
+    if kind is tuple:
+        return _check_list(where, key, value)
+    if kind is dict:
+        return _check_losses(where, value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     ok = {int: is_int, float: is_int or isinstance(value, float), bool: isinstance(value, bool),
           str: isinstance(value, str)}[kind]
@@ -302,3 +343,24 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
             allowed = f">= {low}" if high is None else f"between {low} and {high}"
             raise UsageError(f"{where} must be {allowed}, got {value!r}")
     return value
+
+
+def _check_list(where: str, key: str, value: Any) -> tuple[str, ...]:
+    """A list of strings, each among :data:`LIMITS` of ``key``, as a tuple."""
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise UsageError(f"{where} must be {_TYPE_WORDS[tuple]}, got {value!r}")
+    allowed = LIMITS.get(key, ())
+    for item in value:
+        if allowed and item not in allowed:
+            raise UsageError(f"{where}: {item!r} is not one of {', '.join(allowed)}")
+    return tuple(value)
+
+
+def _check_losses(where: str, value: Any) -> dict[str, str]:
+    """A table ``name = "formula"`` with identifier names (formulas are parsed where they are used)."""
+    if not isinstance(value, Mapping) or not all(isinstance(item, str) for item in value.values()):
+        raise UsageError(f'{where} must be {_TYPE_WORDS[dict]} (name = "formula"), got {value!r}')
+    for name in value:
+        if not LOSS_NAME.fullmatch(name):
+            raise UsageError(f"{where}: loss name {name!r} must be letters, digits and _ (not first a digit)")
+    return dict(value)

@@ -60,8 +60,52 @@ def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto set, ordered on the raw objective values (first objective first), then trial number."""
+    """The Pareto set, ordered on the raw objective values (first objective first), then trial number.
+    A single-objective study's set is its best trial(s)."""
     return sorted(study.best_trials, key=lambda trial: ([-value for value in trial.values], trial.number))
+
+
+SELECTIONS = ("accuracy", "pareto")
+"""How losses are chosen from a search study for transfer and the matrix (:func:`select_trials`)."""
+
+
+def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> list[FrozenTrial]:
+    """The ``top_k`` losses of a search study to retrain elsewhere, best accuracy first.
+
+    ``accuracy``: the COMPLETE trials of highest accuracy, one per behavioural fingerprint (the
+    first trial of each); ``pareto``: the Pareto set by accuracy, so a loss that is second on
+    accuracy is dropped when another beats it on robustness. Diverged trials are never chosen.
+    """
+    if select == "pareto":
+        return [trial for trial in pareto_trials(study) if "diverged" not in trial.user_attrs][:top_k]
+    if select != "accuracy":
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted((trial for trial in complete if "diverged" not in trial.user_attrs),
+                    key=lambda trial: (-trial.values[0], trial.number))
+    chosen: list[FrozenTrial] = []
+    seen: set[str] = set()
+    for trial in ranked:
+        fingerprint = trial.user_attrs.get("fingerprint") or f"trial {trial.number}"
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            chosen.append(trial)
+        if len(chosen) == top_k:
+            break
+    return chosen
+
+
+def trial_robustness(trial: FrozenTrial) -> float | None:
+    """A search trial's robustness: its second objective, or its ``robustness`` user attr in a
+    single-objective (accuracy-only) study."""
+    if trial.values is not None and len(trial.values) > 1:
+        return trial.values[1]
+    return trial.user_attrs.get("robustness")
+
+
+def trial_label(trial: FrozenTrial) -> str:
+    """How reports name a search trial's loss: its zoo or given name, else ``trial_<number>``."""
+    return trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name") or f"trial_{trial.number}"
 
 
 # A process's trial records who runs it, so that another process can tell a dead run from a live one.

@@ -1,14 +1,22 @@
 """Transfer studies: the best losses of a search retrained on larger models, against cross-entropy.
 
 Each (augmentation, loss, seed) run is one trial of the Optuna study
-``{source}-transfer-{model}-{dataset}`` with user attrs ``run``, ``loss``,
+``{source}-transfer-{model}-{dataset}`` (sources joined by ``+`` when several
+are pooled) with user attrs ``run``, ``loss``, ``source_study``,
 ``augmentation``, ``seed``, ``formula`` and the metrics; values are test
 accuracy and robustness (the corruption suite on the test split). A restart
 skips finished runs and resumes an interrupted one from its last epoch.
+
+The augmentation settings (crop padding, cutout size, mixup alpha,
+RandAugment's N and M, flips) are the first source study's, pixel sizes scaled
+to the transfer's image size, except where the transfer config sets a key to
+something other than its default; the study records what ran in the user attr
+``augment_settings``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import statistics
@@ -17,18 +25,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 from scipy import stats
 from tqdm.auto import tqdm
 
-from optiloss.augment import AUGMENTATIONS
-from optiloss.evaluate import LossEvaluator, load_data, merge_validation_into_training, resolve_device
+from optiloss.augment import AUGMENTATIONS, AugmentSettings
+from optiloss.data import resolved_image_size
+from optiloss.evaluate import (
+    LossEvaluator,
+    load_data,
+    merge_validation_into_training,
+    resolve_device,
+    welch_p_value,
+)
 from optiloss.genome import Genome, screen, zoo
-from optiloss.settings import TransferConfig
+from optiloss.genome.named import named_losses
+from optiloss.models import create_model
+from optiloss.settings import SearchConfig, TransferConfig
 from optiloss.storage import open_storage
-from optiloss.studies import fail_dead_trials, load_study, pareto_trials, trial_genome, worker_record
+from optiloss.studies import (
+    fail_dead_trials,
+    load_study,
+    select_trials,
+    trial_genome,
+    trial_label,
+    worker_record,
+)
 from optiloss.train import Checkpointing, compute_precision
 
 BASELINE = "cross_entropy"
@@ -40,53 +63,119 @@ def load_transfer_config(path: str | Path | None, overrides: dict[str, Any] | No
     return TransferConfig.load(path, overrides)
 
 
-def transfer_study_name(source: str, config: TransferConfig) -> str:
-    return f"{source}-transfer-{config.model}-{config.dataset}"
+def transfer_study_name(source: str | list[str], config: TransferConfig) -> str:
+    """``{source}-transfer-{model}-{dataset}``; pooled sources are joined by ``+``."""
+    joined = source if isinstance(source, str) else "+".join(source)
+    return f"{joined}-transfer-{config.model}-{config.dataset}"
 
 
-def losses_to_transfer(source: optuna.Study, top_k: int) -> dict[str, tuple[Genome, float | None]]:
-    """Label -> (oriented genome, source surrogate accuracy): the top-k of the Pareto set by accuracy,
-    then cross-entropy and the other zoo losses; one entry per active structure."""
-    nodes = source.user_attrs.get("nodes", 5)
-    by_structure: dict[str, tuple[str, Genome, float | None]] = {}
-    for trial in pareto_trials(source)[:top_k]:
-        genome = trial_genome(source, trial)
-        label = trial.user_attrs.get("zoo") or f"trial_{trial.number}"
-        by_structure.setdefault(genome.structure_hash, (label, genome, trial.values[0]))
-    complete = source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    zoo_accuracy = {t.user_attrs["zoo"]: t.values[0] for t in complete if "zoo" in t.user_attrs}
+@dataclass(frozen=True)
+class LossToTransfer:
+    """A loss a transfer trains: its oriented genome, the study it came from (None for the zoo and
+    losses given by formula) and its accuracy there (None where it has none)."""
+
+    genome: Genome
+    source_study: str | None = None
+    source_accuracy: float | None = None
+
+
+def losses_to_transfer(sources: optuna.Study | list[optuna.Study], top_k: int, select: str = "accuracy",
+                       given: dict[str, Genome] | None = None) -> dict[str, LossToTransfer]:
+    """Label -> loss: the ``top_k`` of each source study (:func:`~optiloss.studies.select_trials`:
+    by accuracy, one per behaviour, or from the Pareto set), the losses ``given`` by formula, then
+    cross-entropy and the other zoo losses; one entry per active structure, cross-entropy first.
+
+    With one source an evolved loss is labelled ``trial_<number>``; pooled, ``<study>:trial_<number>``.
+    """
+    sources = [sources] if isinstance(sources, optuna.Study) else sources
+    by_structure: dict[str, tuple[str, LossToTransfer]] = {}
+    zoo_accuracy: dict[str, float] = {}
+    for source in sources:
+        for trial in select_trials(source, top_k, select):
+            label = trial_label(trial)
+            if len(sources) > 1 and label.startswith("trial_"):
+                label = f"{source.study_name}:{label}"
+            loss = LossToTransfer(trial_genome(source, trial), source.study_name, trial.values[0])
+            by_structure.setdefault(loss.genome.structure_hash, (label, loss))
+        for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if "zoo" in trial.user_attrs and trial.user_attrs["zoo"] not in zoo_accuracy:
+                zoo_accuracy[trial.user_attrs["zoo"]] = trial.values[0]
+    for name, genome in (given or {}).items():
+        by_structure.setdefault(genome.structure_hash, (name, LossToTransfer(genome)))
+    nodes = sources[0].user_attrs.get("nodes", 5)
     for name, genome in zoo(nodes).items():
         oriented = screen(genome).genome
-        by_structure.setdefault(oriented.structure_hash, (name, oriented, zoo_accuracy.get(name)))
+        by_structure.setdefault(oriented.structure_hash,
+                                (name, LossToTransfer(oriented, None, zoo_accuracy.get(name))))
     ordered = sorted(by_structure.values(), key=lambda item: item[0] != BASELINE)
-    return {label: (genome, accuracy) for label, genome, accuracy in ordered}
+    return dict(ordered)
 
 
-def run_transfer(source_name: str, config: TransferConfig, storage_url: str | None = None, *,
+PIXEL_KEYS = ("crop_padding", "cutout_size")
+"""Augmentation settings measured in pixels: scaled from the source's image size to the transfer's."""
+
+
+def source_augment_settings(source: optuna.Study, config: TransferConfig, image_size: int) -> AugmentSettings:
+    """The augmentation settings a transfer of ``source`` trains with at ``image_size`` pixels.
+
+    Each key the transfer config leaves at its default comes from the source study's stored config,
+    pixel sizes (:data:`PIXEL_KEYS`) scaled by ``image_size`` / the source's image size; a key the
+    transfer config sets wins. A source without a stored config leaves the transfer's own.
+    """
+    stored = source.user_attrs.get("config")
+    own = config.augment_settings()
+    if not stored:
+        return own
+    searched = SearchConfig.from_mapping(stored, f"study {source.study_name} config")
+    source_size = resolved_image_size(searched.dataset, searched.image_size)
+    chosen = {}
+    for field_ in dataclasses.fields(AugmentSettings):
+        key = field_.name
+        value = getattr(own, key)
+        if value == field_.default:
+            value = getattr(searched, key)
+            if key in PIXEL_KEYS and value is not None:
+                value = max(1, round(value * image_size / source_size))
+        chosen[key] = value
+    return AugmentSettings(**chosen)
+
+
+def run_transfer(source_name: str | list[str], config: TransferConfig, storage_url: str | None = None, *,
                  progress: bool = True, log=print) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
+
+    ``source_name`` is one search study or several whose losses are pooled (the paper's WRN stage);
+    ``config.select`` chooses each one's ``top_k``, and ``config.losses`` adds losses by formula.
 
     Runs left RUNNING by a dead process of this machine are failed and redone
     (from their last checkpoint); Ctrl-C fails the running one with
     ``fail_reason = "interrupted"`` and raises :class:`KeyboardInterrupt`, so
     running the same command again continues where it stopped.
     """
+    source_names = [source_name] if isinstance(source_name, str) else list(dict.fromkeys(source_name))
     storage = open_storage(storage_url, create=False)
-    source = load_study(storage, source_name)
-    losses = losses_to_transfer(source, config.top_k)
+    sources = [load_study(storage, one) for one in source_names]
+    nodes = sources[0].user_attrs.get("nodes", 5)
+    losses = losses_to_transfer(sources, config.top_k, config.select, named_losses(config.losses, nodes))
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
     data = merge_validation_into_training(load_data(config, progress)).to(device)
+    # the model's name, weights file and its fit are checked before anything is written
+    create_model(config.model, data.num_classes, data.channels, weights=config.weights)
+    augment = source_augment_settings(sources[0], config, data.train_images.shape[-1])
+    config = config.replace(**dataclasses.asdict(augment))
     evaluator = LossEvaluator.for_transfer(config, data, device, progress=progress)
-    name = transfer_study_name(source_name, config)
+    name = transfer_study_name(source_names, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     directions=["maximize", "maximize"])
         study.set_metric_names(["test_accuracy", "test_robustness"])
-    study.set_user_attr("source_study", source_name)
+    study.set_user_attr("source_study", source_names[0] if len(source_names) == 1 else source_names)
     study.set_user_attr("model", config.model)
     study.set_user_attr("dataset", config.dataset)
+    study.set_user_attr("select", config.select)
+    study.set_user_attr("augment_settings", dataclasses.asdict(augment))
     fail_dead_trials(storage, study)
     done = {t.user_attrs["run"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     runs = [(label, seed) for label in losses for seed in range(config.seeds)
@@ -95,12 +184,13 @@ def run_transfer(source_name: str, config: TransferConfig, storage_url: str | No
         f"{len(losses) * config.seeds - len(runs)} done, running {len(runs)}")
     augmentation = evaluator.augmentation(config.augmentation)
     for label, seed in tqdm(runs, desc="transfer runs", unit="run", disable=not progress):
-        genome, _ = losses[label]
+        genome = losses[label].genome
         run = f"{config.augmentation}/{label}/seed{seed}"
         trial = study.ask()
         trial.set_user_attr("worker", worker_record(trial.number))
         for key, value in (("run", run), ("loss", label), ("augmentation", config.augmentation),
-                           ("seed", seed), ("formula", genome.formula)):
+                           ("seed", seed), ("formula", genome.formula),
+                           ("source_study", losses[label].source_study or "")):
             trial.set_user_attr(key, value)
         checkpoint = Path(config.checkpoint_dir) / name / run.replace("/", "-") / "checkpoint.pt"
         checkpointing = Checkpointing(save_to=checkpoint, resume_from=checkpoint)
@@ -134,24 +224,27 @@ class TransferTable:
 
 
 def _p_values(values: list[float], baseline: list[float]) -> tuple[float, float]:
-    if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
-        return float("nan"), float("nan")
-    welch = stats.ttest_ind(values, baseline, equal_var=False).pvalue
-    mann_whitney = stats.mannwhitneyu(values, baseline, alternative="two-sided").pvalue
-    return float(welch), float(mann_whitney)
+    welch = welch_p_value(values, baseline)
+    if math.isnan(welch):
+        return welch, welch
+    return welch, float(stats.mannwhitneyu(values, baseline, alternative="two-sided").pvalue)
 
 
-def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_k: int = 3) -> TransferTable:
+def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_k: int = 3,
+                   select: str = "accuracy") -> TransferTable:
     """Statistics of a transfer study: mean +- std, Welch's t and Mann-Whitney U p-values against
-    cross-entropy, and the fidelity (Spearman, Kendall) of the source's surrogate accuracy."""
+    cross-entropy, the source study of each loss, and, given the (single) ``source`` and how its
+    losses were chosen, the fidelity (Spearman, Kendall) of its surrogate accuracy."""
     runs: dict[tuple[str, str], dict[str, list[float]]] = {}
     formulas: dict[str, str] = {}
+    origins: dict[str, str] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         key = (trial.user_attrs["loss"], trial.user_attrs["augmentation"])
         entry = runs.setdefault(key, {"accuracy": [], "robustness": []})
         entry["accuracy"].append(trial.values[0])
         entry["robustness"].append(trial.values[1])
         formulas[trial.user_attrs["loss"]] = trial.user_attrs["formula"]
+        origins[trial.user_attrs["loss"]] = trial.user_attrs.get("source_study", "")
     table = TransferTable(augmentations=sorted({augmentation for _, augmentation in runs},
                                                key=AUGMENTATIONS.index))
     baseline_first = sorted(runs.items(), key=lambda item: (item[0][0] != BASELINE, item[0]))
@@ -167,9 +260,10 @@ def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_
             "robustness_std": round(spread(entry["robustness"]), 4),
             "p_welch": "" if label == BASELINE or math.isnan(welch) else f"{welch:.3g}",
             "p_mann_whitney": "" if label == BASELINE or math.isnan(mann_whitney) else f"{mann_whitney:.3g}",
-            "formula": formulas[label]})
+            "source": origins[label], "formula": formulas[label]})
     if source is not None:
-        surrogate = {label: accuracy for label, (_, accuracy) in losses_to_transfer(source, top_k).items()}
+        surrogate = {label: loss.source_accuracy
+                     for label, loss in losses_to_transfer(source, top_k, select).items()}
         pairs = [(surrogate[row["loss"]], row["test_accuracy"]) for row in table.rows
                  if surrogate.get(row["loss"]) is not None]
         if len(pairs) >= 3:

@@ -85,6 +85,16 @@ def _read(name: str, data_root: Path, image_size: int, download: bool, progress:
                                       progress=progress))
 
 
+def resolved_image_size(name: str, image_size: int | None = None) -> int:
+    """The side the images of ``name`` are trained at: ``image_size`` if given, else the native size
+    (digits 8, CIFAR 32; a ``folder:`` set as :func:`folder_image_size` says; 64 for the others)."""
+    if image_size:
+        return image_size
+    if name.startswith(FOLDER_PREFIX):
+        return folder_image_size(Path(name[len(FOLDER_PREFIX):]).expanduser())
+    return NATIVE_SIZE.get(name, sources.DEFAULT_IMAGE_SIZE)
+
+
 def load_dataset(name: str, validation_fraction: float = 0.2, *, data_root: str | Path | None = None,
                  image_size: int | None = None, subset: int | None = None, download: bool = False,
                  progress: bool = True) -> ImageSplits:
@@ -103,12 +113,7 @@ def load_dataset(name: str, validation_fraction: float = 0.2, *, data_root: str 
     if not is_dataset_name(name):
         raise UsageError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     root = Path(data_root).expanduser() if data_root else default_data_root()
-    if image_size:
-        size = image_size
-    elif name.startswith(FOLDER_PREFIX):
-        size = folder_image_size(Path(name[len(FOLDER_PREFIX):]).expanduser())
-    else:
-        size = NATIVE_SIZE.get(name, sources.DEFAULT_IMAGE_SIZE)
+    size = resolved_image_size(name, image_size)
     raw = _read(name, root, size, download, progress)
     train_images, train_labels = _resize(raw["train_images"], size), raw["train_labels"]
     test_images, test_labels = _resize(raw["test_images"], size), raw["test_labels"]

@@ -2,11 +2,12 @@
 
 from optiloss.genome.genome import DEFAULT_NODES, LEAVES, Genome, Node, gene_names, input_choices
 from optiloss.genome.operators import BINARY_OPERATORS, EPS, OPERATORS, UNARY_OPERATORS
+from optiloss.genome.parse import FormulaError, parse_formula
 from optiloss.genome.screen import ScreenResult, screen
 from optiloss.genome.zoo import zoo
 
 __all__ = [
-    "BINARY_OPERATORS", "DEFAULT_NODES", "EPS", "Genome", "LEAVES", "Node", "OPERATORS",
-    "ScreenResult", "UNARY_OPERATORS", "gene_names", "input_choices",
+    "BINARY_OPERATORS", "DEFAULT_NODES", "EPS", "FormulaError", "Genome", "LEAVES", "Node", "OPERATORS",
+    "ScreenResult", "UNARY_OPERATORS", "gene_names", "input_choices", "parse_formula",
     "screen", "zoo",
 ]

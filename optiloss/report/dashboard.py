@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optiloss.genome import Genome, screen, zoo
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
+from optiloss.studies import pareto_trials, trial_robustness
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
@@ -119,18 +120,26 @@ def study_note(study: optuna.Study) -> str:
              f"augmentation: {len(complete)} trained losses, {len(pruned) + redrawn} genomes rejected "
              f"before training or early in it"
              + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
-             "", "Objectives (both maximised): validation **accuracy** and **robustness** "
-             "(mean accuracy over the corruption suite).", "", "## Pareto set", "",
-             "| trial | accuracy | robustness | loss |", "|---|---|---|---|"]
-    best = sorted(study.best_trials, key=lambda trial: -trial.values[0]) if complete else []
-    for trial in best:
+             "", _objectives_line(study), "", "## Pareto set" if len(study.directions) > 1 else "## Best",
+             "", "| trial | accuracy | robustness | loss |", "|---|---|---|---|"]
+    for trial in pareto_trials(study) if complete else []:
         formula = trial.user_attrs.get("formula", "").replace("|", "\\|")
-        name = trial.user_attrs.get("zoo")
-        lines.append(f"| {trial.number} | {trial.values[0]:.4f} | {trial.values[1]:.4f} | "
+        name = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name")
+        robustness = trial_robustness(trial)
+        lines.append(f"| {trial.number} | {trial.values[0]:.4f} | "
+                     f"{'' if robustness is None else f'{robustness:.4f}'} | "
                      f"{name + ': ' if name else ''}`{formula}` |")
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get("config") or {}).items())]
     return "\n".join(lines) + "\n"
+
+
+def _objectives_line(study: optuna.Study) -> str:
+    if len(study.directions) > 1:
+        return ("Objectives (both maximised): validation **accuracy** and **robustness** "
+                "(mean accuracy over the corruption suite).")
+    return ("Objective (maximised): validation **accuracy**, as in the paper; robustness (mean accuracy "
+            "over the corruption suite) is recorded beside it.")
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float] = REFERENCE_POINT) -> float:
@@ -152,7 +161,7 @@ def hypervolume_history(trials: Sequence[FrozenTrial]) -> tuple[list[int], list[
     the number of trials times the front's size (what Optuna's plot would deep-copy every trial for)."""
     numbers, volumes, front = [], [], []
     for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
-        point = tuple(trial.values)
+        point = (trial.values[0], trial_robustness(trial) or 0.0)
         if not any(other[0] >= point[0] and other[1] >= point[1] for other in front):
             dominated = [other for other in front if point[0] >= other[0] and point[1] >= other[1]]
             front = [other for other in front if other not in dominated] + [point]

@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
-from optiloss.studies import get_trial, pareto_trials, trial_genome
+from optiloss.studies import get_trial, pareto_trials, trial_genome, trial_robustness
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -26,13 +26,16 @@ def _metric_names(study: optuna.Study) -> list[str]:
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The Pareto set for display, best accuracy first (:func:`~optiloss.studies.pareto_trials`):
-    trial number, objective values rounded to 4 places, zoo name, formula."""
+    trial number, objective values rounded to 4 places (robustness beside accuracy in a
+    single-objective study), zoo or given name, formula."""
     names = _metric_names(study)
     rows = []
     for trial in pareto_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update({name: round(value, 4) for name, value in zip(names, trial.values)})
-        row["loss"] = trial.user_attrs.get("zoo", "")
+        if "robustness" not in row and trial_robustness(trial) is not None:
+            row["robustness"] = round(trial_robustness(trial), 4)
+        row["loss"] = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name", "")
         row["formula"] = trial.user_attrs.get("formula", "")
         rows.append(row)
     return rows
@@ -74,7 +77,8 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
     if trial.values:
         names = _metric_names(study)
         lines.append(", ".join(f"{name} {value:.4f}" for name, value in zip(names, trial.values)))
-    for key in ("zoo", "rejected", "diverged", "orientation", "fingerprint"):
+    for key in ("zoo", "loss_name", "robustness", "parent", "mutation", "rejected", "diverged", "orientation",
+                "fingerprint"):
         if key in trial.user_attrs:
             lines.append(f"{key}: {trial.user_attrs[key]}")
     return "\n".join(lines)

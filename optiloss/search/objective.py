@@ -42,7 +42,8 @@ def early_rejection_epoch(config: SearchConfig) -> int | None:
 
 
 class LossSearchObjective:
-    """Callable objective returning ``(accuracy, robustness)`` on the validation split.
+    """Callable objective returning ``(accuracy, robustness)`` on the validation split, or
+    ``(accuracy,)`` when ``config.objectives`` is accuracy alone (robustness is then a user attr).
 
     Every trial trains with the same seed (``config.seed``), so two genomes are
     compared on the same initial weights and batches; ``recheck`` varies it.
@@ -58,7 +59,7 @@ class LossSearchObjective:
         self.trial_trained = trial_trained
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         trial.set_user_attr("worker", worker_record(trial.number))  # first, so a dead worker is seen at once
         try:
             return self._run(trial)
@@ -66,13 +67,17 @@ class LossSearchObjective:
             trial.set_user_attr("fail_reason", INTERRUPTED)  # retried when the search resumes
             raise
 
-    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
         take_screened_out = getattr(trial.study.sampler, "take_screened_out", None)
         screened_out = take_screened_out(trial.number) if take_screened_out else None
         # genomes the sampler redrew before this one (screen_in_sampler); a retry's inherited count is reset
         if screened_out or (take_screened_out and SCREENED_OUT_ATTR in trial.user_attrs):
             trial.set_user_attr(SCREENED_OUT_ATTR, dict(screened_out))
+        take_lineage = getattr(trial.study.sampler, "take_lineage", None)
+        lineage = take_lineage(trial.number) if take_lineage else None
+        for key, value in (lineage or {}).items():  # regularized evolution: parent and mutation
+            trial.set_user_attr(key, value)
         genome = Genome.suggest(trial, self.config.nodes)
         screened = screen(genome)
         trial.set_user_attr("formula", screened.genome.formula)
@@ -105,7 +110,7 @@ class LossSearchObjective:
         """The epoch hook that rejects a slow learner, or None (early rejection off, a zoo loss,
         or no finished cross-entropy trial with a training curve to compare with yet)."""
         epoch = early_rejection_epoch(self.config)
-        if epoch is None or "zoo" in trial.user_attrs:
+        if epoch is None or "zoo" in trial.user_attrs or "loss_name" in trial.user_attrs:
             return None
         reference = next((t.user_attrs[CURVE_ATTR] for t in trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("zoo") == "cross_entropy"
@@ -124,7 +129,7 @@ class LossSearchObjective:
 
         return check
 
-    def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, float]:
+    def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, ...]:
         """Train with checkpoints; a retry resumes from its failed predecessor's last epoch.
         A slow learner (see :class:`~optiloss.settings.SearchConfig`) ends as :class:`Rejected`."""
         inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
@@ -149,13 +154,19 @@ class LossSearchObjective:
         trial.set_user_attr("precision", precision)
         if result.diverged:
             trial.set_user_attr("diverged", result.diverged)
-            return DIVERGED_VALUES
+            return self._objective_values(*DIVERGED_VALUES, trial)
         trial.set_user_attr("final_train_loss", result.final_train_loss)
         trial.set_user_attr(CURVE_ATTR, [round(row["train_accuracy"], 4) for row in result.history])
         for name, value in result.per_corruption.items():
             trial.set_user_attr(f"robustness_{name}", value)
         trial.set_user_attr("evaluation_seconds", round(result.evaluation_seconds, 3))
-        return result.accuracy, result.robustness
+        return self._objective_values(result.accuracy, result.robustness, trial)
+
+    def _objective_values(self, accuracy: float, robustness: float, trial: optuna.Trial) -> tuple[float, ...]:
+        if "robustness" in self.config.objectives:
+            return accuracy, robustness
+        trial.set_user_attr("robustness", robustness)
+        return (accuracy,)
 
     @staticmethod
     def _remove_checkpoints(own: Path, inherited: str | None) -> None:

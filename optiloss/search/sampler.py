@@ -1,7 +1,8 @@
 """Screening inside the sampler: rejected genomes are redrawn before they become stored trials.
 
 With ``screen_in_sampler = true``, :class:`ScreeningSampler` wraps the
-study's NSGA-II sampler. For every new trial it asks NSGA-II for a child
+study's sampler (NSGA-II, regularized evolution, random or TPE). For every new
+trial it asks that sampler for a child
 (generation 0: a uniformly random genome), completes the genes NSGA-II left to
 random sampling, screens the genome (:func:`optiloss.genome.screen`, and the
 fingerprints of trained and running trials) and redraws until one passes, at
@@ -47,9 +48,10 @@ def _reason_kind(reason: str) -> str:
 
 
 class ScreeningSampler(optuna.samplers.BaseSampler):
-    """``inner`` (NSGA-II), drawing each new trial's genome until it passes the screen."""
+    """``inner`` (NSGA-II or another sampler of whole genomes), drawing each new trial's genome until
+    it passes the screen."""
 
-    def __init__(self, inner: optuna.samplers.NSGAIISampler, nodes: int, seed: int | None = None,
+    def __init__(self, inner: optuna.samplers.BaseSampler, nodes: int, seed: int | None = None,
                  max_draws: int = 500) -> None:
         self._inner = inner
         self._nodes = nodes
@@ -88,6 +90,11 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
     def take_screened_out(self, trial_number: int) -> Counter:
         """How many genomes were redrawn before trial ``trial_number``'s, by reason (once)."""
         return self._screened_out.pop(trial_number, Counter())
+
+    def take_lineage(self, trial_number: int) -> dict | None:
+        """The inner sampler's record of the passing genome's parent, if it keeps one."""
+        take = getattr(self._inner, "take_lineage", None)
+        return take(trial_number) if take else None
 
     def _random_choice(self, distribution: BaseDistribution) -> Any:
         choices = distribution.choices  # every gene is categorical

@@ -1,9 +1,10 @@
 """Creating, continuing and seeding a loss-search study.
 
-A search study is a plain Optuna study: two maximised objectives named
-``accuracy`` and ``robustness``, study user attrs ``dataset``,
-``augmentation``, ``nodes`` and ``config``, and the genome's genes as
-categorical parameters. Nothing in it needs optiloss to be read.
+A search study is a plain Optuna study: maximised objectives named
+``accuracy`` and ``robustness`` (or ``accuracy`` alone), study user attrs
+``dataset``, ``augmentation``, ``nodes``, ``model``, ``objectives`` and
+``config``, and the genome's genes as categorical parameters. Nothing in it
+needs optiloss to be read.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from optuna.storages import BaseStorage
 
 from optiloss.errors import UsageError
 from optiloss.genome import zoo
+from optiloss.genome.named import named_losses
+from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import ScreeningSampler
 from optiloss.settings import SearchConfig
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
-IDENTITY_ATTRS = ("dataset", "augmentation", "nodes", "model")
+IDENTITY_ATTRS = ("dataset", "augmentation", "nodes", "model", "objectives")
 """Study user attrs that a continuing search must match: a study answers one question."""
 
 
@@ -32,13 +35,22 @@ def sampler_seed(base_seed: int, trials_in_study: int, worker: int = 0) -> int:
 
 
 def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """NSGA-II, built explicitly on every start (Optuna's default for two objectives is TPE); with
+    """The sampler of ``config.sampler``, built explicitly on every start (Optuna's default for two
+    objectives is TPE): ``nsga2``, ``evolution`` (regularized evolution), ``random`` or ``tpe``; with
     ``config.screen_in_sampler``, wrapped so that rejected genomes are redrawn, not stored."""
     seed = sampler_seed(config.seed, trials_in_study, worker)
-    nsga2 = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
+    if config.sampler == "evolution":
+        sampler = RegularizedEvolutionSampler(config.nodes, config.population_size, config.tournament_size,
+                                              seed=seed)
+    elif config.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    elif config.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
     if config.screen_in_sampler:
-        return ScreeningSampler(nsga2, config.nodes, seed)
-    return nsga2
+        return ScreeningSampler(sampler, config.nodes, seed)
+    return sampler
 
 
 def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 0) -> optuna.Study:
@@ -46,30 +58,39 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
 
     A new study gets its metric names, user attrs and the zoo of known losses
     enqueued into its first generation. An existing one must have been created
-    for the same dataset, augmentation and genome size (else :class:`UsageError`).
+    for the same dataset, augmentation, genome size, surrogate and objectives
+    (else :class:`UsageError`). The losses of ``config.losses`` are enqueued
+    into either (once: a loss already in the study is not queued again).
     """
     name = config.resolved_study_name
+    given = named_losses(config.losses, config.nodes)  # a bad formula stops before anything is written
     existing = count_trials(storage, name)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                directions=["maximize", "maximize"],
+                                directions=["maximize"] * len(config.objectives),
                                 sampler=make_sampler(config, existing, worker))
     attrs = study.user_attrs
     if "dataset" in attrs:
-        stored = {"model": "cnn", **attrs}  # studies from before the model key trained the CNN
-        different = [f"{key} {stored.get(key)!r} (this run: {getattr(config, key)!r})"
-                     for key in IDENTITY_ATTRS if stored.get(key) != getattr(config, key)]
+        # studies from before the model and objectives keys trained the CNN on two objectives
+        stored = {"model": "cnn", "objectives": list(METRIC_NAMES), **attrs}
+        wanted = {key: getattr(config, key) for key in IDENTITY_ATTRS}
+        wanted["objectives"] = list(config.objectives)
+        different = [f"{key} {stored.get(key)!r} (this run: {wanted[key]!r})"
+                     for key in IDENTITY_ATTRS if stored.get(key) != wanted[key]]
         if different:
             raise UsageError(f"study {name!r} was created with " + ", ".join(different)
                              + "; continue it with its own settings or choose another --study-name")
-        return study
-    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(METRIC_NAMES))
-    study.set_user_attr("dataset", config.dataset)
-    study.set_user_attr("augmentation", config.augmentation)
-    study.set_user_attr("nodes", config.nodes)
-    study.set_user_attr("model", config.model)
-    study.set_user_attr("config", config.as_dict())
-    for loss_name, genome in zoo(config.nodes).items():
-        study.enqueue_trial(genome.to_params(), user_attrs={"zoo": loss_name}, skip_if_exists=True)
+    else:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.objectives))
+        study.set_user_attr("dataset", config.dataset)
+        study.set_user_attr("augmentation", config.augmentation)
+        study.set_user_attr("nodes", config.nodes)
+        study.set_user_attr("model", config.model)
+        study.set_user_attr("objectives", list(config.objectives))
+        study.set_user_attr("config", config.as_dict())
+        for loss_name, genome in zoo(config.nodes).items():
+            study.enqueue_trial(genome.to_params(), user_attrs={"zoo": loss_name}, skip_if_exists=True)
+    for loss_name, genome in given.items():
+        study.enqueue_trial(genome.to_params(), user_attrs={"loss_name": loss_name}, skip_if_exists=True)
     return study

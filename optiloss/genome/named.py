@@ -1,0 +1,61 @@
+"""Losses given by name and formula: a ``[losses]`` table in a TOML file and ``--loss NAME=FORMULA``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from optiloss.errors import UsageError
+from optiloss.genome.genome import Genome
+from optiloss.genome.parse import FormulaError, parse_formula
+from optiloss.genome.screen import screen
+
+
+def _without_outer_negation(formula: str) -> str:
+    """``X`` for a formula ``-(X)`` whose parentheses hold all of it, else the formula itself.
+
+    The screen orients every loss, so ``-(X)`` and ``X`` screen to the same loss; parsing ``X``
+    saves the node a negation would take, which is how ``show`` prints a negated genome that
+    uses all its nodes."""
+    text = formula.strip()
+    if not text.startswith("-("):
+        return formula
+    depth = 0
+    for index, character in enumerate(text[1:], start=1):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth == 0:
+            return text[2:-1] if index == len(text) - 1 else formula
+    return formula
+
+
+def _parse(formula: str, n_nodes: int) -> Genome:
+    try:
+        return parse_formula(formula, n_nodes)
+    except FormulaError:
+        inner = _without_outer_negation(formula)
+        if inner == formula:
+            raise
+        try:
+            return parse_formula(inner, n_nodes)
+        except FormulaError:
+            pass
+        raise  # the error of the formula as written, whose columns the user sees
+
+
+def named_losses(formulas: Mapping[str, str], n_nodes: int) -> dict[str, Genome]:
+    """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes.
+
+    A formula that does not parse, needs more nodes, or fails the screen is a
+    :class:`UsageError` naming the loss and why.
+    """
+    losses: dict[str, Genome] = {}
+    for name, formula in formulas.items():
+        try:
+            genome = _parse(formula, n_nodes)
+        except FormulaError as error:
+            raise UsageError(f"loss {name} = {formula!r}: {error}") from None
+        result = screen(genome)
+        if not result.accepted:
+            raise UsageError(f"loss {name} = {formula!r} is rejected by the screen: {result.reason}")
+        losses[name] = result.genome
+    return losses
+

@@ -1,0 +1,237 @@
+"""Regularized (ageing) evolution as an Optuna sampler: the paper's search.
+
+The paper searches with regularized evolution (Real et al. 2019), with the
+settings of its predecessor's code, which this sampler implements:
+
+- a population of 100 losses, generation 0 uniformly random;
+- each child comes from a tournament of 20 members drawn without replacement
+  from the population; the fittest member is the parent;
+- the child is the parent after exactly one mutation, no crossover: with
+  probability 0.70 an *operator* mutation (an active node's operator replaced
+  by a different one of the same arity), 0.15 an *input* mutation (one input
+  that an active node reads replaced by another reference it may read,
+  :func:`~optiloss.genome.input_choices`), 0.15 an *arity* mutation (an active
+  node's operator replaced by one of the other arity);
+- ageing: when a child joins the population, the oldest member leaves,
+  whatever its fitness.
+
+How it differs, and why:
+
+- **Fitness is the first objective only.** A search study has two objectives
+  (accuracy, robustness); the tournament compares ``values[0]`` (accuracy,
+  the paper's fitness) in the study's direction for it, and ignores the rest.
+  A single-objective study works the same. Ties go to the member drawn first.
+- **The population lives in the storage, not in memory.** It is the
+  ``population_size`` most recently completed trials (``datetime_complete``,
+  ties by trial number) that carry a full genome, so a killed and restarted
+  process, or a new sampler instance with another seed, continues the same
+  population, and parallel workers share one (asynchronous regularized
+  evolution: a child joins when its trial completes, not when it was drawn).
+  Until the study has ``population_size`` such trials, genomes are uniformly
+  random (generation 0). The storage is read once per trial: a wrapper's
+  redraws for the same trial reuse that reading.
+- **Only COMPLETE trials are members.** Genomes rejected by the screen
+  (PRUNED) or failed trials never enter the population; a diverged trial is
+  COMPLETE with the penalty values and joins as a member that loses every
+  tournament against a trained loss, until it ages out. Enqueued losses (the
+  zoo) join like any other completed trial.
+- **A mutation must change the program.** Only active nodes are mutated, and a
+  mutation whose child prints the same :attr:`~optiloss.genome.Genome.structure`
+  as the parent (an input replaced by a node that prints alike) is drawn again,
+  up to :data:`MAX_MUTATION_DRAWS` times. Unary operators keep their second
+  input gene, so an arity mutation from unary to binary starts reading it.
+- **Lineage** is kept per trial number for the objective to store
+  (:meth:`RegularizedEvolutionSampler.take_lineage`): the parent's trial
+  number and the mutation kind. Generation-0 genomes have none.
+
+Trials with a genome already (enqueued ``fixed_params``, or a retried trial's
+params) keep it. It can be wrapped by :class:`~optiloss.search.sampler.ScreeningSampler`,
+which calls :meth:`~RegularizedEvolutionSampler.sample_relative` again for each
+redraw: every call runs a new tournament and mutation, and the lineage kept is
+that of the last child drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from optiloss.genome import BINARY_OPERATORS, UNARY_OPERATORS, Genome, Node, input_choices
+from optiloss.genome.operators import OPERATORS
+from optiloss.search.sampler import genome_search_space
+
+MUTATION_KINDS: tuple[str, ...] = ("operator", "input", "arity")
+MUTATION_PROBABILITIES: tuple[float, ...] = (0.70, 0.15, 0.15)
+MAX_MUTATION_DRAWS = 100
+"""How often a mutation is drawn again when the child prints like its parent."""
+
+_BY_ARITY: dict[int, tuple[str, ...]] = {
+    1: tuple(op.name for op in UNARY_OPERATORS),
+    2: tuple(op.name for op in BINARY_OPERATORS),
+}
+
+
+class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
+    """Regularized evolution over loss genomes of ``nodes`` nodes; see the module docstring."""
+
+    def __init__(self, nodes: int, population_size: int = 100, tournament_size: int = 20,
+                 seed: int | None = None) -> None:
+        if population_size < 1:
+            raise ValueError(f"population_size must be at least 1, got {population_size}")
+        if not 1 <= tournament_size <= population_size:
+            raise ValueError(f"tournament_size must be between 1 and population_size ({population_size}),"
+                             f" got {tournament_size}")
+        self._nodes = nodes
+        self._population_size = population_size
+        self._tournament_size = tournament_size
+        self._space = genome_search_space(nodes)
+        self._rng = np.random.RandomState(seed)
+        self._random_sampler = optuna.samplers.RandomSampler(seed=seed)
+        self._lineage: dict[int, dict[str, Any]] = {}
+        # the population read for the trial being sampled, so that a wrapper's redraws read it once
+        self._population_cache: tuple[tuple[str, int], list[FrozenTrial]] | None = None
+
+    @property
+    def population_size(self) -> int:
+        return self._population_size
+
+    @property
+    def tournament_size(self) -> int:
+        return self._tournament_size
+
+    # ------------------------------------------------------------- Optuna API
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        self._lineage.pop(trial.number, None)
+        if not search_space:
+            return {}
+        if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued loss or a retry
+            return {}
+        population = self._population_for(study, trial)
+        if len(population) < self._population_size:
+            params = self._random_params()
+        else:
+            parent = self._tournament(study, population)
+            kind, child = self._mutate(Genome.from_params(parent.params, self._nodes))
+            params = child.to_params()
+            self._lineage[trial.number] = {"parent": parent.number, "mutation": kind}
+        return {name: params[name] for name in search_space if name in params}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        # never reached for genes (they are sampled relatively); anything else is sampled at random
+        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._random_sampler.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._random_sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._random_sampler.reseed_rng()
+
+    # -------------------------------------------------------------- lineage
+    def take_lineage(self, trial_number: int) -> dict[str, Any] | None:
+        """``{"parent": trial number, "mutation": kind}`` of trial ``trial_number``'s genome, once;
+        None for a generation-0, enqueued or retried genome."""
+        return self._lineage.pop(trial_number, None)
+
+    # ----------------------------------------------------------- population
+    def population(self, study: optuna.Study) -> list[FrozenTrial]:
+        """The current population, oldest first: the ``population_size`` most recently completed
+        trials that carry a full genome."""
+        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                          key=lambda t: (t.datetime_complete or datetime.min, t.number))
+        members: list[FrozenTrial] = []
+        for trial in reversed(complete):
+            if len(members) == self._population_size:
+                break
+            if trial.values and self._has_genome(trial):
+                members.append(trial)
+        return members[::-1]
+
+    def _population_for(self, study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
+        cache = self._population_cache
+        key = (study.study_name, trial.number)
+        if cache is None or cache[0] != key:
+            cache = (key, self.population(study))
+            self._population_cache = cache
+        return cache[1]
+
+    def _has_genome(self, trial: FrozenTrial) -> bool:
+        for name, distribution in self._space.items():
+            if trial.params.get(name) not in distribution.choices:
+                return False
+        return True
+
+    def _tournament(self, study: optuna.Study, population: list[FrozenTrial]) -> FrozenTrial:
+        sign = -1.0 if study.directions[0] == StudyDirection.MINIMIZE else 1.0
+        drawn = self._rng.choice(len(population), size=self._tournament_size, replace=False)
+        best = drawn[0]
+        for index in drawn[1:]:
+            if sign * population[index].values[0] > sign * population[best].values[0]:
+                best = index
+        return population[best]
+
+    def _random_params(self) -> dict[str, Any]:
+        return {name: _choice(self._rng, distribution.choices) for name, distribution in self._space.items()}
+
+    # ------------------------------------------------------------- mutation
+    def _mutate(self, parent: Genome) -> tuple[str, Genome]:
+        """One mutation of ``parent`` that changes its printed structure (drawn again when it does not;
+        after :data:`MAX_MUTATION_DRAWS` draws the last is kept)."""
+        for _ in range(MAX_MUTATION_DRAWS):
+            kind = MUTATION_KINDS[self._rng.choice(len(MUTATION_KINDS), p=MUTATION_PROBABILITIES)]
+            child = getattr(self, f"_mutate_{kind}")(parent)
+            if child.structure != parent.structure:
+                break
+        return kind, child
+
+    def _mutate_operator(self, parent: Genome) -> Genome:
+        index = _choice(self._rng, parent.active_nodes)
+        node = parent.nodes[index]
+        others = [name for name in _BY_ARITY[OPERATORS[node.operator].arity] if name != node.operator]
+        return _replace(parent, index, Node(_choice(self._rng, others), node.inputs))
+
+    def _mutate_arity(self, parent: Genome) -> Genome:
+        index = _choice(self._rng, parent.active_nodes)
+        node = parent.nodes[index]
+        other_arity = 3 - OPERATORS[node.operator].arity
+        return _replace(parent, index, Node(_choice(self._rng, _BY_ARITY[other_arity]), node.inputs))
+
+    def _mutate_input(self, parent: Genome) -> Genome:
+        used = [(index, slot) for index in parent.active_nodes
+                for slot in range(OPERATORS[parent.nodes[index].operator].arity)]
+        index, slot = used[self._rng.randint(len(used))]
+        node = parent.nodes[index]
+        others = [ref for ref in input_choices(index) if ref != node.inputs[slot]]
+        inputs = list(node.inputs)
+        inputs[slot] = _choice(self._rng, others)
+        return _replace(parent, index, Node(node.operator, (inputs[0], inputs[1])))
+
+
+def _choice(rng: np.random.RandomState, options: Sequence[Any]) -> Any:
+    return options[rng.randint(len(options))]
+
+
+def _replace(genome: Genome, index: int, node: Node) -> Genome:
+    nodes = list(genome.nodes)
+    nodes[index] = node
+    return Genome(tuple(nodes), genome.negated)
+
+
+__all__ = ["MAX_MUTATION_DRAWS", "MUTATION_KINDS", "MUTATION_PROBABILITIES", "RegularizedEvolutionSampler"]
