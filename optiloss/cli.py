@@ -225,7 +225,7 @@ def _command_line(argv: Sequence[str]) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from optiloss.report import dashboard_hooks, format_rows, pareto_rows
+    from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict
     from optiloss.search import load_config, run_searches
     from optiloss.storage import mask_url, open_storage
     from optiloss.studies import load_study
@@ -242,6 +242,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
               f"{outcome.rejected} genomes rejected this run):")
         print(format_rows(pareto_rows(study)))
+        print(pareto_verdict(study))
     print("\nWatch it in optuna-dashboard:  "
           + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)]))
     return 0
@@ -256,12 +257,14 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, pareto_rows
+    from optiloss.report import format_rows, pareto_rows, pareto_verdict
     from optiloss.storage import open_storage
     from optiloss.studies import load_study
 
     study = load_study(open_storage(args.storage, create=False), args.study)
     print(format_rows(pareto_rows(study), args.format))
+    if args.format == "table":
+        print(pareto_verdict(study))
     return 0
 
 

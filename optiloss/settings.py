@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
-from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AugmentSettings
+from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, SOFT_TARGET_AUGMENTATIONS, AugmentSettings
 from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
 from optiloss.models import SURROGATES
@@ -62,6 +62,7 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "objectives": ("accuracy", "robustness"),
     "select": ("accuracy", "pareto"),
     "tournament_size": (2, None),
+    "baseline_seeds": (0, 100),
 }
 """key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
 
@@ -191,6 +192,9 @@ class SearchConfig(RunSettings):
     ``tournament_size``), ``random`` or ``tpe``. ``losses``: name -> formula, trained in the
     first generation beside the zoo.
 
+    ``baseline_seeds``: cross-entropy's extra seeds before the search, the study's noise floor
+    (:mod:`optiloss.search.noise_floor`; 0 trains none).
+
     ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
     ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
@@ -212,6 +216,7 @@ class SearchConfig(RunSettings):
     objectives: tuple[str, ...] = ("accuracy", "robustness")
     sampler: str = "nsga2"
     tournament_size: int = 20
+    baseline_seeds: int = 3
     workers: int = 1
     heartbeat_interval: int = 10
     grace_period: int = 60
@@ -237,6 +242,13 @@ class SearchConfig(RunSettings):
         if self.grace_period <= self.heartbeat_interval:
             raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
                              f"({self.grace_period} <= {self.heartbeat_interval})")
+
+    def screen_options(self) -> dict[str, bool]:
+        """How this study's screen fingerprints a genome (:func:`optiloss.genome.screen`): on the
+        targets its augmentation trains with, and ignoring a positive scale when the surrogate's
+        optimiser does (AdamW does; airbench's SGD does not: docs/benchmarks.md, loss scale)."""
+        return {"soft_targets": self.augmentation in SOFT_TARGET_AUGMENTATIONS,
+                "scale_free": self.train_settings().recipe == "adamw"}
 
     @property
     def resolved_study_name(self) -> str:

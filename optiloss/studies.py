@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -106,6 +108,61 @@ def trial_robustness(trial: FrozenTrial) -> float | None:
 def trial_label(trial: FrozenTrial) -> str:
     """How reports name a search trial's loss: its zoo or given name, else ``trial_<number>``."""
     return trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name") or f"trial_{trial.number}"
+
+
+NOISE_FLOOR_ATTR = "cross_entropy_seeds"
+"""Study user attr: cross-entropy's runs with extra seeds, ``[{"seed", "accuracy", "robustness"}, ...]``."""
+BEYOND_NOISE = 2.0
+"""A difference from cross-entropy counts as beyond its noise at more than this many standard deviations."""
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """Cross-entropy's validation accuracy over the seeds a study trained it with."""
+
+    accuracies: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def spreads(self, accuracy: float) -> float | None:
+        """``accuracy - mean`` in standard deviations of cross-entropy's accuracy (None without spread)."""
+        return (accuracy - self.mean) / self.std if self.std > 0 else None
+
+    def beyond(self, accuracy: float) -> bool:
+        spreads = self.spreads(accuracy)
+        return spreads is not None and abs(spreads) > BEYOND_NOISE
+
+    def describe(self) -> str:
+        return (f"cross-entropy {self.mean:.4f} +- {self.std:.4f} over {len(self.accuracies)} seeds")
+
+
+def noise_floor(study: optuna.Study) -> NoiseFloor | None:
+    """The study's cross-entropy seed runs (:data:`NOISE_FLOOR_ATTR`), or None before there are two."""
+    runs = study.user_attrs.get(NOISE_FLOOR_ATTR) or []
+    if len(runs) < 2:
+        return None
+    return NoiseFloor(tuple(run["accuracy"] for run in runs))
+
+
+def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    """One sentence on ``trials``' accuracies against the noise floor, or how to get one."""
+    floor = noise_floor(study)
+    if floor is None:
+        return ("no noise floor yet: cross-entropy has not been trained with several seeds in this study "
+                "(set baseline_seeds and run the search again)")
+    beyond = [trial.number for trial in trials if trial.values and floor.beyond(trial.values[0])
+              and trial.user_attrs.get("zoo") != "cross_entropy"]
+    if not beyond:
+        return (f"noise floor: {floor.describe()}; no loss here differs from it by more than "
+                f"{BEYOND_NOISE:g} standard deviations: these differences are inside the noise")
+    return (f"noise floor: {floor.describe()}; trial(s) {', '.join(map(str, beyond))} differ by more than "
+            f"{BEYOND_NOISE:g} standard deviations (one search seed each: confirm with optiloss recheck)")
 
 
 # A process's trial records who runs it, so that another process can tell a dead run from a live one.

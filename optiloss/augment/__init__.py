@@ -4,6 +4,7 @@ from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies
 from optiloss.augment.pipelines import (
     ALL_AUGMENTATIONS,
     AUGMENTATIONS,
+    SOFT_TARGET_AUGMENTATIONS,
     AugmentSettings,
     MixUp,
     TrainingAugmentation,
@@ -11,4 +12,5 @@ from optiloss.augment.pipelines import (
 )
 
 __all__ = ["ALL_AUGMENTATIONS", "AUGMENTATIONS", "AugmentSettings", "CORRUPTIONS", "MixUp",
-           "TrainingAugmentation", "build_augmentation", "corrupt", "corrupted_copies"]
+           "SOFT_TARGET_AUGMENTATIONS", "TrainingAugmentation", "build_augmentation", "corrupt",
+           "corrupted_copies"]

@@ -24,6 +24,8 @@ from kornia.augmentation.auto import RandAugment
 from torch import nn
 
 AUGMENTATIONS: tuple[str, ...] = ("base", "cutout", "mixup", "randaug", "all")
+SOFT_TARGET_AUGMENTATIONS: tuple[str, ...] = ("mixup", "all")
+"""The pipelines that train on mixed (soft) targets; the others give one-hot targets."""
 ALL_AUGMENTATIONS = "all5"
 """Pseudo-augmentation name: one study for each of :data:`AUGMENTATIONS`."""
 

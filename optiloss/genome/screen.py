@@ -19,6 +19,10 @@ Checks, in order:
    near-saturated rows) at training precision (float32): the loss and its gradient with
    respect to the logits must be finite, the gradient non-zero, and the loss
    must change when the targets change.
+
+The fingerprint of an accepted genome is its logit gradient on the probe rows
+whose targets are like the study's (see :func:`screen`): what the training
+sees, so losses that differ by a term without ``p`` are duplicates.
 """
 
 from __future__ import annotations
@@ -95,14 +99,19 @@ def _rounded(values: np.ndarray) -> np.ndarray:
     return np.ldexp(np.round(mantissa, FINGERPRINT_DIGITS), exponent)
 
 
-def fingerprint(per_sample_loss: np.ndarray, gradient: np.ndarray) -> str:
-    """Hash of the behaviour on the probe set: centred losses and logit gradients, rounded.
+def fingerprint(gradient: np.ndarray, scale_free: bool = False) -> str:
+    """Hash of what training sees on the probe rows: the gradient of the batch loss with respect to
+    the logits, rounded.
 
-    Centring makes ``L`` and ``L + c`` equal, as they train identically.
+    Terms that do not depend on ``p`` (``L`` and ``L + c(y)``) have no gradient and drop out. With
+    ``scale_free`` the gradient is divided by its root mean square, so ``L`` and ``k L`` (k > 0)
+    match: right for optimisers that ignore the loss's scale (Adam, AdamW), wrong for SGD, where
+    the scale is a learning-rate factor.
     """
-    centred = per_sample_loss - per_sample_loss.mean()
-    payload = np.concatenate([_rounded(centred), _rounded(gradient.ravel())])
-    payload = payload + 0.0  # turns -0.0 into 0.0
+    gradient = np.asarray(gradient, dtype=np.float64).ravel()
+    if scale_free:
+        gradient = gradient / np.sqrt(np.mean(gradient**2))
+    payload = _rounded(gradient) + 0.0  # turns -0.0 into 0.0
     return hashlib.sha256(payload.tobytes()).hexdigest()[:16]
 
 
@@ -169,8 +178,14 @@ def probe(genome: Genome, dtype: torch.dtype = torch.float32) -> tuple[np.ndarra
     return per_sample.detach().numpy(), gradient.numpy(), other.numpy()
 
 
-def screen(genome: Genome) -> ScreenResult:
-    """Run every pre-training check; see the module docstring for the contract."""
+def screen(genome: Genome, soft_targets: bool = True, scale_free: bool = False) -> ScreenResult:
+    """Run every pre-training check; see the module docstring for the contract.
+
+    The fingerprint (:func:`fingerprint`) is taken on the probe rows whose targets are like the
+    study's: every row with ``soft_targets`` (mixup and ``all`` train on mixed targets), the one-hot
+    rows only without (base, cutout, RandAugment), where ``y^2 ln p`` and ``y ln p`` train alike.
+    ``scale_free`` as in :func:`fingerprint`.
+    """
     missing = {"y", "p"} - genome.leaves_used
     if missing:
         return ScreenResult(genome, f"does not depend on {' or '.join(sorted(missing))}")
@@ -191,5 +206,6 @@ def screen(genome: Genome) -> ScreenResult:
         return ScreenResult(genome, "rises with the true-class probability on the probe set: "
                                     "gradient descent would lower it")
     # the fingerprint uses float64 so that rounding does not split equal behaviours
-    exact_loss, exact_gradient, _ = probe(genome, torch.float64)
-    return ScreenResult(genome, None, fingerprint(exact_loss, exact_gradient))
+    _, exact_gradient, _ = probe(genome, torch.float64)
+    rows = slice(None) if soft_targets else _PROBE_ONE_HOT.numpy()
+    return ScreenResult(genome, None, fingerprint(exact_gradient[rows], scale_free))

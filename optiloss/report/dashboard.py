@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optiloss.genome import Genome, screen, zoo
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
-from optiloss.studies import pareto_trials, trial_robustness
+from optiloss.studies import noise_floor, noise_floor_verdict, pareto_trials, trial_robustness
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
@@ -121,14 +121,19 @@ def study_note(study: optuna.Study) -> str:
              f"before training or early in it"
              + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
              "", _objectives_line(study), "", "## Pareto set" if len(study.directions) > 1 else "## Best",
-             "", "| trial | accuracy | robustness | loss |", "|---|---|---|---|"]
-    for trial in pareto_trials(study) if complete else []:
+             "", "| trial | accuracy | vs cross-entropy | robustness | loss |", "|---|---|---|---|---|"]
+    floor = noise_floor(study)
+    front = pareto_trials(study) if complete else []
+    for trial in front:
         formula = trial.user_attrs.get("formula", "").replace("|", "\\|")
         name = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name")
         robustness = trial_robustness(trial)
+        spreads = floor.spreads(trial.values[0]) if floor is not None else None
         lines.append(f"| {trial.number} | {trial.values[0]:.4f} | "
+                     f"{'' if spreads is None else f'{spreads:+.1f} sd'} | "
                      f"{'' if robustness is None else f'{robustness:.4f}'} | "
                      f"{name + ': ' if name else ''}`{formula}` |")
+    lines += ["", "## Noise floor", "", noise_floor_verdict(study, front).capitalize() + "."]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get("config") or {}).items())]
     return "\n".join(lines) + "\n"

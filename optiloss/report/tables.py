@@ -17,7 +17,14 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
-from optiloss.studies import get_trial, pareto_trials, trial_genome, trial_robustness
+from optiloss.studies import (
+    get_trial,
+    noise_floor,
+    noise_floor_verdict,
+    pareto_trials,
+    trial_genome,
+    trial_robustness,
+)
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -27,18 +34,28 @@ def _metric_names(study: optuna.Study) -> list[str]:
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The Pareto set for display, best accuracy first (:func:`~optiloss.studies.pareto_trials`):
     trial number, objective values rounded to 4 places (robustness beside accuracy in a
-    single-objective study), zoo or given name, formula."""
+    single-objective study), the accuracy's distance from cross-entropy's in its standard deviations
+    over seeds (``vs_ce``, when the study has a noise floor), zoo or given name, formula."""
     names = _metric_names(study)
+    floor = noise_floor(study)
     rows = []
     for trial in pareto_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update({name: round(value, 4) for name, value in zip(names, trial.values)})
         if "robustness" not in row and trial_robustness(trial) is not None:
             row["robustness"] = round(trial_robustness(trial), 4)
+        if floor is not None:
+            spreads = floor.spreads(trial.values[0])
+            row["vs_ce"] = "" if spreads is None else f"{spreads:+.1f} sd"
         row["loss"] = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name", "")
         row["formula"] = trial.user_attrs.get("formula", "")
         rows.append(row)
     return rows
+
+
+def pareto_verdict(study: optuna.Study) -> str:
+    """One sentence: is any loss of the Pareto set beyond cross-entropy's noise floor?"""
+    return noise_floor_verdict(study, pareto_trials(study))
 
 
 def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
@@ -77,6 +94,12 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
     if trial.values:
         names = _metric_names(study)
         lines.append(", ".join(f"{name} {value:.4f}" for name, value in zip(names, trial.values)))
+        floor = noise_floor(study)
+        accuracy = trial.values[0]
+        if floor is not None and floor.spreads(accuracy) is not None:
+            where = "beyond the noise" if floor.beyond(accuracy) else "inside the noise"
+            lines.append(f"accuracy vs {floor.describe()}: {accuracy - floor.mean:+.4f}, "
+                         f"{floor.spreads(accuracy):+.1f} standard deviations ({where})")
     for key in ("zoo", "loss_name", "robustness", "parent", "mutation", "rejected", "diverged", "orientation",
                 "fingerprint"):
         if key in trial.user_attrs:

@@ -79,7 +79,7 @@ class LossSearchObjective:
         for key, value in (lineage or {}).items():  # regularized evolution: parent and mutation
             trial.set_user_attr(key, value)
         genome = Genome.suggest(trial, self.config.nodes)
-        screened = screen(genome)
+        screened = screen(genome, **self.config.screen_options())
         trial.set_user_attr("formula", screened.genome.formula)
         if not screened.accepted:
             self._reject(trial, screened.reason)

@@ -19,6 +19,7 @@ from optiloss.data import ImageSplits
 from optiloss.errors import OptilossError, UsageError
 from optiloss.evaluate import load_data, resolve_device
 from optiloss.search.hooks import SearchHooks
+from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
 from optiloss.search.sampler import SCREENED_OUT_ATTR
@@ -109,6 +110,9 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     if recovered:
         log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; "
             "failed and queued for retry")
+    trained = train_noise_floor(study, config, data.to(device), device, progress)
+    if trained:
+        log(f"{name}: trained cross-entropy with {trained} more seed(s) for the study's noise floor")
     complete = count_trials(storage, name, (TrialState.COMPLETE,))
     remaining = config.n_trials - complete
     if remaining <= 0:

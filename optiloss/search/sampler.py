@@ -52,13 +52,15 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
     it passes the screen."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler, nodes: int, seed: int | None = None,
-                 max_draws: int = 500) -> None:
+                 max_draws: int = 500, screen_options: dict[str, bool] | None = None) -> None:
+        """``screen_options``: the study's fingerprint settings (:meth:`SearchConfig.screen_options`)."""
         self._inner = inner
         self._nodes = nodes
         self._space = genome_search_space(nodes)
         self._rng = np.random.RandomState(seed)
         self._max_draws = max(1, max_draws)
         self._screened_out: dict[int, Counter] = {}
+        self._screen_options = screen_options or {}
 
     def infer_relative_search_space(self, study: optuna.Study,
                                     trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -78,7 +80,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
             child = self._inner.sample_relative(study, trial, search_space)
             params = {name: child[name] if name in child else self._random_choice(distribution)
                       for name, distribution in search_space.items()}
-            result = screen(Genome.from_params(params, self._nodes))
+            result = screen(Genome.from_params(params, self._nodes), **self._screen_options)
             reason = result.reason or ("duplicate" if result.fingerprint in trained else None)
             if reason is None:
                 break

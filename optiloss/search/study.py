@@ -49,7 +49,7 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     else:
         sampler = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
     if config.screen_in_sampler:
-        return ScreeningSampler(sampler, config.nodes, seed)
+        return ScreeningSampler(sampler, config.nodes, seed, screen_options=config.screen_options())
     return sampler
 
 
