@@ -7,7 +7,7 @@ a subset of the real CIFAR-10 JPEGs from the shared archive), trains
 cross-entropy, ``2 x CE + y`` (the 2·CE of issue 15, a term without ``p``
 added) and ``-(y log10 p)`` (CE / ln 10) with the same seeds, and prints each
 loss's validation accuracy (mean +- std) and its largest per-seed difference
-from cross-entropy. ``cross_entropy_rerun`` trains cross-entropy again with the
+from cross-entropy. ``ce_rerun`` trains cross-entropy again with the
 same seeds: the run-to-run noise of the machine (none on this CPU). Adam-type
 optimisers are invariant to the loss's scale up to their epsilon, SGD is not
 (the scale multiplies the learning rate); float rounding of a rewritten loss
@@ -29,8 +29,8 @@ from optiloss.settings import SearchConfig
 
 from _shared import cifar10_jpeg_folder
 
-LOSSES = {"cross_entropy": "-(y * ln(|p| + eps))",
-          "cross_entropy_rerun": "-(y * ln(|p| + eps))",  # the control: the same loss and seeds again
+LOSSES = {"ce": "-(y * ln(|p| + eps))",
+          "ce_rerun": "-(y * ln(|p| + eps))",  # the control: the same loss and seeds again
           "two_ce_plus_y": "(y * ((1 - ln(|p| + eps)) - ln(|p| + eps)))",
           "ce_log10": "-(y * log10(|p| + eps))"}
 SETTINGS = {"cnn": {"dataset": "digits", "model": "cnn", "epochs": 6, "model_width": 16},
@@ -55,7 +55,7 @@ def main() -> None:
         losses = named_losses(LOSSES, config.nodes)
         accuracies = {name: [evaluator.evaluate(genome, augmentation, seed).accuracy
                              for seed in range(args.seeds)] for name, genome in losses.items()}
-        baseline = accuracies["cross_entropy"]
+        baseline = accuracies["ce"]
         spread = statistics.stdev(baseline) if len(baseline) > 1 else 0.0
         print(f"{model} ({config.train_settings().recipe}, {config.dataset}, {len(data.train_labels)} "
               f"training images, {config.epochs} epochs, {args.seeds} seeds)")

@@ -28,8 +28,9 @@ def _spread(values: list[float]) -> float:
 
 def recheck(study_name: str, storage_url: str | None = None, seeds: int = 3, *, device: str = "auto",
             losses: dict[str, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """One row per Pareto-set member, per loss of ``losses`` (name -> formula), and for cross-entropy:
-    the search's scores next to the mean and spread of ``seeds`` retrainings with the study's stored
+    """One row per Pareto-set member, per loss of ``losses`` (name -> formula), and for cross-entropy
+    (``trial`` None where the loss is no trial of the study; ``loss``: its name): the search's scores
+    (None where it has none) next to the mean and spread of ``seeds`` retrainings with the study's stored
     settings, and each loss's accuracy against cross-entropy's retrained with the same seeds (``vs_ce``:
     the difference in its standard deviations; ``p_welch``). Writes nothing to the storage."""
     storage = open_storage(storage_url, create=False)
@@ -41,33 +42,34 @@ def recheck(study_name: str, storage_url: str | None = None, seeds: int = 3, *, 
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     augmentation = evaluator.augmentation(config.augmentation)
-    entries: list[tuple[str, Genome, float | None, float | None, str]] = [
-        (str(trial.number), trial_genome(study, trial), trial.values[0], trial_robustness(trial),
+    entries: list[tuple[int | None, str, Genome, float | None, float | None, str]] = [
+        (trial.number, trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name") or "",
+         trial_genome(study, trial), trial.values[0], trial_robustness(trial),
          trial.user_attrs.get("formula", "")) for trial in pareto_trials(study)]
-    entries += [(name, genome, None, None, genome.formula) for name, genome in given.items()]
+    entries += [(None, name, genome, None, None, genome.formula) for name, genome in given.items()]
     cross_entropy = screen(zoo(config.nodes)["cross_entropy"]).genome
-    if cross_entropy.structure_hash not in {genome.structure_hash for _, genome, *_ in entries}:
-        entries.append(("cross_entropy", cross_entropy, None, None, cross_entropy.formula))
+    if cross_entropy.structure_hash not in {entry[2].structure_hash for entry in entries}:
+        entries.append((None, "cross_entropy", cross_entropy, None, None, cross_entropy.formula))
     trained: list[tuple[tuple, list]] = []
     for entry in tqdm(entries, desc="rechecking the Pareto set", unit="loss", disable=not progress):
-        trained.append((entry, [evaluator.evaluate(entry[1], augmentation,
+        trained.append((entry, [evaluator.evaluate(entry[2], augmentation,
                                                    config.seed + RECHECK_SEED_STRIDE * (k + 1))
                                 for k in range(seeds)]))
-    baseline = next([score.accuracy for score in scores] for (_, genome, *_), scores in trained
+    baseline = next([score.accuracy for score in scores] for (_, _, genome, *_), scores in trained
                     if genome.structure_hash == cross_entropy.structure_hash)
     rows = []
-    for (label, _, search_accuracy, search_robustness, formula), scores in trained:
+    for (number, label, _, search_accuracy, search_robustness, formula), scores in trained:
         accuracies = [score.accuracy for score in scores]
         spread = _spread(baseline)
         p = welch_p_value(accuracies, baseline)
-        rows.append({"trial": label,
-                     "search_accuracy": "" if search_accuracy is None else round(search_accuracy, 4),
+        rows.append({"trial": number, "loss": label,
+                     "search_accuracy": None if search_accuracy is None else round(search_accuracy, 4),
                      "recheck_accuracy": round(statistics.mean(accuracies), 4),
                      "recheck_std": round(_spread(accuracies), 4),
                      "vs_ce": f"{(statistics.mean(accuracies) - statistics.mean(baseline)) / spread:+.1f} sd"
-                              if spread > 0 else "",
-                     "p_welch": "" if math.isnan(p) else f"{p:.3g}",
-                     "search_robustness": "" if search_robustness is None else round(search_robustness, 4),
+                              if spread > 0 else None,
+                     "p_welch": None if math.isnan(p) else float(f"{p:.3g}"),
+                     "search_robustness": None if search_robustness is None else round(search_robustness, 4),
                      "recheck_robustness": round(statistics.mean(s.robustness for s in scores), 4),
                      "formula": formula})
     return rows
@@ -89,14 +91,20 @@ class Comparison:
         return welch_p_value(self.accuracies, self.baseline_accuracies)
 
     def rows(self) -> list[dict[str, Any]]:
+        """Both losses' mean and spread; the given loss's row also holds the accuracy difference in
+        points and Welch's p-value (None for cross-entropy, and for p without two seeds)."""
         pairs = (("loss", self.accuracies, self.robustness, self.formula),
                  ("cross_entropy", self.baseline_accuracies, self.baseline_robustness,
                   screen(zoo()["cross_entropy"]).genome.formula))
+        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
+        p = self.p_value
+        tests = {"loss": {"difference_points": round(difference, 2), "p_welch": None if math.isnan(p) else p},
+                 "cross_entropy": {"difference_points": None, "p_welch": None}}
         return [{"loss": label, "seeds": len(accuracies),
                  "test_accuracy": round(statistics.mean(accuracies), 4),
                  "accuracy_std": round(_spread(accuracies), 4),
                  "robustness": round(statistics.mean(robustness), 4),
-                 "robustness_std": round(_spread(robustness), 4),
+                 "robustness_std": round(_spread(robustness), 4), **tests[label],
                  "formula": formula} for label, accuracies, robustness, formula in pairs]
 
     def verdict(self) -> str:

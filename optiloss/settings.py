@@ -94,7 +94,12 @@ class Settings:
         settings = cls(**checked)
         if rules:
             settings.check(source)
+        object.__setattr__(settings, "_given_keys", frozenset(values))
         return settings
+
+    def given_keys(self) -> frozenset[str]:
+        """The keys its file and options set (all of them for settings not built by :meth:`from_mapping`)."""
+        return getattr(self, "_given_keys", frozenset(self.keys()))
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Self:
@@ -153,7 +158,7 @@ class RunSettings(Settings):
     compile: bool = False
     mixed_precision: bool = True
     deterministic: bool = False
-    losses: dict[str, str] = field(default_factory=dict)
+    losses: dict[str, str] = field(default_factory=dict, hash=False)
 
     def augment_settings(self) -> AugmentSettings:
         return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
@@ -189,8 +194,9 @@ class SearchConfig(RunSettings):
     ``objectives``: ``["accuracy", "robustness"]`` (two maximised objectives) or ``["accuracy"]``
     (the paper's single objective; robustness is then a user attr). ``sampler``: ``nsga2``,
     ``evolution`` (regularized evolution, :mod:`optiloss.search.evolution`, tournaments of
-    ``tournament_size``), ``random`` or ``tpe``. ``losses``: name -> formula, trained in the
-    first generation beside the zoo.
+    ``tournament_size``, by default a fifth of the population as the paper's 20 of 100),
+    ``random`` or ``tpe``. ``losses``: name -> formula, trained in the first generation
+    beside the zoo.
 
     ``baseline_seeds``: cross-entropy's extra seeds before the search, the study's noise floor
     (:mod:`optiloss.search.noise_floor`; 0 trains none).
@@ -215,7 +221,7 @@ class SearchConfig(RunSettings):
     screen_in_sampler: bool = False
     objectives: tuple[str, ...] = ("accuracy", "robustness")
     sampler: str = "nsga2"
-    tournament_size: int = 20
+    tournament_size: int | None = None
     baseline_seeds: int = 3
     workers: int = 1
     heartbeat_interval: int = 10
@@ -228,6 +234,8 @@ class SearchConfig(RunSettings):
         for key, value in SURROGATE_DEFAULTS.get(self.model, SURROGATE_DEFAULTS["cnn"]).items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
+        if self.tournament_size is None:  # the paper's 20 of 100
+            object.__setattr__(self, "tournament_size", max(2, self.population_size // 5))
 
     def check(self, source: str) -> None:
         if self.model not in SURROGATES:

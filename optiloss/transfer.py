@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS, AugmentSettings
 from optiloss.data import resolved_image_size
+from optiloss.errors import UsageError
 from optiloss.evaluate import (
     LossEvaluator,
     load_data,
@@ -81,8 +82,9 @@ class LossToTransfer:
 
 def losses_to_transfer(sources: optuna.Study | list[optuna.Study], top_k: int, select: str = "accuracy",
                        given: dict[str, Genome] | None = None) -> dict[str, LossToTransfer]:
-    """Label -> loss: the ``top_k`` of each source study (:func:`~optiloss.studies.select_trials`:
-    by accuracy, one per behaviour, or from the Pareto set), the losses ``given`` by formula, then
+    """Label -> loss: the ``top_k`` evolved losses of each source study
+    (:func:`~optiloss.studies.select_trials`: by accuracy, one per behaviour, or from the Pareto
+    set; zoo losses do not take a slot), the losses ``given`` by formula, then
     cross-entropy and the other zoo losses; one entry per active structure, cross-entropy first.
 
     With one source an evolved loss is labelled ``trial_<number>``; pooled, ``<study>:trial_<number>``.
@@ -91,7 +93,9 @@ def losses_to_transfer(sources: optuna.Study | list[optuna.Study], top_k: int, s
     by_structure: dict[str, tuple[str, LossToTransfer]] = {}
     zoo_accuracy: dict[str, float] = {}
     for source in sources:
-        for trial in select_trials(source, top_k, select):
+        # the zoo is transferred anyway: the top-k slots go to evolved losses
+        ranked = select_trials(source, len(source.trials), select)
+        for trial in [trial for trial in ranked if "zoo" not in trial.user_attrs][:top_k]:
             label = trial_label(trial)
             if len(sources) > 1 and label.startswith("trial_"):
                 label = f"{source.study_name}:{label}"
@@ -118,21 +122,23 @@ PIXEL_KEYS = ("crop_padding", "cutout_size")
 def source_augment_settings(source: optuna.Study, config: TransferConfig, image_size: int) -> AugmentSettings:
     """The augmentation settings a transfer of ``source`` trains with at ``image_size`` pixels.
 
-    Each key the transfer config leaves at its default comes from the source study's stored config,
-    pixel sizes (:data:`PIXEL_KEYS`) scaled by ``image_size`` / the source's image size; a key the
-    transfer config sets wins. A source without a stored config leaves the transfer's own.
+    Each key the transfer config's file and options do not set comes from the source study's stored
+    config, pixel sizes (:data:`PIXEL_KEYS`) scaled by ``image_size`` / the source's image size (its
+    ``image_size`` user attr, else worked out from its config); a key the transfer config sets wins.
+    A source without a stored config leaves the transfer's own.
     """
     stored = source.user_attrs.get("config")
     own = config.augment_settings()
     if not stored:
         return own
     searched = SearchConfig.from_mapping(stored, f"study {source.study_name} config")
-    source_size = resolved_image_size(searched.dataset, searched.image_size)
+    source_size = source.user_attrs.get("image_size") or resolved_image_size(searched.dataset,
+                                                                             searched.image_size)
     chosen = {}
     for field_ in dataclasses.fields(AugmentSettings):
         key = field_.name
         value = getattr(own, key)
-        if value == field_.default:
+        if key not in config.given_keys():
             value = getattr(searched, key)
             if key in PIXEL_KEYS and value is not None:
                 value = max(1, round(value * image_size / source_size))
@@ -171,11 +177,18 @@ def run_transfer(source_name: str | list[str], config: TransferConfig, storage_u
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     directions=["maximize", "maximize"])
         study.set_metric_names(["test_accuracy", "test_robustness"])
+    # how losses were chosen and trained is fixed when the study is created: a resume must match it
+    recorded = {"select": config.select, "augment_settings": dataclasses.asdict(augment)}
+    different = [f"{key} {study.user_attrs[key]!r} (this run: {value!r})" for key, value in recorded.items()
+                 if key in study.user_attrs and study.user_attrs[key] != value]
+    if different:
+        raise UsageError(f"transfer study {name!r} was run with " + "; ".join(different)
+                         + ": continue it with the same settings, or use another --storage")
     study.set_user_attr("source_study", source_names[0] if len(source_names) == 1 else source_names)
     study.set_user_attr("model", config.model)
     study.set_user_attr("dataset", config.dataset)
-    study.set_user_attr("select", config.select)
-    study.set_user_attr("augment_settings", dataclasses.asdict(augment))
+    for key, value in recorded.items():
+        study.set_user_attr(key, value)
     fail_dead_trials(storage, study)
     done = {t.user_attrs["run"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     runs = [(label, seed) for label in losses for seed in range(config.seeds)

@@ -44,12 +44,12 @@ def test_every_formula_show_prints_for_the_zoo_is_read_back_into_the_same_loss_a
 
     oriented = {name: screen(genome).genome for name, genome in zoo().items()}
     # focal and label smoothing use all five nodes and print negated: -(X) is read as X, oriented
-    read = named_losses({name: genome.formula for name, genome in oriented.items()}, 5)
+    read = named_losses({f"my_{name}": genome.formula for name, genome in oriented.items()}, 5)
     generator = torch.Generator().manual_seed(1)
     p = torch.softmax(3 * torch.randn(32, 10, generator=generator, dtype=torch.float64), 1)
     y = torch.nn.functional.one_hot(torch.randint(0, 10, (32,), generator=generator), 10).double()
     for name, genome in oriented.items():
-        assert torch.allclose(read[name].per_sample(y, p), genome.per_sample(y, p)), name
+        assert torch.allclose(read[f"my_{name}"].per_sample(y, p), genome.per_sample(y, p)), name
 
 
 def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp_path, sqlite_url):
@@ -74,6 +74,8 @@ def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp
     ("flat=y * 1", "rejected by the screen"),
     ("big=exp(sin(tanh(atan(sinh(asinh(p * y))))))", "7 nodes"),
     ("no_formula", "NAME=FORMULA"),
+    ("cross_entropy=(y - p)^2 * y", "is taken"),
+    ("trial_3=(y - p)^2 * y", "is taken"),
 ])
 def test_a_bad_loss_is_one_line_exit_2_and_nothing_is_written(tmp_path, option, message):
     storage = tmp_path / "never.db"
@@ -123,6 +125,9 @@ def test_pooled_sources_name_their_study_and_given_losses_join_them(two_sources)
     evolved = {label: loss for label, loss in losses.items() if ":trial_" in label}
     assert {loss.source_study for loss in evolved.values()} <= {"digits-base", "digits-mixup"}
     assert all(label.startswith(loss.source_study + ":") for label, loss in evolved.items())
+    for source in sources:  # the zoo is trained anyway: its losses take none of the top-k slots
+        best_evolved = next(t for t in select_trials(source, 100, "accuracy") if "zoo" not in t.user_attrs)
+        assert f"{source.study_name}:trial_{best_evolved.number}" in evolved
     hashes = [loss.genome.structure_hash for loss in losses.values()]
     assert len(hashes) == len(set(hashes))  # one entry per structure
     # a given loss that is the zoo's MSE or focal is not trained twice under two names
@@ -141,6 +146,8 @@ def test_transfer_takes_the_sources_augmentation_settings_scaled_to_its_image_si
     assert (settings.mixup_alpha, settings.randaug_m, settings.randaug_n) == (0.4, 5, 2)
     own = TransferConfig.from_mapping({"dataset": "digits", "image_size": 32, "cutout_size": 10})
     assert source_augment_settings(study, own, 32).cutout_size == 10  # the transfer's own key wins
+    explicit = TransferConfig.load(None, {"dataset": "digits", "mixup_alpha": 1.0})  # the default, set
+    assert source_augment_settings(study, explicit, 32).mixup_alpha == 1.0
 
 
 @pytest.mark.slow
@@ -160,6 +167,10 @@ def test_a_pooled_transfer_with_a_given_loss_reports_where_each_loss_came_from(t
     assert study.user_attrs["source_study"] == ["digits-base", "digits-mixup"]
     assert study.user_attrs["select"] == "accuracy"
     assert study.user_attrs["augment_settings"]["cutout_size"] is None
+    changed = run_cli("transfer", "--from", "digits-base", "--from", "digits-mixup", "--storage", url,
+                      "--model", "wrn-10-1", "--dataset", "digits", "--top-k", "1", "--seeds", "1",
+                      "--epochs", "1", "--device", "cpu", "--select", "pareto")
+    assert changed.returncode == 2 and "was run with select 'accuracy'" in changed.stderr
     header = next(line for line in result.stdout.splitlines()
                   if line.startswith("loss ") and "p_welch" in line)
     assert "source" in header.split()
@@ -171,7 +182,7 @@ def test_recheck_and_matrix_take_losses_by_formula(two_sources):
                       "--format", "csv", "--loss", f"sq={SQUARED} + y * p")
     assert recheck.returncode == 0, recheck.stderr
     rows = recheck.stdout.strip().splitlines()
-    assert any(row.startswith("sq,,") for row in rows)  # no search score: it was not in the search
+    assert any(row.startswith(",sq,,") for row in rows)  # no trial, no search score: not in the search
     matrix = run_cli("matrix", "--dataset", "digits", "--storage", url, "--seeds", "1", "--device", "cpu",
                      "--format", "csv", "--output", str(folder / "matrix"), "--loss", f"sq={SQUARED} + y * p")
     assert matrix.returncode == 0, matrix.stderr

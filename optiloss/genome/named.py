@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from optiloss.errors import UsageError
 from optiloss.genome.genome import Genome
 from optiloss.genome.parse import FormulaError, parse_formula
 from optiloss.genome.screen import screen
+from optiloss.genome.zoo import zoo
+
+RESERVED_NAME = re.compile(r"trial_\d+")
 
 
 def _without_outer_negation(formula: str) -> str:
@@ -44,11 +48,14 @@ def _parse(formula: str, n_nodes: int) -> Genome:
 def named_losses(formulas: Mapping[str, str], n_nodes: int) -> dict[str, Genome]:
     """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes.
 
-    A formula that does not parse, needs more nodes, or fails the screen is a
-    :class:`UsageError` naming the loss and why.
+    A formula that does not parse, needs more nodes, or fails the screen, and a name the
+    reports use already (a zoo loss, ``trial_N``), is a :class:`UsageError` naming the loss and why.
     """
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
+        if name in zoo() or RESERVED_NAME.fullmatch(name):
+            raise UsageError(f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
+                             "in reports); choose another name")
         try:
             genome = _parse(formula, n_nodes)
         except FormulaError as error:

@@ -108,7 +108,7 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "table") -> str:
-    """Rows as an aligned text table, CSV or JSON."""
+    """Rows as an aligned text table, CSV or JSON; None is an empty cell (null in JSON)."""
     if fmt == "json":
         return json.dumps(list(rows), indent=2)
     if not rows:
@@ -122,7 +122,7 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "table") -> str:
         return buffer.getvalue().rstrip("\n")
     if fmt != "table":
         raise UsageError(f"unknown format {fmt!r}; use table, csv or json")
-    cells = [[str(row[column]) for column in columns] for row in rows]
+    cells = [["" if row[column] is None else str(row[column]) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[k]) for line in cells)) for k, column in enumerate(columns)]
     render = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([render(columns), render(["-" * w for w in widths]), *map(render, cells)])

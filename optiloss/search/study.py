@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 
+from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
 from optiloss.genome import zoo
 from optiloss.genome.named import named_losses
@@ -88,6 +89,7 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
         study.set_user_attr("nodes", config.nodes)
         study.set_user_attr("model", config.model)
         study.set_user_attr("objectives", list(config.objectives))
+        study.set_user_attr("image_size", resolved_image_size(config.dataset, config.image_size))
         study.set_user_attr("config", config.as_dict())
         for loss_name, genome in zoo(config.nodes).items():
             study.enqueue_trial(genome.to_params(), user_attrs={"zoo": loss_name}, skip_if_exists=True)
