@@ -29,7 +29,7 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 6\n'
-        "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\n"
+        "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\nbaseline_seeds = 0\n"
         f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\nartifact_dir = \"{tmp_path / 'artifacts'}\"\n")
     return path
 
@@ -100,6 +100,7 @@ def small_search(folder: Path, **settings) -> str:
     import json
 
     values = {"n_trials": 6, "population_size": 5, "epochs": 2, "model_width": 8, "device": "cpu",
+              "baseline_seeds": 0,  # the noise floor has its own tests
               "checkpoint_dir": str(folder / "checkpoints"), "artifact_dir": str(folder / "artifacts"),
               **settings}
     config = folder / "search.toml"

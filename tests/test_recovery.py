@@ -22,7 +22,8 @@ def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5
     """Digits trials of a few seconds each, long enough to be killed in the middle."""
     lines = {"n_trials": n_trials, "population_size": population, "epochs": epochs, "model_width": 32,
              "batch_size": 64, "device": "cpu", "heartbeat_interval": 1, "grace_period": 4,
-             "checkpoint_dir": str(tmp_path / "checkpoints"), "artifacts": False, **extra}
+             "checkpoint_dir": str(tmp_path / "checkpoints"), "artifacts": False, "baseline_seeds": 0,
+             **extra}
     path = tmp_path / "search.toml"
     path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in lines.items()))
     return path
