@@ -156,6 +156,9 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     if floor is None:
         return ("no noise floor yet: cross-entropy has not been trained with several seeds in this study "
                 "(set baseline_seeds and run the search again)")
+    if floor.std == 0:
+        return (f"noise floor: {floor.describe()}, the same accuracy every time: no spread to measure the "
+                "differences against (optiloss recheck retrains the front and cross-entropy with new seeds)")
     beyond = [trial.number for trial in trials if trial.values and floor.beyond(trial.values[0])
               and trial.user_attrs.get("zoo") != "cross_entropy"]
     if not beyond:
