@@ -21,10 +21,12 @@ from optiloss.data import ImageSplits, load_dataset
 from optiloss.errors import UsageError
 from optiloss.models import create_model
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
-from optiloss.train import Checkpointing, LossFunction, accuracy, seeded, train
+from optiloss.train import Checkpointing, LossFunction, accuracies, backend_flags, seeded, train
 
 AIRBENCH_MINIMUM_SIZE = 16
 """Below 16 px, airbench's three poolings leave no pixel."""
+CLEAN = "clean"
+"""The uncorrupted split's key among the scored image sets (no corruption has this name)."""
 DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
@@ -139,6 +141,16 @@ class LossEvaluator:
         return build_augmentation(name, self.data.image_size, self.data.num_classes,
                                   self.settings.augment_settings())
 
+    def score(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
+        """(accuracy per corruption, clean accuracy) of a trained ``model`` on the scored split, under
+        the training run's backend flags, read back from the device once."""
+        sets = {**self.corrupted, CLEAN: self.images}
+        with backend_flags(self.train_settings, self.device):
+            scores = accuracies(model, sets, self.labels, mixed_precision=self.train_settings.mixed_precision,
+                                flip_tta=self.flip_tta)
+        clean = scores.pop(CLEAN)
+        return scores, clean
+
     def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
                  description: str = "epochs", checkpointing: Checkpointing | None = None,
                  after_epoch: Callable[[dict[str, float]], None] | None = None) -> Evaluation:
@@ -159,11 +171,8 @@ class LossEvaluator:
             return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
                               resumed_from_epoch=result.resumed_from_epoch, history=result.history)
         started = time.perf_counter()
-        options = {"mixed_precision": self.train_settings.mixed_precision, "flip_tta": self.flip_tta}
-        per_corruption = {name: accuracy(model, images, self.labels, **options)
-                          for name, images in self.corrupted.items()}
-        return Evaluation(accuracy=accuracy(model, self.images, self.labels, **options),
-                          robustness=sum(per_corruption.values()) / len(per_corruption),
+        per_corruption, clean = self.score(model)
+        return Evaluation(accuracy=clean, robustness=sum(per_corruption.values()) / len(per_corruption),
                           per_corruption=per_corruption, training_seconds=result.seconds,
                           evaluation_seconds=time.perf_counter() - started,
                           final_train_loss=result.history[-1]["loss"],

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
-from optiloss.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, SOFT_TARGET_AUGMENTATIONS, AugmentSettings
+from optiloss.augment import (
+    ALL_AUGMENTATIONS,
+    AUGMENTATIONS,
+    FLIP_MODES,
+    PADDING_MODES,
+    SOFT_TARGET_AUGMENTATIONS,
+    AugmentSettings,
+    legacy_flip_mode,
+)
 from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
 from optiloss.models import SURROGATES
@@ -34,6 +42,9 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
     "subset": (20, None),
     "augmentation": (*AUGMENTATIONS, ALL_AUGMENTATIONS),
     "crop_padding": (0, 256),
+    "crop_padding_mode": PADDING_MODES,
+    "hflip": FLIP_MODES,
+    "checkpoint_interval": (0.0, None),
     "cutout_size": (1, 512),
     "mixup_alpha": (1e-3, 100.0),
     "randaug_n": (1, 14),
@@ -89,6 +100,7 @@ class Settings:
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(cls.keys())}")
+        values = {key: _legacy_value(key, value) for key, value in values.items()}
         hints = _type_hints(cls)
         checked = {key: _check_value(source, key, value, hints[key]) for key, value in values.items()}
         settings = cls(**checked)
@@ -146,8 +158,9 @@ class RunSettings(Settings):
     weight_decay: float = 5e-4
     corruption_severity: int = 3
     # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
-    hflip: bool = AugmentSettings.hflip
+    hflip: str = AugmentSettings.hflip
     crop_padding: int | None = AugmentSettings.crop_padding
+    crop_padding_mode: str = AugmentSettings.crop_padding_mode
     cutout_size: int | None = AugmentSettings.cutout_size
     mixup_alpha: float = AugmentSettings.mixup_alpha
     randaug_n: int = AugmentSettings.randaug_n
@@ -201,6 +214,10 @@ class SearchConfig(RunSettings):
     ``baseline_seeds``: cross-entropy's extra seeds before the search, the study's noise floor
     (:mod:`optiloss.search.noise_floor`; 0 trains none).
 
+    ``checkpoint_interval``: a trial saves a checkpoint after an epoch once this many seconds have
+    passed since its last one (0: after every epoch), so trials shorter than it write none and a
+    killed trial loses at most about this much training.
+
     ``model`` is the surrogate (:data:`optiloss.models.SURROGATES`); ``batch_size``,
     ``learning_rate``, ``weight_decay`` and ``model_width`` left unset take its
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
@@ -229,6 +246,7 @@ class SearchConfig(RunSettings):
     max_retry: int = 3
     artifacts: bool = True
     artifact_dir: str = "storage/artifacts"
+    checkpoint_interval: float = 30.0
 
     def __post_init__(self) -> None:
         for key, value in SURROGATE_DEFAULTS.get(self.model, SURROGATE_DEFAULTS["cnn"]).items():
@@ -321,6 +339,13 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
         raise UsageError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML ({error})") from None
+
+
+def _legacy_value(key: str, value: Any) -> Any:
+    """A value as older versions wrote it, read as today's: ``hflip = true/false``."""
+    if key == "hflip" and isinstance(value, bool):
+        return legacy_flip_mode(value)
+    return value
 
 
 @functools.cache

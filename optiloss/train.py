@@ -20,8 +20,60 @@ from torch import nn
 from tqdm.auto import tqdm
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+AugmentationFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DATA_INITIALISATION_IMAGES = 5000
-"""Training images handed to a model's ``initialise_from_data`` before training (airbench uses 5,000)."""
+"""Training images handed to a model's ``initialise_from_data`` before training (airbench uses 5,000),
+a class-mixed subset (:func:`class_mixed_subset`)."""
+DATA_INITIALISATION_SEED = 0
+"""Every run of a data set initialises from the same subset, as airbench's ``images[:5000]``."""
+
+
+class Augmentation(nn.Module):
+    """A training augmentation: ``(images in [0, 1], int64 labels) -> (images, targets y)``.
+
+    :func:`train` calls :meth:`prepare` once on the uint8 training set before the first epoch
+    (and again, from the same random state, on a resume) and :meth:`start_epoch` before each
+    epoch; both do nothing here. Plain functions given to :func:`train` are wrapped in one.
+    """
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The training set as this augmentation starts from it (the same tensor, or a new one)."""
+        return images
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called with the 0-based epoch before its first batch."""
+
+
+class _FunctionAugmentation(Augmentation):
+    def __init__(self, function: AugmentationFunction) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.function(images, labels)
+
+
+def class_mixed_subset(labels: torch.Tensor, count: int,
+                       seed: int = DATA_INITIALISATION_SEED) -> torch.Tensor:
+    """Indices of ``count`` examples drawn at random (seeded) with every class in proportion to its
+    share of ``labels`` (largest remainders round the shares), in random order; all indices when
+    ``count`` covers the set. Data sets stored class by class need this where a prefix would hold
+    only the first classes."""
+    total = len(labels)
+    generator = torch.Generator().manual_seed(seed)
+    if count >= total:
+        return torch.randperm(total, generator=generator)
+    labels = labels.cpu()
+    classes, sizes = labels.unique(return_counts=True)
+    exact = sizes.double() * count / total
+    quota = exact.floor().long()
+    remainder_order = (exact - quota).argsort(descending=True, stable=True)
+    quota[remainder_order[:count - int(quota.sum())]] += 1
+    order = torch.randperm(total, generator=generator)
+    shuffled = labels[order]
+    chosen = [order[shuffled == label][:int(share)] for label, share in zip(classes, quota)]
+    picked = torch.cat(chosen)
+    return picked[torch.randperm(len(picked), generator=generator)]
 
 
 @dataclass(frozen=True)
@@ -82,7 +134,8 @@ class AirbenchRecipe:
 
         return factor
 
-    def optimizer(self, model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    def optimizer(self, model: nn.Module, settings: TrainSettings,
+                  device: torch.device | None = None) -> torch.optim.Optimizer:
         kilostep = 1024 * (1 + 1 / (1 - self.momentum))
         # airbench sums the loss over the batch; optiloss averages it, so the step is batch_size larger
         lr = settings.learning_rate / kilostep * settings.batch_size
@@ -93,22 +146,34 @@ class AirbenchRecipe:
         bias_lr = lr * self.bias_scaler
         groups = [{"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
                   {"params": others, "lr": lr, "weight_decay": decay / lr}]
+        # fused SGD: one kernel for every parameter's step where CUDA offers it
+        fused = device is not None and device.type == "cuda"
         return torch.optim.SGD([group for group in groups if group["params"]], momentum=self.momentum,
-                               nesterov=True)
+                               nesterov=True, fused=fused or None)
 
 
 class Lookahead:
-    """An exponential average of the floating-point state that the weights are pulled back onto."""
+    """An exponential average of the model's floating-point state that the weights are pulled back
+    onto; :meth:`update` is two ``torch._foreach_*`` calls over tensor lists made once."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        state = model.state_dict()  # detached views of the live parameters and buffers
+        self.average = {name: value.detach().clone() for name, value in state.items()}
+        floating = [name for name, value in state.items() if value.dtype.is_floating_point]
+        self._live = [state[name] for name in floating]
+        self._averaged = [self.average[name] for name in floating]
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float) -> None:
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.average[name].lerp_(value, 1 - decay)
-                value.copy_(self.average[name])
+        """average <- decay * average + (1 - decay) * weights; weights <- average."""
+        torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
+        torch._foreach_copy_(self._live, self._averaged)
+
+    @torch.no_grad()
+    def load(self, average: dict[str, torch.Tensor]) -> None:
+        """Restore a saved average (the dict of a checkpoint) into the tensors :meth:`update` uses."""
+        for name, value in average.items():
+            self.average[name].copy_(value)
 
 
 @dataclass
@@ -123,15 +188,20 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where :func:`train` saves its state after every epoch, and where it resumes from.
+    """Where :func:`train` saves its state, how often, and where it resumes from.
 
     A checkpoint holds model, optimizer and schedule state, the epoch, the
     history so far and torch's random state, so a resumed run continues the
-    same batches and augmentations as an uninterrupted one.
+    same batches and augmentations as an uninterrupted one. It is written after
+    an epoch once ``every_seconds`` have passed since the last one was written
+    (or since training began): 0 writes one after every epoch; a run shorter
+    than ``every_seconds`` writes none, since saving would cost more than a
+    rerun (a kill then loses at most about ``every_seconds`` of training).
     """
 
     save_to: Path | None = None
     resume_from: Path | None = None
+    every_seconds: float = 0.0
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -237,7 +307,7 @@ def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: Trai
     total_steps = settings.epochs * steps_per_epoch
     if settings.recipe == "airbench":
         recipe = AirbenchRecipe()
-        optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size))
+        optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size), device)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule(total_steps))
         return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps,
                     mixed, airbench=recipe, lookahead=Lookahead(model))
@@ -259,20 +329,20 @@ def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) ->
     if device.type == "cuda" and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     if run.lookahead is not None:
-        run.lookahead.average = state["lookahead"]
+        run.lookahead.load(state["lookahead"])
     run.step = state["epoch"] * run.steps_per_epoch
     result.resumed_from_epoch = state["epoch"]
     result.history = state["history"]
     return state["epoch"]
 
 
-def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
-                 augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor, augmentation: Augmentation,
                  epoch: int) -> tuple[float, float]:
     """One pass over shuffled full batches; (mean loss, training accuracy), read once at the end."""
     device = images.device
     if run.airbench is not None and hasattr(run.model, "whitening_bias"):
         run.model.whitening_bias().requires_grad = epoch < run.airbench.whiten_bias_epochs
+    augmentation.start_epoch(epoch)
     order = torch.randperm(len(images), device=device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -296,11 +366,13 @@ def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor,
 
 
 def _pull_to_lookahead(run: _Run) -> None:
+    """airbench's two updates: every ``lookahead_every`` steps, and at the last step (both when the
+    step count divides by the period), so the run ends as the average."""
     recipe = run.airbench
-    if run.step == run.total_steps:
-        run.lookahead.update(run.model, decay=1.0)  # the run ends as the average
-    elif run.step % recipe.lookahead_every == 0:
+    if run.step % recipe.lookahead_every == 0:
         run.lookahead.update(run.model, decay=recipe.lookahead_decay * (run.step / run.total_steps) ** 3)
+    if run.step == run.total_steps:
+        run.lookahead.update(run.model, decay=1.0)
 
 
 def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]],
@@ -313,15 +385,28 @@ def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
-          augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-          settings: TrainSettings, *, progress: bool = False, description: str = "epochs",
-          checkpointing: Checkpointing | None = None,
+          augmentation: Augmentation | AugmentationFunction, settings: TrainSettings, *,
+          progress: bool = False, description: str = "epochs", checkpointing: Checkpointing | None = None,
           after_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
 
-    AdamW with linear warm-up and cosine decay. A non-finite loss ends training
+    Two recipes, chosen by ``settings.recipe``:
+
+    - ``"adamw"`` (the CNN surrogate, WideResNet, timm models): AdamW, linear warm-up over
+      ``warmup_fraction`` of the steps, then cosine decay to zero.
+    - ``"airbench"`` (the airbench surrogate, :class:`AirbenchRecipe`): SGD with Nesterov momentum
+      (fused on CUDA), decoupled learning rate and weight decay, BatchNorm biases at 64x, a
+      triangular schedule, a lookahead average every 5 steps and at the last step, the
+      whitening bias trained for the first 3 epochs only.
+
+    A model with ``initialise_from_data`` (airbench's whitening layer) first gets
+    :data:`DATA_INITIALISATION_IMAGES` training images, a seeded class-mixed subset
+    (:func:`class_mixed_subset`). ``augmentation.prepare`` then sees the training set once and
+    ``augmentation.start_epoch`` each epoch (:class:`Augmentation`).
+
+    A non-finite loss ends training
     at the end of that epoch with ``diverged`` set; the caller decides the penalty.
-    With ``checkpointing``, the state is saved after every epoch and, when
+    With ``checkpointing``, the state is saved after epochs as :class:`Checkpointing` says and, when
     ``resume_from`` exists, training continues from it (``result.resumed_from_epoch``).
     ``after_epoch`` sees each finished epoch's history row (epoch, loss, train_accuracy, seconds)
     before its checkpoint is saved; an exception it raises ends training and propagates.
@@ -330,15 +415,20 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
     started = time.perf_counter()
     device = images.device
     checkpointing = checkpointing or Checkpointing()
+    if not isinstance(augmentation, Augmentation):
+        augmentation = _FunctionAugmentation(augmentation)
     result = TrainResult()
     with backend_flags(settings, device):
         if hasattr(model, "initialise_from_data"):  # e.g. airbench's whitening layer
-            model.initialise_from_data(to_float(images[:DATA_INITIALISATION_IMAGES]))
+            subset = class_mixed_subset(labels, DATA_INITIALISATION_IMAGES).to(device)
+            model.initialise_from_data(to_float(images[subset]))
+        images = augmentation.prepare(images)  # before a resume restores the random state, as at the start
         run = _prepare(model, loss_fn, len(images), settings, device)
         first_epoch = 0
         if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
             first_epoch = _resume(run, checkpointing.resume_from, device, result)
         run.model.train()
+        last_saved = started
         for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
                           disable=not progress, initial=first_epoch, total=settings.epochs):
             mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation, epoch)
@@ -349,26 +439,45 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
                 break
             if after_epoch is not None:
                 after_epoch(result.history[-1])
-            if checkpointing.save_to is not None:
+            now = time.perf_counter()
+            if checkpointing.save_to is not None and now - last_saved >= checkpointing.every_seconds:
                 _save_epoch(run, checkpointing.save_to, epoch + 1, result.history, device)
+                last_saved = now
     result.seconds = time.perf_counter() - started
     return result
 
 
+def scoring_batch_size(device: torch.device) -> int:
+    """Images per forward pass when scoring: large on a GPU (few launches), moderate on a CPU."""
+    return 5000 if device.type == "cuda" else 1024
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, mixed_precision: bool = True, flip_tta: bool = False) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images``; ``mixed_precision`` as in :class:`TrainSettings`.
-    With ``flip_tta``, the logits are the mean of the image's and its mirror image's (test-time
+def accuracies(model: nn.Module, image_sets: dict[str, torch.Tensor], labels: torch.Tensor,
+               batch_size: int | None = None, mixed_precision: bool = True,
+               flip_tta: bool = False) -> dict[str, float]:
+    """Top-1 accuracy of ``model`` on each set of uint8 images (all labelled by ``labels``), read
+    back to the host once at the end; ``mixed_precision`` as in :class:`TrainSettings`. With
+    ``flip_tta``, the logits are the mean of the image's and its mirror image's (test-time
     augmentation)."""
     model.eval()
-    correct = 0
-    bf16 = mixed_precision and bf16_pays_off(images.device)
-    for start in range(0, len(images), batch_size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-            batch = to_float(images[start:start + batch_size])
-            logits = model(batch)
-            if flip_tta:
-                logits = (logits + model(batch.flip(-1))) / 2
-        correct += (logits.argmax(1) == labels[start:start + batch_size]).sum().item()
-    return correct / len(images)
+    device = labels.device
+    batch_size = batch_size or scoring_batch_size(device)
+    bf16 = mixed_precision and bf16_pays_off(device)
+    correct = torch.zeros(len(image_sets), dtype=torch.long, device=device)
+    for row, images in enumerate(image_sets.values()):
+        for start in range(0, len(images), batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                batch = to_float(images[start:start + batch_size])
+                logits = model(batch)
+                if flip_tta:
+                    logits = (logits + model(batch.flip(-1))) / 2
+            correct[row] += (logits.argmax(1) == labels[start:start + batch_size]).sum()
+    counts = correct.tolist()
+    return {name: count / len(labels) for name, count in zip(image_sets, counts)}
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int | None = None, mixed_precision: bool = True, flip_tta: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images`` (:func:`accuracies` of one set)."""
+    return accuracies(model, {"images": images}, labels, batch_size, mixed_precision, flip_tta)["images"]

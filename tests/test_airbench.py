@@ -122,3 +122,108 @@ def test_an_interrupted_airbench_run_resumes_to_the_same_weights(sample, tmp_pat
     assert [round(h["loss"], 5) for h in resumed.history] == [round(h["loss"], 5) for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_the_whitening_subset_of_a_class_ordered_folder_covers_every_class_in_proportion(sample, monkeypatch):
+    labels = sample.train_labels
+    assert torch.equal(labels, labels.sort().values)  # stored class by class: a prefix holds few classes
+    subset = training.class_mixed_subset(labels, 100)
+    assert len(subset) == len(set(subset.tolist())) == 100
+    counts = torch.bincount(labels[subset], minlength=10)
+    expected = torch.bincount(labels, minlength=10).double() * 100 / len(labels)
+    assert ((counts - expected).abs() < 1).all(), counts
+    assert torch.equal(subset, training.class_mixed_subset(labels, 100))  # seeded
+    # train() hands the model exactly those images
+    seen = []
+    monkeypatch.setattr(training, "DATA_INITIALISATION_IMAGES", 100)
+    monkeypatch.setattr(AirbenchNet, "initialise_from_data", lambda self, images: seen.append(images))
+    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
+          screen(zoo()["cross_entropy"]).genome, lambda images, labels: (images, torch.eye(10)[labels]),
+          TrainSettings(epochs=1, batch_size=100, recipe="airbench"))
+    assert torch.equal(seen[0], to_float(sample.train_images[subset]))
+
+
+def test_the_lookahead_updates_every_fifth_step_and_again_at_the_last(sample, monkeypatch):
+    updates = []
+    original = training.Lookahead.update
+
+    def record(self, model, decay):
+        updates.append(round(decay, 6))
+        original(self, model, decay)
+
+    monkeypatch.setattr(training.Lookahead, "update", record)
+    # 450 images in batches of 75: 6 steps an epoch, 5 epochs: 30 steps, a multiple of 5
+    assert len(sample.train_labels) == 450
+    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
+          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", sample.image_size, 10),
+          TrainSettings(epochs=5, batch_size=75, recipe="airbench"))
+    periodic = [round(0.95**5 * (step / 30) ** 3, 6) for step in (5, 10, 15, 20, 25, 30)]
+    assert updates == [*periodic, 1.0]
+
+
+def test_train_prepares_the_augmentation_once_and_starts_each_epoch(sample):
+    calls = []
+
+    class Recording(training.Augmentation):
+        def prepare(self, images):
+            calls.append("prepare")
+            return images
+
+        def start_epoch(self, epoch):
+            calls.append(epoch)
+
+        def forward(self, images, labels):
+            return images, torch.eye(10)[labels]
+
+    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
+          screen(zoo()["cross_entropy"]).genome, Recording(), TrainSettings(epochs=3, batch_size=200))
+    assert calls == ["prepare", 0, 1, 2]
+
+
+@pytest.mark.parametrize(("every_seconds", "saved_epochs"), [(3600.0, []), (0.0, [1, 2, 3])])
+def test_a_run_shorter_than_the_checkpoint_interval_writes_no_checkpoint(sample, tmp_path, monkeypatch,
+                                                                          every_seconds, saved_epochs):
+    saved = []
+    original = training._save_checkpoint
+
+    def record(path, state):
+        saved.append(state["epoch"])
+        original(path, state)
+
+    monkeypatch.setattr(training, "_save_checkpoint", record)
+    path = tmp_path / "checkpoint.pt"
+    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
+          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", sample.image_size, 10),
+          TrainSettings(epochs=3, batch_size=200, recipe="airbench"),
+          checkpointing=Checkpointing(save_to=path, every_seconds=every_seconds))
+    assert saved == saved_epochs and path.exists() == bool(saved_epochs)
+
+
+def test_a_search_trial_checkpoints_by_its_studys_interval(sample, tmp_path, monkeypatch):
+    import optuna
+
+    from optiloss.search import LossSearchObjective
+
+    saved = []
+    monkeypatch.setattr(training, "_save_checkpoint", lambda path, state: saved.append(state["epoch"]))
+    loss = screen(zoo()["cross_entropy"]).genome
+    for interval, expected in [(30.0, []), (0.0, [1, 2])]:
+        config = SearchConfig.from_mapping({"model": "airbench", "epochs": 2, "batch_size": 200,
+                                            "model_width": 8, "device": "cpu",
+                                            "checkpoint_interval": interval,
+                                            "checkpoint_dir": str(tmp_path)})
+        objective = LossSearchObjective(config, sample, torch.device("cpu"))
+        study = optuna.create_study(directions=["maximize", "maximize"])
+        saved.clear()
+        objective.train_and_score(study.ask(), loss)
+        assert saved == expected
+    assert SearchConfig().checkpoint_interval == 30.0
+
+
+def test_the_airbench_study_translates_over_a_reflected_border_and_alternates_flips():
+    config = SearchConfig.load("studies/cifar10.toml")
+    settings = config.augment_settings()
+    assert (settings.crop_padding, settings.crop_padding_mode, settings.hflip) == (2, "reflect", "alternate")
+    assert SearchConfig().augment_settings().hflip == "random"
+    old = SearchConfig.from_mapping({"hflip": False})  # as studies before flip modes stored it
+    assert old.hflip == "none"

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 import optiloss
 from optiloss.augment import AUGMENTATIONS, CORRUPTIONS, AugmentSettings, build_augmentation, corrupted_copies
 from optiloss.data import load_dataset
+from optiloss.errors import UsageError
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
 from optiloss.train import TrainSettings, accuracy, seeded, to_float, train
@@ -24,33 +26,68 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.mark.parametrize("padding", [1, 3])
-def test_batched_random_crop_gives_kornias_crops_with_ops_independent_of_the_batch(digits, padding):
-    import kornia.augmentation as K
+@pytest.mark.parametrize(("padding", "mode"), [(1, "constant"), (3, "constant"), (2, "reflect")])
+def test_translate_cuts_each_image_from_its_zero_or_reflect_padded_copy_with_ops_independent_of_the_batch(
+        digits, padding, mode):
     from torch.profiler import ProfilerActivity, profile
 
-    from optiloss.augment.pipelines import BatchedRandomCrop
+    from optiloss.augment.pipelines import RandomTranslate
 
     images = to_float(digits.train_images[:64])
-    kornia_crop, batched = K.RandomCrop((8, 8), padding=padding), BatchedRandomCrop((8, 8), padding=padding)
+    translate = RandomTranslate((8, 8), padding, mode)
     with seeded(3):
-        expected = kornia_crop(images)
+        moved = translate(images)
     with seeded(3):
-        assert torch.equal(batched(images), expected)  # same parameters drawn, same pixels
-    assert torch.equal(batched(images, params=kornia_crop._params), expected)
-    assert not torch.equal(expected, images)
+        assert torch.equal(translate(images), moved)
+    offsets = set()
+    for image, out in zip(images.numpy(), moved.numpy()):
+        # the expectation built without torch: numpy's padding, every window of the image's size
+        padded = np.pad(image, ((0, 0), (padding, padding), (padding, padding)), mode=mode)
+        found = [(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
+                 if np.array_equal(padded[:, dy:dy + 8, dx:dx + 8], out)]
+        assert found, "an output that is no window of the padded image"
+        offsets.update(found)
+    assert len(offsets) >= (2 * padding + 1) ** 2 // 2  # offsets drawn over the whole range
+    if mode == "reflect":  # no zero border appears where the image has none
+        assert (moved == 0).float().mean() <= (images == 0).float().mean() + 0.02
 
     def op_count(batch: torch.Tensor) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as run:
-            batched(batch)
+            translate(batch)
         return sum(1 for event in run.events()
                    if event.name.startswith("aten::") and event.cpu_parent is None)
 
-    # no per-image work (Kornia's slice mode: 3 ops per image)
-    assert op_count(images[:4]) == op_count(images)
-    other = K.RandomCrop((8, 8), padding=padding + 1)
-    other(images)  # parameters drawn on a canvas padded otherwise: Kornia's path, same pixels as Kornia
-    assert torch.equal(batched(images, params=other._params), kornia_crop(images, params=other._params))
+    assert op_count(images[:4]) == op_count(images)  # no per-image work
+
+
+def test_reflect_padding_needs_a_padding_below_the_image_size():
+    from optiloss.augment.pipelines import RandomTranslate
+
+    with pytest.raises(UsageError, match="crop_padding_mode reflect needs crop_padding below the image size"):
+        RandomTranslate((8, 8), 8, "reflect")
+
+
+def test_the_alternating_flip_mirrors_a_random_half_once_then_every_image_on_odd_epochs(digits):
+    images = digits.train_images[:200]
+    pipeline = build_augmentation("base", digits.image_size, 10,
+                                  AugmentSettings(hflip="alternate", crop_padding=0))
+    with seeded(4):
+        prepared = pipeline.prepare(images)
+    mirrored = torch.tensor([torch.equal(new, old.flip(-1)) and not torch.equal(new, old)
+                             for new, old in zip(prepared, images)])
+    unchanged = torch.tensor([torch.equal(new, old) for new, old in zip(prepared, images)])
+    assert bool((mirrored | unchanged).all()) and 60 <= int(mirrored.sum()) <= 140
+    labels = digits.train_labels[:200]
+    for epoch, expected in [(0, prepared), (1, prepared.flip(-1)), (2, prepared), (3, prepared.flip(-1))]:
+        pipeline.start_epoch(epoch)
+        out, _ = pipeline(to_float(prepared), labels)
+        assert torch.equal(out, to_float(expected)), epoch
+
+
+def test_legacy_boolean_flips_read_as_modes():
+    assert AugmentSettings(hflip=True).hflip == "random" and AugmentSettings(hflip=False).hflip == "none"
+    with pytest.raises(ValueError, match="hflip must be one of random, alternate, none"):
+        AugmentSettings(hflip="sometimes")
 
 
 @pytest.mark.parametrize("name", AUGMENTATIONS)
@@ -128,7 +165,8 @@ def test_mixup_gives_distributions_and_cross_entropy_is_the_lambda_weighted_cros
         # find the partner image: the mixed image is (1 - lam) own + lam partner
         residual = (mixed[row] - ((1 - lam) * images[row] + lam * images)).abs().flatten(1).amax(1)
         partner = int(residual.argmin())
-        assert residual[partner] < 1e-5 and y[row, labels[partner]] == pytest.approx(float(lam))
+        # float32: 1 - (1 - lam) differs from lam by up to ~1e-7
+        assert residual[partner] < 1e-5 and y[row, labels[partner]] == pytest.approx(float(lam), abs=1e-6)
         expected = ((1 - lam) * F.cross_entropy(logits[row:row + 1], own.view(1))
                     + lam * F.cross_entropy(logits[row:row + 1], labels[partner].view(1)))
         got = cross_entropy.per_sample(y[row:row + 1], torch.softmax(logits[row:row + 1], 1))

@@ -39,7 +39,7 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
                     "robustness_gaussian_noise", "robustness_gaussian_blur"):
             assert key in trial.user_attrs, key
     cross_entropy = next(t for t in zoo_trials if t.user_attrs["zoo"] == "cross_entropy")
-    assert cross_entropy.values[0] > 0.3  # two epochs of a tiny net learn digits well above chance
+    assert cross_entropy.values[0] > 0.25  # two epochs of a tiny net learn digits well above chance (0.1)
     for trial in study.trials:
         if trial.state == TrialState.PRUNED:
             assert trial.user_attrs["rejected"]

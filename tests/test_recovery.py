@@ -23,7 +23,8 @@ def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5
     lines = {"n_trials": n_trials, "population_size": population, "epochs": epochs, "model_width": 32,
              "batch_size": 64, "device": "cpu", "heartbeat_interval": 1, "grace_period": 4,
              "checkpoint_dir": str(tmp_path / "checkpoints"), "artifacts": False, "baseline_seeds": 0,
-             **extra}
+             # long trials: a checkpoint after every epoch (each takes well over 10 ms)
+             "checkpoint_interval": 0.01, **extra}
     path = tmp_path / "search.toml"
     path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in lines.items()))
     return path

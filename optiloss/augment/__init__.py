@@ -4,13 +4,16 @@ from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies
 from optiloss.augment.pipelines import (
     ALL_AUGMENTATIONS,
     AUGMENTATIONS,
+    FLIP_MODES,
+    PADDING_MODES,
     SOFT_TARGET_AUGMENTATIONS,
     AugmentSettings,
     MixUp,
     TrainingAugmentation,
     build_augmentation,
+    legacy_flip_mode,
 )
 
-__all__ = ["ALL_AUGMENTATIONS", "AUGMENTATIONS", "AugmentSettings", "CORRUPTIONS", "MixUp",
-           "SOFT_TARGET_AUGMENTATIONS", "TrainingAugmentation", "build_augmentation", "corrupt",
-           "corrupted_copies"]
+__all__ = ["ALL_AUGMENTATIONS", "AUGMENTATIONS", "AugmentSettings", "CORRUPTIONS", "FLIP_MODES", "MixUp",
+           "PADDING_MODES", "SOFT_TARGET_AUGMENTATIONS", "TrainingAugmentation", "build_augmentation",
+           "corrupt", "corrupted_copies", "legacy_flip_mode"]

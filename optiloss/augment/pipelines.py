@@ -1,4 +1,4 @@
-"""Training augmentation pipelines (Kornia, batched, on the data's device).
+"""Training augmentation pipelines (tensor ops and Kornia, batched, on the data's device).
 
 A pipeline maps a float batch in [0, 1] and its int64 labels to the augmented
 batch (still in [0, 1]) and the target distribution ``y`` (B, C) the genome
@@ -20,8 +20,12 @@ from dataclasses import dataclass
 
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 from kornia.augmentation.auto import RandAugment
 from torch import nn
+
+from optiloss.errors import UsageError
+from optiloss.train import Augmentation
 
 AUGMENTATIONS: tuple[str, ...] = ("base", "cutout", "mixup", "randaug", "all")
 SOFT_TARGET_AUGMENTATIONS: tuple[str, ...] = ("mixup", "all")
@@ -30,16 +34,42 @@ ALL_AUGMENTATIONS = "all5"
 """Pseudo-augmentation name: one study for each of :data:`AUGMENTATIONS`."""
 
 
+FLIP_MODES: tuple[str, ...] = ("random", "alternate", "none")
+"""``random``: each image mirrored with probability 1/2, drawn per batch. ``alternate`` (airbench):
+a random half of the training set mirrored once before training, then every image mirrored
+together on odd epochs. ``none``: no flip."""
+PADDING_MODES: tuple[str, ...] = ("constant", "reflect")
+"""How the translate's border is filled: ``constant`` zeros (Kornia's default), or ``reflect``
+(airbench's)."""
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Parameters of every pipeline. ``None`` sizes scale with the image (4 and 16 px at 32 px)."""
+    """Parameters of every pipeline. ``None`` sizes scale with the image (4 and 16 px at 32 px).
+    ``hflip`` is one of :data:`FLIP_MODES` (``True`` and ``False``, as older studies stored it,
+    read as ``"random"`` and ``"none"``); ``crop_padding_mode`` one of :data:`PADDING_MODES`."""
 
-    hflip: bool = True
+    hflip: str = "random"
     crop_padding: int | None = None
+    crop_padding_mode: str = "constant"
     cutout_size: int | None = None
     mixup_alpha: float = 1.0
     randaug_n: int = 2
     randaug_m: int = 9
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hflip, bool):
+            object.__setattr__(self, "hflip", legacy_flip_mode(self.hflip))
+        if self.hflip not in FLIP_MODES:
+            raise ValueError(f"hflip must be one of {', '.join(FLIP_MODES)}, got {self.hflip!r}")
+        if self.crop_padding_mode not in PADDING_MODES:
+            raise ValueError(f"crop_padding_mode must be one of {', '.join(PADDING_MODES)}, "
+                             f"got {self.crop_padding_mode!r}")
+
+
+def legacy_flip_mode(hflip: bool) -> str:
+    """The flip mode of a study that stored ``hflip`` as true or false."""
+    return "random" if hflip else "none"
 
 
 def crop_padding(image_size: tuple[int, int], settings: AugmentSettings = AugmentSettings()) -> int:
@@ -63,35 +93,66 @@ def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch
     return targets.scatter_(1, labels[:, None], 1)
 
 
-class BatchedRandomCrop(K.RandomCrop):
-    """Kornia's ``RandomCrop`` (same parameters, same replay, same pixels) whose crop is one gather.
+class RandomTranslate(nn.Module):
+    """A random translation by up to ``padding`` pixels each way: the batch padded (zeros or
+    reflection), then one window of the image's size cut from each image at an offset drawn
+    uniformly on the device (the random crop with padding of Kornia and airbench).
 
-    Kornia's slice mode reads the crop boxes back to the host and slices each
-    image in a Python loop (hundreds of small ops per batch, a device sync on
-    CUDA); its resample mode warps with bilinear interpolation. When every box
-    has the output size, which holds whenever the padded image is at least that
-    large, the crop here is one gather from the padded batch.
+    A handful of kernels per batch whatever its size: one pad, one draw, one gather; nothing is
+    read back to the host.
     """
 
-    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict,
-                        transform: torch.Tensor | None = None) -> torch.Tensor:
-        padding = self.compute_padding(tuple(input.shape), flags)  # a function of the shape (see Kornia)
-        height, width = flags["size"]
-        fits = (input.shape[-2] + padding[2] + padding[3] >= height
-                and input.shape[-1] + padding[0] + padding[1] >= width)
-        drawn = params.get("padding_size")  # replayed parameters may come from another padding
-        same_padding = (isinstance(drawn, torch.Tensor) and drawn.device.type == "cpu"
-                        and bool((drawn.numpy() == padding).all()))  # host memory: no device read
-        if flags["cropping_mode"] != "slice" or not fits or not same_padding or input.shape[0] == 0:
-            return super().apply_transform(input, params, flags, transform)
-        padded = self.precrop_padding(input, padding, flags)
-        # (B, [x, y])
-        corner = params["src"][:, 0].to(device=input.device, dtype=torch.long, non_blocking=True)
-        rows = corner[:, 1, None, None] + torch.arange(height, device=input.device)[None, :, None]
-        cols = corner[:, 0, None, None] + torch.arange(width, device=input.device)[None, None, :]
-        flat = (rows * padded.shape[-1] + cols).view(len(input), 1, height * width)
-        crops = padded.flatten(2).gather(2, flat.expand(-1, input.shape[1], -1))
-        return crops.view(len(input), input.shape[1], height, width)
+    def __init__(self, image_size: tuple[int, int], padding: int, mode: str = "constant") -> None:
+        super().__init__()
+        if mode == "reflect" and padding >= min(image_size):
+            raise UsageError(f"crop_padding_mode reflect needs crop_padding below the image size "
+                             f"({padding} >= {min(image_size)} px): lower crop_padding or use constant")
+        self.padding, self.mode = padding, mode
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0 or len(images) == 0:
+            return images
+        batch, channels, height, width = images.shape
+        padded = F.pad(images, (self.padding,) * 4, mode=self.mode)
+        offsets = torch.randint(0, 2 * self.padding + 1, (batch, 2), device=images.device)
+        rows = offsets[:, 0, None, None] + torch.arange(height, device=images.device)[None, :, None]
+        cols = offsets[:, 1, None, None] + torch.arange(width, device=images.device)[None, None, :]
+        flat = (rows * padded.shape[-1] + cols).view(batch, 1, height * width)
+        crops = padded.flatten(2).gather(2, flat.expand(-1, channels, -1))
+        return crops.view(batch, channels, height, width)
+
+
+class HorizontalFlip(nn.Module):
+    """Mirrors images left-right in one of :data:`FLIP_MODES` (``random`` or ``alternate``).
+
+    In ``alternate`` mode, :meth:`prepare` mirrors a random half of the training set once and
+    :meth:`start_epoch` says whether this epoch mirrors every image (odd epochs), so each image
+    is seen both ways in every two epochs (airbench's "alternating flip").
+    """
+
+    def __init__(self, mode: str = "random") -> None:
+        super().__init__()
+        if mode not in ("random", "alternate"):
+            raise ValueError(f"a flip mode is random or alternate, got {mode!r}")
+        self.mode = mode
+        self.mirror_all = False
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mode != "alternate":
+            return images
+        return _flip_some(images, torch.rand(len(images), device=images.device) < 0.5)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.mirror_all = self.mode == "alternate" and epoch % 2 == 1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mode == "alternate":
+            return images.flip(-1) if self.mirror_all else images
+        return _flip_some(images, torch.rand(len(images), device=images.device) < 0.5)
+
+
+def _flip_some(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.view(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
 
 
 class MixUp(nn.Module):
@@ -125,14 +186,26 @@ class MixUp(nn.Module):
             second, self.num_classes, images.dtype)
 
 
-class TrainingAugmentation(nn.Module):
-    """``(images, labels) -> (images, y)``: image ops, then mixup if any, else one-hot targets."""
+class TrainingAugmentation(Augmentation):
+    """``(images, labels) -> (images, y)``: image ops, then mixup if any, else one-hot targets.
+    :meth:`prepare` and :meth:`start_epoch` reach the ops that have them (the alternating flip)."""
 
     def __init__(self, image_ops: list[nn.Module], num_classes: int, mixup: MixUp | None = None) -> None:
         super().__init__()
         self.image_ops = nn.ModuleList(image_ops)
         self.num_classes = num_classes
         self.mixup = mixup
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        for op in self.image_ops:
+            if isinstance(op, HorizontalFlip):
+                images = op.prepare(images)
+        return images
+
+    def start_epoch(self, epoch: int) -> None:
+        for op in self.image_ops:
+            if isinstance(op, HorizontalFlip):
+                op.start_epoch(epoch)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for op in self.image_ops:
@@ -144,14 +217,16 @@ class TrainingAugmentation(nn.Module):
 
 def build_augmentation(name: str, image_size: tuple[int, int], num_classes: int,
                        settings: AugmentSettings = AugmentSettings()) -> TrainingAugmentation:
-    """The named pipeline: ``base`` (random crop with padding, horizontal flip), then
+    """The named pipeline: ``base`` (random translate with padding, horizontal flip; both tensor
+    ops on the device, :class:`RandomTranslate` and :class:`HorizontalFlip`), then
     ``cutout`` (one square erased), ``mixup``, ``randaug`` (RandAugment n, m) or
     ``all`` (RandAugment, cutout and mixup together)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; available: {', '.join(AUGMENTATIONS)}")
-    ops: list[nn.Module] = [BatchedRandomCrop(image_size, padding=crop_padding(image_size, settings))]
-    if settings.hflip:
-        ops.append(K.RandomHorizontalFlip())
+    ops: list[nn.Module] = [RandomTranslate(image_size, crop_padding(image_size, settings),
+                                            settings.crop_padding_mode)]
+    if settings.hflip != "none":
+        ops.append(HorizontalFlip(settings.hflip))
     if name in ("randaug", "all"):
         ops.append(RandAugment(n=settings.randaug_n, m=settings.randaug_m))
     if name in ("cutout", "all"):

@@ -135,7 +135,8 @@ class LossSearchObjective:
         inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
         own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
         trial.set_user_attr("checkpoint", str(own))
-        checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None)
+        checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None,
+                                      every_seconds=self.config.checkpoint_interval)
         try:
             result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
                                              description=f"trial {trial.number} epochs",
