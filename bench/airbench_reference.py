@@ -43,25 +43,34 @@ AIRBENCH_AUGMENTATION = {"flip": True, "translate": 2}
 def write_split(images: torch.Tensor, labels: torch.Tensor, classes, path: Path) -> None:
     """One split in the file format of airbench's ``CifarLoader``: uint8 images N x H x W x C on the
     CPU (it moves them to the device itself), int64 labels and the class names."""
-    torch.save({"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels,
-                "classes": list(classes)}, path)
+    torch.save(
+        {"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels, "classes": list(classes)}, path
+    )
 
 
-def airbench_loaders(airbench: ModuleType, data: ImageSplits, folder: Path, device: str | int = 0,
-                     batch_size: int = 1024):
+def airbench_loaders(
+    airbench: ModuleType, data: ImageSplits, folder: Path, device: str | int = 0, batch_size: int = 1024
+):
     """(training loader, validation loader) of the ``airbench`` package over ``data``'s training and
     validation parts, written under ``folder/cifar10``; ``device`` as airbench's ``gpu`` argument."""
     (folder / "cifar10").mkdir(parents=True, exist_ok=True)
     write_split(data.train_images, data.train_labels, data.classes, folder / "cifar10" / "train.pt")
     write_split(data.val_images, data.val_labels, data.classes, folder / "cifar10" / "test.pt")
-    train_loader = airbench.CifarLoader(str(folder / "cifar10"), train=True, batch_size=batch_size,
-                                        aug=AIRBENCH_AUGMENTATION, altflip=True, gpu=device)
+    train_loader = airbench.CifarLoader(
+        str(folder / "cifar10"),
+        train=True,
+        batch_size=batch_size,
+        aug=AIRBENCH_AUGMENTATION,
+        altflip=True,
+        gpu=device,
+    )
     test_loader = airbench.CifarLoader(str(folder / "cifar10"), train=False, batch_size=2000, gpu=device)
     return train_loader, test_loader
 
 
-def timed_runs(run_once: Callable[[int], float], runs: int,
-               synchronize: Callable[[], None]) -> tuple[list[float], list[float]]:
+def timed_runs(
+    run_once: Callable[[int], float], runs: int, synchronize: Callable[[], None]
+) -> tuple[list[float], list[float]]:
     """(seconds, accuracies) of ``runs`` calls of ``run_once(run)`` after one untimed warm-up call,
     each timed between two device synchronisations."""
     run_once(-1)
@@ -116,13 +125,17 @@ def airbench_reference(config: SearchConfig, runs: int = 3) -> tuple[float, floa
             seconds, accuracies = timed_runs(run_once, runs, torch.cuda.synchronize)
         full_tta = airbench.evaluate(models[0], test_loader, tta_level=2)
     for run, (second, score) in enumerate(zip(seconds, accuracies)):
-        print(f"airbench94 run {run + 1}: {second:.2f} s, validation accuracy {score:.4f} "
-              f"(tta_level {TIMED_TTA_LEVEL})")
+        print(
+            f"airbench94 run {run + 1}: {second:.2f} s, validation accuracy {score:.4f} "
+            f"(tta_level {TIMED_TTA_LEVEL})"
+        )
     spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    print(f"airbench94 reference: {statistics.mean(seconds):.2f} s per run (training and scoring), "
-          f"validation accuracy {statistics.mean(accuracies):.4f} +- {spread:.4f} at tta_level "
-          f"{TIMED_TTA_LEVEL}; last run at tta_level 2 (untimed): {full_tta:.4f} "
-          f"({len(data.train_labels)} training, {len(data.val_labels)} validation images)")
+    print(
+        f"airbench94 reference: {statistics.mean(seconds):.2f} s per run (training and scoring), "
+        f"validation accuracy {statistics.mean(accuracies):.4f} +- {spread:.4f} at tta_level "
+        f"{TIMED_TTA_LEVEL}; last run at tta_level 2 (untimed): {full_tta:.4f} "
+        f"({len(data.train_labels)} training, {len(data.val_labels)} validation images)"
+    )
     return statistics.mean(seconds), statistics.mean(accuracies)
 
 

@@ -50,8 +50,14 @@ def per_image_transform(name: str):
 
 
 def baseline_rate(images, labels, name: str, batch_size: int, workers: int) -> float:
-    loader = DataLoader(PilImages(images, labels, per_image_transform(name)), batch_size=batch_size,
-                        shuffle=True, num_workers=workers, drop_last=True, persistent_workers=False)
+    loader = DataLoader(
+        PilImages(images, labels, per_image_transform(name)),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=False,
+    )
     mixup = T.MixUp(alpha=1.0, num_classes=10) if name in ("mixup", "all") else None
     started, count = time.perf_counter(), 0
     for batch, targets in loader:
@@ -68,7 +74,7 @@ def kornia_rate(images, labels, name: str, batch_size: int) -> float:
         pipeline(to_float(images[:batch_size]), labels[:batch_size])  # warm-up
         started, count = time.perf_counter(), 0
         for start in range(0, len(images) - batch_size + 1, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             batch, targets = pipeline(to_float(images[index]), labels[index])
             count += len(batch)
     return count / (time.perf_counter() - started)
@@ -82,17 +88,22 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
     images, labels = data.train_images[: args.images], data.train_labels[: args.images]
-    print(f"{len(images)} CIFAR-10 images, batches of {args.batch_size}, "
-          f"torch threads {torch.get_num_threads()}, baseline DataLoader workers {args.workers}")
+    print(
+        f"{len(images)} CIFAR-10 images, batches of {args.batch_size}, "
+        f"torch threads {torch.get_num_threads()}, baseline DataLoader workers {args.workers}"
+    )
     ratios = {}
     for name in AUGMENTATIONS:
         ours = kornia_rate(images, labels, name, args.batch_size)
         theirs = baseline_rate(images, labels, name, args.batch_size, args.workers)
         ratios[name] = ours / theirs
-        print(f"{name:8s} kornia {ours:9.0f} img/s   per-image DataLoader {theirs:9.0f} img/s   "
-              f"ratio {ratios[name]:.2f}")
-    print("ratios (kornia / per-image): "
-          + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
+        print(
+            f"{name:8s} kornia {ours:9.0f} img/s   per-image DataLoader {theirs:9.0f} img/s   "
+            f"ratio {ratios[name]:.2f}"
+        )
+    print(
+        "ratios (kornia / per-image): " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
+    )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,21 @@ def _load_once(folder: str) -> None:
     started = time.perf_counter()
     data = load_dataset(f"folder:{folder}", progress=False)
     seconds = time.perf_counter() - started
-    held = sum(getattr(data, f).numel() * getattr(data, f).element_size() for f in (
-        "train_images", "val_images", "test_images"))
-    print(json.dumps({"seconds": seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_after_imports_mb": before,
-                      "images_mb": held / 2**20, "images": len(data.train_labels) + len(data.val_labels)
-                      + len(data.test_labels)}))
+    held = sum(
+        getattr(data, f).numel() * getattr(data, f).element_size()
+        for f in ("train_images", "val_images", "test_images")
+    )
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_after_imports_mb": before,
+                "images_mb": held / 2**20,
+                "images": len(data.train_labels) + len(data.val_labels) + len(data.test_labels),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -54,14 +62,23 @@ def main() -> None:
         environment = {**os.environ, "OPTILOSS_CACHE": str(Path(workspace) / "cache")}
         runs = []
         for label in ("first (decode)", "cached"):
-            output = subprocess.run([sys.executable, __file__, "--load-once", folder], env=environment,
-                                    capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(
+                [sys.executable, __file__, "--load-once", folder],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             runs.append(json.loads(output.strip().splitlines()[-1]))
-            print(f"{label:15s} {runs[-1]['seconds']:7.3f} s  peak RSS {runs[-1]['peak_rss_mb']:7.0f} MB  "
-                  f"(after imports {runs[-1]['rss_after_imports_mb']:.0f} MB; {runs[-1]['images']} images, "
-                  f"{runs[-1]['images_mb']:.0f} MB as uint8)")
-    print(f"cached load is {runs[0]['seconds'] / runs[1]['seconds']:.1f}x faster than the first "
-          f"({runs[0]['seconds']:.2f} s -> {runs[1]['seconds']:.3f} s)")
+            print(
+                f"{label:15s} {runs[-1]['seconds']:7.3f} s  peak RSS {runs[-1]['peak_rss_mb']:7.0f} MB  "
+                f"(after imports {runs[-1]['rss_after_imports_mb']:.0f} MB; {runs[-1]['images']} images, "
+                f"{runs[-1]['images_mb']:.0f} MB as uint8)"
+            )
+    print(
+        f"cached load is {runs[0]['seconds'] / runs[1]['seconds']:.1f}x faster than the first "
+        f"({runs[0]['seconds']:.2f} s -> {runs[1]['seconds']:.3f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,18 @@ from optiloss.studies import load_study, select_trials, trial_genome
 from _shared import cifar10_jpeg_folder
 
 SCALES = {
-    "cpu": (None, {"subset": 6000, "image_size": 16, "epochs": 3, "model_width": 8, "n_trials": 20,
-                   "population_size": 10, "device": "cpu"}),
+    "cpu": (
+        None,
+        {
+            "subset": 6000,
+            "image_size": 16,
+            "epochs": 3,
+            "model_width": 8,
+            "n_trials": 20,
+            "population_size": 10,
+            "device": "cpu",
+        },
+    ),
     "gpu": ("studies/cifar10.toml", {"n_trials": 14, "population_size": 10, "device": "cuda"}),
 }
 
@@ -85,8 +95,13 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     path, values = SCALES[args.scale]
-    values = {**values, "dataset": args.dataset or f"folder:{cifar10_jpeg_folder()}", "artifacts": False,
-              **({"n_trials": args.trials} if args.trials else {}), **tomllib.loads("\n".join(args.set))}
+    values = {
+        **values,
+        "dataset": args.dataset or f"folder:{cifar10_jpeg_folder()}",
+        "artifacts": False,
+        **({"n_trials": args.trials} if args.trials else {}),
+        **tomllib.loads("\n".join(args.set)),
+    }
     with tempfile.TemporaryDirectory() as folder:
         values.setdefault("checkpoint_dir", f"{folder}/checkpoints")
         url = args.storage or f"sqlite:///{folder}/discovery.db"
@@ -95,24 +110,34 @@ def main() -> None:
         studies = {}
         for augmentation in args.augmentations:
             config = base.replace(augmentation=augmentation, study_name=f"discovery-{augmentation}")
-            outcome = run_search(config, url, progress=True, data=data,
-                                 log=lambda line: print(line, flush=True))
+            outcome = run_search(
+                config, url, progress=True, data=data, log=lambda line: print(line, flush=True)
+            )
             studies[augmentation] = load_study(open_storage(url, create=False), outcome.study_name)
-        losses = {"cross_entropy": screen(zoo(base.nodes)["cross_entropy"]).genome,
-                  **found_losses(studies, args.top_k)}
+        losses = {
+            "cross_entropy": screen(zoo(base.nodes)["cross_entropy"]).genome,
+            **found_losses(studies, args.top_k),
+        }
         device = resolve_device(base.device)
-        evaluator = LossEvaluator(data.to(device), device, base, model=base.model,
-                                  model_width=base.model_width, split="test")
-        runs = [(label, augmentation, seed) for augmentation in args.augmentations for label in losses
-                for seed in range(args.seeds)]
+        evaluator = LossEvaluator(
+            data.to(device), device, base, model=base.model, model_width=base.model_width, split="test"
+        )
+        runs = [
+            (label, augmentation, seed)
+            for augmentation in args.augmentations
+            for label in losses
+            for seed in range(args.seeds)
+        ]
         accuracy: dict[tuple[str, str], list[float]] = {}
         pipelines = {name: evaluator.augmentation(name) for name in args.augmentations}
         for label, augmentation, seed in tqdm(runs, desc="test-split runs", unit="run"):
             result = evaluator.evaluate(losses[label], pipelines[augmentation], base.seed + 7919 * (seed + 1))
             accuracy.setdefault((label, augmentation), []).append(result.accuracy)
-    print(f"\n{args.scale} scale: {base.dataset}, {base.model}, {len(data.train_labels)} training images, "
-          f"{base.n_trials} trained losses per search, test split ({len(data.test_labels)} images), "
-          f"{args.seeds} seeds")
+    print(
+        f"\n{args.scale} scale: {base.dataset}, {base.model}, {len(data.train_labels)} training images, "
+        f"{base.n_trials} trained losses per search, test split ({len(data.test_labels)} images), "
+        f"{args.seeds} seeds"
+    )
     for label, genome in losses.items():
         print(f"  {label:14s} {genome.formula}")
     for augmentation in args.augmentations:
@@ -124,16 +149,22 @@ def main() -> None:
             p = welch_p_value(values_, baseline)
             marker = "  <- found for this augmentation" if label in own else ""
             difference = 100 * (statistics.mean(values_) - statistics.mean(baseline))
-            print(f"  {label:14s} {summary(values_)}  vs CE {difference:+.2f} points, "
-                  f"Welch p {p:.3g}{marker}")
+            print(
+                f"  {label:14s} {summary(values_)}  vs CE {difference:+.2f} points, Welch p {p:.3g}{marker}"
+            )
         for label in own:
             mine = accuracy[(label, augmentation)]
             others = [other for other in losses if other != "cross_entropy" and other not in own]
-            beaten = [other for other in others
-                      if statistics.mean(mine) > statistics.mean(accuracy[(other, augmentation)])
-                      and welch_p_value(mine, accuracy[(other, augmentation)]) < 0.05]
-            print(f"  {label} beats {len(beaten)} of the {len(others)} losses found for other augmentations "
-                  f"beyond noise (Welch p < 0.05){': ' + ', '.join(beaten) if beaten else ''}")
+            beaten = [
+                other
+                for other in others
+                if statistics.mean(mine) > statistics.mean(accuracy[(other, augmentation)])
+                and welch_p_value(mine, accuracy[(other, augmentation)]) < 0.05
+            ]
+            print(
+                f"  {label} beats {len(beaten)} of the {len(others)} losses found for other augmentations "
+                f"beyond noise (Welch p < 0.05){': ' + ', '.join(beaten) if beaten else ''}"
+            )
 
 
 if __name__ == "__main__":

@@ -33,23 +33,43 @@ from optiloss.search.objective import early_rejection_epoch
 
 def run(early: bool, seed: int, args: argparse.Namespace, folder: str) -> dict:
     name = f"{'on' if early else 'off'}-{seed}"
-    config = make_config({"n_trials": args.trials, "population_size": args.population, "seed": seed,
-                          "epochs": args.epochs, "model_width": 16, "device": "cpu", "artifacts": False,
-                          "early_rejection_at": 0.2 if early else 0.0,
-                          "checkpoint_dir": f"{folder}/checkpoints", "study_name": name})
+    config = make_config(
+        {
+            "n_trials": args.trials,
+            "population_size": args.population,
+            "seed": seed,
+            "epochs": args.epochs,
+            "model_width": 16,
+            "device": "cpu",
+            "artifacts": False,
+            "early_rejection_at": 0.2 if early else 0.0,
+            "checkpoint_dir": f"{folder}/checkpoints",
+            "study_name": name,
+        }
+    )
     study = open_search_study(config, open_storage(f"sqlite:///{folder}/early.db"))
-    study.optimize(LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
-                   callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))])
+    study.optimize(
+        LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
+        callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))],
+    )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    slow = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-            if t.user_attrs.get("rejected", "").startswith("slow learner")]
+    slow = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        if t.user_attrs.get("rejected", "").startswith("slow learner")
+    ]
     values = np.array([trial.values for trial in complete])
     check = early_rejection_epoch(config) or 0
-    trained_epochs = sum(len(t.user_attrs.get("train_accuracy_by_epoch", ())) or args.epochs
-                         for t in complete)
-    return {"epochs": trained_epochs + check * len(slow),
-            "seconds": sum(t.user_attrs.get("training_seconds", 0.0) for t in complete + slow),
-            "slow": len(slow), "hypervolume": hypervolume(values), "best_accuracy": float(values[:, 0].max())}
+    trained_epochs = sum(
+        len(t.user_attrs.get("train_accuracy_by_epoch", ())) or args.epochs for t in complete
+    )
+    return {
+        "epochs": trained_epochs + check * len(slow),
+        "seconds": sum(t.user_attrs.get("training_seconds", 0.0) for t in complete + slow),
+        "slow": len(slow),
+        "hypervolume": hypervolume(values),
+        "best_accuracy": float(values[:, 0].max()),
+    }
 
 
 def _mean_std(results: list[dict], key: str) -> tuple[float, float]:
@@ -71,17 +91,25 @@ def main() -> None:
         for early in (False, True):
             results = [run(early, seed, args, folder) for seed in range(args.seeds)]
             summary[early] = results
-            text = "  ".join(f"{key} {_mean_std(results, key)[0]:.4f} +- {_mean_std(results, key)[1]:.4f}"
-                             for key in ("hypervolume", "best_accuracy"))
+            text = "  ".join(
+                f"{key} {_mean_std(results, key)[0]:.4f} +- {_mean_std(results, key)[1]:.4f}"
+                for key in ("hypervolume", "best_accuracy")
+            )
             epochs = _mean_std(results, "epochs")
-            print(f"early rejection {'on ' if early else 'off'}: epochs {epochs[0]:.0f} +- {epochs[1]:.0f}, "
-                  f"training {_mean_std(results, 'seconds')[0]:.1f} s, "
-                  f"slow learners stopped {_mean_std(results, 'slow')[0]:.1f}; {text}")
-    ratio = {key: _mean_std(summary[True], key)[0] / _mean_std(summary[False], key)[0]
-             for key in ("epochs", "seconds", "hypervolume")}
-    print(f"on / off at {args.trials} trained losses x {args.seeds} seeds: training epochs ratio "
-          f"{ratio['epochs']:.3f}, seconds ratio {ratio['seconds']:.3f}, "
-          f"hypervolume ratio {ratio['hypervolume']:.3f}")
+            print(
+                f"early rejection {'on ' if early else 'off'}: epochs {epochs[0]:.0f} +- {epochs[1]:.0f}, "
+                f"training {_mean_std(results, 'seconds')[0]:.1f} s, "
+                f"slow learners stopped {_mean_std(results, 'slow')[0]:.1f}; {text}"
+            )
+    ratio = {
+        key: _mean_std(summary[True], key)[0] / _mean_std(summary[False], key)[0]
+        for key in ("epochs", "seconds", "hypervolume")
+    }
+    print(
+        f"on / off at {args.trials} trained losses x {args.seeds} seeds: training epochs ratio "
+        f"{ratio['epochs']:.3f}, seconds ratio {ratio['seconds']:.3f}, "
+        f"hypervolume ratio {ratio['hypervolume']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,23 +29,32 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(args.dataset, 0.02, progress=False)
     data = merge_validation_into_training(data).to(device)
-    config = TransferConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=1e-3)
+    config = TransferConfig(
+        model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3
+    )
     evaluator = LossEvaluator.for_transfer(config, data, device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"{args.model} on {len(data.train_labels)} training images, {args.epochs} epoch(s), batch "
-          f"{args.batch_size}, device {name}")
-    warm_up = dataclasses.replace(data, train_images=data.train_images[: 4 * args.batch_size],
-                                  train_labels=data.train_labels[: 4 * args.batch_size])
+    print(
+        f"{args.model} on {len(data.train_labels)} training images, {args.epochs} epoch(s), batch "
+        f"{args.batch_size}, device {name}"
+    )
+    warm_up = dataclasses.replace(
+        data,
+        train_images=data.train_images[: 4 * args.batch_size],
+        train_labels=data.train_labels[: 4 * args.batch_size],
+    )
     LossEvaluator.for_transfer(config, warm_up, device).evaluate(  # kernels tuned, not timed
-        screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0)
+        screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0
+    )
     seconds = {}
     for label, genome in zoo().items():
         result = evaluator.evaluate(screen(genome).genome, evaluator.augmentation("base"), seed=0)
         seconds[label] = result.training_seconds / args.epochs
-        print(f"{label:14s} {seconds[label]:7.2f} s/epoch  test accuracy {result.accuracy:.4f}  "
-              f"robustness {result.robustness:.4f}"
-              + (f"  diverged: {result.diverged}" if result.diverged else ""))
+        print(
+            f"{label:14s} {seconds[label]:7.2f} s/epoch  test accuracy {result.accuracy:.4f}  "
+            f"robustness {result.robustness:.4f}"
+            + (f"  diverged: {result.diverged}" if result.diverged else "")
+        )
     baseline = seconds["cross_entropy"]
     print("epoch time / cross-entropy's: " + ", ".join(f"{k} {v / baseline:.2f}" for k, v in seconds.items()))
 

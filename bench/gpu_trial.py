@@ -74,10 +74,12 @@ def breakdown(evaluator: LossEvaluator, loss: LossFunction, synchronize: Callabl
     def one_epoch(pipeline) -> Callable[[], object]:
         def work():
             with seeded(0, evaluator.device):
-                model = create_model(evaluator.model, data.num_classes, data.channels,
-                                     evaluator.model_width).to(evaluator.device)
+                model = create_model(
+                    evaluator.model, data.num_classes, data.channels, evaluator.model_width
+                ).to(evaluator.device)
                 train(model, data.train_images, data.train_labels, loss, pipeline, settings)
                 return model
+
         return work
 
     one_epoch(augmentation)()  # warm-up
@@ -85,43 +87,63 @@ def breakdown(evaluator: LossEvaluator, loss: LossFunction, synchronize: Callabl
     plain, _ = timed(one_epoch(no_augmentation), synchronize)
     scoring, _ = timed(lambda: evaluator.score(model), synchronize)
     steps = len(data.train_labels) // min(settings.batch_size, len(data.train_labels))
-    print(f"one epoch ({steps} steps): {augmented:.3f} s with augmentation "
-          f"({1000 * augmented / steps:.2f} ms a step), {plain:.3f} s without "
-          f"({1000 * plain / steps:.2f} ms a step); scoring alone {scoring:.3f} s "
-          f"({len(evaluator.corrupted) + 1} image sets)")
+    print(
+        f"one epoch ({steps} steps): {augmented:.3f} s with augmentation "
+        f"({1000 * augmented / steps:.2f} ms a step), {plain:.3f} s without "
+        f"({1000 * plain / steps:.2f} ms a step); scoring alone {scoring:.3f} s "
+        f"({len(evaluator.corrupted) + 1} image sets)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--config", default="studies/cifar10.toml",
-                        help='a study TOML; "" for the search defaults (the CNN surrogate)')
+    parser.add_argument(
+        "--config",
+        default="studies/cifar10.toml",
+        help='a study TOML; "" for the search defaults (the CNN surrogate)',
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true", help="also time one epoch's parts")
-    parser.add_argument("--reference", type=int, default=0, metavar="RUNS",
-                        help="also time airbench94 on the same split (RUNS timed runs)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a search-config key (a TOML value)")
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="also time airbench94 on the same split (RUNS timed runs)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a search-config key (a TOML value)",
+    )
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to try the script out")
     args = parser.parse_args()
     device = torch.device(args.device)
     overrides = tomllib.loads("\n".join(args.set))
-    config = SearchConfig.load(args.config or None, {"dataset": args.dataset, "device": args.device,
-                                                     "compile": args.compile, **overrides})
+    config = SearchConfig.load(
+        args.config or None,
+        {"dataset": args.dataset, "device": args.device, "compile": args.compile, **overrides},
+    )
     data = load_data(config, progress=False).to(device)
     evaluator = LossEvaluator.for_search(config, data, device)
     losses: dict[str, LossFunction] = {
         "cross_entropy": screen(zoo()["cross_entropy"]).genome,
         "label_smoothing (zoo)": screen(zoo()["label_smoothing"]).genome,
-        f"label smoothing {AIRBENCH_SMOOTHING}": label_smoothing(AIRBENCH_SMOOTHING, data.num_classes)}
+        f"label smoothing {AIRBENCH_SMOOTHING}": label_smoothing(AIRBENCH_SMOOTHING, data.num_classes),
+    }
     augmentation = evaluator.augmentation(config.augmentation)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name}: {args.config or 'the default'} trial ({config.model}, epochs {config.epochs}, width "
-          f"{config.model_width}, batch {config.batch_size}, lr {config.learning_rate}, "
-          f"compile {args.compile}) on {len(data.train_labels)} images, scored on {len(data.val_labels)} "
-          f"validation images and {len(evaluator.corrupted)} corrupted copies")
+    print(
+        f"{name}: {args.config or 'the default'} trial ({config.model}, epochs {config.epochs}, width "
+        f"{config.model_width}, batch {config.batch_size}, lr {config.learning_rate}, "
+        f"compile {args.compile}) on {len(data.train_labels)} images, scored on {len(data.val_labels)} "
+        f"validation images and {len(evaluator.corrupted)} corrupted copies"
+    )
     evaluator.evaluate(losses["cross_entropy"], augmentation, seed=0)  # warm-up: cuDNN tuning, compilation
     mean_seconds = None
     for label, loss in losses.items():
@@ -132,16 +154,20 @@ def main() -> None:
             seconds.append(second)
             scores.append(result.accuracy)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        print(f"{label}: trial {statistics.mean(seconds):.2f} s (min {min(seconds):.2f}), validation "
-              f"accuracy {statistics.mean(scores):.4f} +- {spread:.4f} over {len(scores)} seeds")
+        print(
+            f"{label}: trial {statistics.mean(seconds):.2f} s (min {min(seconds):.2f}), validation "
+            f"accuracy {statistics.mean(scores):.4f} +- {spread:.4f} over {len(scores)} seeds"
+        )
         mean_seconds = mean_seconds or statistics.mean(seconds)
     if args.breakdown:
         breakdown(evaluator, losses["cross_entropy"], synchronize)
     if args.reference:
         reference = airbench_reference(config, args.reference)
         if reference is not None:
-            print(f"optiloss trial (cross-entropy) / airbench94: ratio {mean_seconds / reference[0]:.2f} "
-                  "in seconds")
+            print(
+                f"optiloss trial (cross-entropy) / airbench94: ratio {mean_seconds / reference[0]:.2f} "
+                "in seconds"
+            )
 
 
 if __name__ == "__main__":

@@ -47,15 +47,17 @@ def main() -> None:
     assert len(genome.active_nodes) == 5
     losses = {
         "cross_entropy": lambda logits, index: F.cross_entropy(logits.float(), labels[index]),
-        "genome": lambda logits, index: genome(F.one_hot(labels[index], 10).float(),
-                                               torch.softmax(logits.float(), 1)),
+        "genome": lambda logits, index: genome(
+            F.one_hot(labels[index], 10).float(), torch.softmax(logits.float(), 1)
+        ),
     }
     torch.manual_seed(0)
     model = create_model(args.model, 10, width=args.width).to(device)
     if args.compile_genome:
         compiled = torch.compile(genome, dynamic=False)
-        losses["genome_compiled"] = lambda logits, index: compiled(F.one_hot(labels[index], 10).float(),
-                                                                   torch.softmax(logits.float(), 1))
+        losses["genome_compiled"] = lambda logits, index: compiled(
+            F.one_hot(labels[index], 10).float(), torch.softmax(logits.float(), 1)
+        )
     fast = bf16_pays_off(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
@@ -85,12 +87,14 @@ def main() -> None:
                 compile_seconds = seconds
     for number in range(args.steps):
         index = torch.randint(0, len(images), (args.batch_size,), device=device)
-        for name in (losses if number % 2 == 0 else reversed(list(losses))):
+        for name in losses if number % 2 == 0 else reversed(list(losses)):
             times[name].append(step(name, index))
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
-        print(f"{name:16s} median {1000 * value:.2f} ms per step ({args.model} width {args.width}, "
-              f"{args.batch_size} images, {device}, bf16 {fast})")
+        print(
+            f"{name:16s} median {1000 * value:.2f} ms per step ({args.model} width {args.width}, "
+            f"{args.batch_size} images, {device}, bf16 {fast})"
+        )
     if compile_seconds is not None:
         print(f"compiling the genome (first step): {compile_seconds:.2f} s, paid once per distinct genome")
     for name in medians:

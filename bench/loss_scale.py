@@ -29,12 +29,16 @@ from optiloss.settings import SearchConfig
 
 from _shared import cifar10_jpeg_folder
 
-LOSSES = {"ce": "-(y * ln(|p| + eps))",
-          "ce_rerun": "-(y * ln(|p| + eps))",  # the control: the same loss and seeds again
-          "two_ce_plus_y": "(y * ((1 - ln(|p| + eps)) - ln(|p| + eps)))",
-          "ce_log10": "-(y * log10(|p| + eps))"}
-SETTINGS = {"cnn": {"dataset": "digits", "model": "cnn", "epochs": 6, "model_width": 16},
-            "airbench": {"model": "airbench", "epochs": 4, "subset": 5000}}
+LOSSES = {
+    "ce": "-(y * ln(|p| + eps))",
+    "ce_rerun": "-(y * ln(|p| + eps))",  # the control: the same loss and seeds again
+    "two_ce_plus_y": "(y * ((1 - ln(|p| + eps)) - ln(|p| + eps)))",
+    "ce_log10": "-(y * log10(|p| + eps))",
+}
+SETTINGS = {
+    "cnn": {"dataset": "digits", "model": "cnn", "epochs": 6, "model_width": 16},
+    "airbench": {"model": "airbench", "epochs": 4, "subset": 5000},
+}
 
 
 def main() -> None:
@@ -53,17 +57,24 @@ def main() -> None:
         evaluator = LossEvaluator.for_search(config, data, torch.device(config.device))
         augmentation = evaluator.augmentation(config.augmentation)
         losses = named_losses(LOSSES, config.nodes)
-        accuracies = {name: [evaluator.evaluate(genome, augmentation, seed).accuracy
-                             for seed in range(args.seeds)] for name, genome in losses.items()}
+        accuracies = {
+            name: [evaluator.evaluate(genome, augmentation, seed).accuracy for seed in range(args.seeds)]
+            for name, genome in losses.items()
+        }
         baseline = accuracies["ce"]
         spread = statistics.stdev(baseline) if len(baseline) > 1 else 0.0
-        print(f"{model} ({config.train_settings().recipe}, {config.dataset}, {len(data.train_labels)} "
-              f"training images, {config.epochs} epochs, {args.seeds} seeds)")
+        print(
+            f"{model} ({config.train_settings().recipe}, {config.dataset}, {len(data.train_labels)} "
+            f"training images, {config.epochs} epochs, {args.seeds} seeds)"
+        )
         for name, values_ in accuracies.items():
             largest = max(abs(a - b) for a, b in zip(values_, baseline))
-            print(f"  {name:19s} accuracy {statistics.mean(values_):.4f} +- "
-                  f"{statistics.stdev(values_) if len(values_) > 1 else 0.0:.4f}  largest per-seed "
-                  f"difference from cross-entropy {largest:.4f} (its spread {spread:.4f})", flush=True)
+            print(
+                f"  {name:19s} accuracy {statistics.mean(values_):.4f} +- "
+                f"{statistics.stdev(values_) if len(values_) > 1 else 0.0:.4f}  largest per-seed "
+                f"difference from cross-entropy {largest:.4f} (its spread {spread:.4f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

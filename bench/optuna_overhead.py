@@ -40,16 +40,19 @@ class NoTraining(LossSearchObjective):
 
 def timed(study: optuna.Study, objective, trials: int, callbacks=()) -> list[float]:
     stamps = [time.perf_counter()]
-    study.optimize(objective, n_trials=trials,
-                   callbacks=[*callbacks, lambda s, t: stamps.append(time.perf_counter())])
+    study.optimize(
+        objective, n_trials=trials, callbacks=[*callbacks, lambda s, t: stamps.append(time.perf_counter())]
+    )
     return [1000 * (b - a) for a, b in zip(stamps, stamps[1:])]
 
 
 def report(label: str, per_trial: list[float]) -> float:
     median = statistics.median(per_trial)
-    print(f"{label:9s} median {median:6.1f} ms per trial; "
-          f"first 250 {statistics.median(per_trial[:250]):6.1f} ms, "
-          f"last 250 {statistics.median(per_trial[-250:]):6.1f} ms")
+    print(
+        f"{label:9s} median {median:6.1f} ms per trial; "
+        f"first 250 {statistics.median(per_trial[:250]):6.1f} ms, "
+        f"last 250 {statistics.median(per_trial[-250:]):6.1f} ms"
+    )
     return median
 
 
@@ -61,22 +64,35 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with tempfile.TemporaryDirectory() as folder:
-        plain = optuna.create_study(storage=f"sqlite:///{folder}/plain.db",
-                                    directions=["maximize", "maximize"],
-                                    sampler=optuna.samplers.NSGAIISampler(population_size=args.population,
-                                                                          seed=0))
+        plain = optuna.create_study(
+            storage=f"sqlite:///{folder}/plain.db",
+            directions=["maximize", "maximize"],
+            sampler=optuna.samplers.NSGAIISampler(population_size=args.population, seed=0),
+        )
         baseline = report("optuna", timed(plain, lambda trial: _values(Genome.suggest(trial)), args.trials))
 
-        config = make_config({"population_size": args.population, "n_trials": args.trials, "device": "cpu",
-                              "artifacts": False, "checkpoint_dir": f"{folder}/checkpoints"})
-        storage = open_storage(f"sqlite:///{folder}/optiloss.db",
-                               heartbeat_interval=config.heartbeat_interval,
-                               grace_period=config.grace_period, max_retry=config.max_retry)
+        config = make_config(
+            {
+                "population_size": args.population,
+                "n_trials": args.trials,
+                "device": "cpu",
+                "artifacts": False,
+                "checkpoint_dir": f"{folder}/checkpoints",
+            }
+        )
+        storage = open_storage(
+            f"sqlite:///{folder}/optiloss.db",
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            max_retry=config.max_retry,
+        )
         study = open_search_study(config, storage)
         objective = NoTraining(config, load_dataset("digits"), torch.device("cpu"))
         ours = report("optiloss", timed(study, objective, args.trials, [upkeep_callback(config, storage)]))
-    print(f"optiloss / plain Optuna per trial: ratio {ours / baseline:.2f} "
-          f"({ours:.1f} ms against {baseline:.1f} ms)")
+    print(
+        f"optiloss / plain Optuna per trial: ratio {ours / baseline:.2f} "
+        f"({ours:.1f} ms against {baseline:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,21 +38,46 @@ def fresh_database(admin_url: str) -> str:
 
 def run(url: str, workers: int, trials: int, config: str) -> dict:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "optiloss", "search", config, "--storage", url, "--n-trials",
-                    str(trials), "--workers", str(workers), "--no-progress"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "optiloss",
+            "search",
+            config,
+            "--storage",
+            url,
+            "--n-trials",
+            str(trials),
+            "--workers",
+            str(workers),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - started
     study = optuna.load_study(study_name="digits-base", storage=url)
     everything = study.get_trials(deepcopy=False)
     complete = [t for t in everything if t.state == TrialState.COMPLETE]
-    busy = sum(t.user_attrs.get("training_seconds", 0) + t.user_attrs.get("evaluation_seconds", 0)
-               for t in everything)  # screening is microseconds (bench/screening.py)
-    per_trial_wall = [(t.datetime_complete - t.datetime_start).total_seconds() for t in everything
-                      if t.datetime_complete and t.datetime_start]
-    return {"wall": wall, "complete": len(complete), "trials": len(everything),
-            "per_minute": 60 * len(complete) / wall,
-            "storage_ms": 1000 * max(0.0, workers * wall - busy) / len(everything),
-            "median_trial_s": statistics.median(per_trial_wall)}
+    busy = sum(
+        t.user_attrs.get("training_seconds", 0) + t.user_attrs.get("evaluation_seconds", 0)
+        for t in everything
+    )  # screening is microseconds (bench/screening.py)
+    per_trial_wall = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in everything
+        if t.datetime_complete and t.datetime_start
+    ]
+    return {
+        "wall": wall,
+        "complete": len(complete),
+        "trials": len(everything),
+        "per_minute": 60 * len(complete) / wall,
+        "storage_ms": 1000 * max(0.0, workers * wall - busy) / len(everything),
+        "median_trial_s": statistics.median(per_trial_wall),
+    }
 
 
 def main() -> None:
@@ -61,18 +86,26 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--config", default=str(ROOT / "studies" / "digits-demo.toml"))
     args = parser.parse_args()
-    admin = args.url or subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh"), "url"],
-                                       capture_output=True, text=True, check=True).stdout.strip()
+    admin = (
+        args.url
+        or subprocess.run(
+            ["bash", str(ROOT / "scripts" / "postgres.sh"), "url"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     results = {}
     for workers in (1, 2):
         results[workers] = run(fresh_database(admin), workers, args.trials, args.config)
         r = results[workers]
-        print(f"{workers} worker(s): {r['complete']} complete of {r['trials']} trials in {r['wall']:.1f} s = "
-              f"{r['per_minute']:.1f} complete/min, storage+sampler {r['storage_ms']:.0f} ms per trial")
+        print(
+            f"{workers} worker(s): {r['complete']} complete of {r['trials']} trials in {r['wall']:.1f} s = "
+            f"{r['per_minute']:.1f} complete/min, storage+sampler {r['storage_ms']:.0f} ms per trial"
+        )
     ratio = results[2]["per_minute"] / results[1]["per_minute"]
-    print(f"2 workers / 1 worker: ratio {ratio:.2f} complete trials per minute; storage+sampler "
-          f"{results[1]['storage_ms']:.0f} ms (1 worker) and "
-          f"{results[2]['storage_ms']:.0f} ms (2 workers) per trial")
+    print(
+        f"2 workers / 1 worker: ratio {ratio:.2f} complete trials per minute; storage+sampler "
+        f"{results[1]['storage_ms']:.0f} ms (1 worker) and "
+        f"{results[2]['storage_ms']:.0f} ms (2 workers) per trial"
+    )
 
 
 if __name__ == "__main__":

@@ -50,11 +50,15 @@ def main() -> None:
     rejected_share = 100 * (args.genomes - reasons["accepted"]) / args.genomes
     for reason, count in reasons.most_common():
         print(f"{count:6d}  {reason}")
-    print(f"90th percentile {np.percentile(screen_ms, 90):.3f} ms, max {max(screen_ms):.1f} ms; "
-          f"decoding median {statistics.median(decode_ms):.4f} ms")
-    print(f"screening: median {statistics.median(screen_ms):.3f} ms per genome, "
-          f"{rejected_share:.1f} % rejected before training "
-          f"(ratio to decoding {statistics.median(screen_ms) / statistics.median(decode_ms):.1f})")
+    print(
+        f"90th percentile {np.percentile(screen_ms, 90):.3f} ms, max {max(screen_ms):.1f} ms; "
+        f"decoding median {statistics.median(decode_ms):.4f} ms"
+    )
+    print(
+        f"screening: median {statistics.median(screen_ms):.3f} ms per genome, "
+        f"{rejected_share:.1f} % rejected before training "
+        f"(ratio to decoding {statistics.median(screen_ms) / statistics.median(decode_ms):.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -37,21 +37,38 @@ from optiloss.studies import trial_robustness
 def run(sampler_name: str, seed: int, args: argparse.Namespace, folder: str) -> dict:
     overrides = tomllib.loads("\n".join(args.set))
     objectives = ["accuracy"] if sampler_name == "evolution" else ["accuracy", "robustness"]
-    config = make_config({"dataset": args.dataset, "n_trials": args.trials,
-                          "population_size": args.population, "seed": seed, "epochs": 6, "model_width": 16,
-                          "device": "cpu", "artifacts": False, "checkpoint_dir": f"{folder}/checkpoints",
-                          "study_name": f"{sampler_name}-{seed}", "sampler": sampler_name,
-                          "tournament_size": max(2, args.population // 5), "objectives": objectives,
-                          **overrides})
+    config = make_config(
+        {
+            "dataset": args.dataset,
+            "n_trials": args.trials,
+            "population_size": args.population,
+            "seed": seed,
+            "epochs": 6,
+            "model_width": 16,
+            "device": "cpu",
+            "artifacts": False,
+            "checkpoint_dir": f"{folder}/checkpoints",
+            "study_name": f"{sampler_name}-{seed}",
+            "sampler": sampler_name,
+            "tournament_size": max(2, args.population // 5),
+            "objectives": objectives,
+            **overrides,
+        }
+    )
     storage = open_storage(f"sqlite:///{folder}/quality.db")
     study = open_search_study(config, storage)
     data = load_data(config, progress=False)
-    study.optimize(LossSearchObjective(config, data, torch.device(config.device)),
-                   callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))])
+    study.optimize(
+        LossSearchObjective(config, data, torch.device(config.device)),
+        callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))],
+    )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     points = [(trial.values[0], trial_robustness(trial) or 0.0) for trial in complete]
-    return {"hypervolume": hypervolume(points), "best_accuracy": max(point[0] for point in points),
-            "drawn": len(study.trials)}
+    return {
+        "hypervolume": hypervolume(points),
+        "best_accuracy": max(point[0] for point in points),
+        "drawn": len(study.trials),
+    }
 
 
 def mean_and_spread(results: list[dict], key: str) -> tuple[float, float]:
@@ -64,11 +81,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=120)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--samplers", nargs="+", default=["nsga2", "evolution", "random", "tpe"],
-                        choices=("nsga2", "evolution", "random", "tpe"))
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["nsga2", "evolution", "random", "tpe"],
+        choices=("nsga2", "evolution", "random", "tpe"),
+    )
     parser.add_argument("--dataset", default="digits", help="digits, or folder:PATH (e.g. a CIFAR-10 subset)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a search-config key (a TOML value), e.g. subset=6000")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a search-config key (a TOML value), e.g. subset=6000",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -78,10 +104,13 @@ def main() -> None:
             results = [run(sampler_name, seed, args, folder) for seed in range(args.seeds)]
             summary[sampler_name] = results
             (volume, volume_spread), (best, best_spread), (drawn, drawn_spread) = (
-                mean_and_spread(results, key) for key in ("hypervolume", "best_accuracy", "drawn"))
-            print(f"{sampler_name:9s} hypervolume {volume:.4f} +- {volume_spread:.4f}  best accuracy "
-                  f"{best:.4f} +- {best_spread:.4f}  genomes drawn {drawn:.0f} +- {drawn_spread:.0f}",
-                  flush=True)
+                mean_and_spread(results, key) for key in ("hypervolume", "best_accuracy", "drawn")
+            )
+            print(
+                f"{sampler_name:9s} hypervolume {volume:.4f} +- {volume_spread:.4f}  best accuracy "
+                f"{best:.4f} +- {best_spread:.4f}  genomes drawn {drawn:.0f} +- {drawn_spread:.0f}",
+                flush=True,
+            )
     if "random" not in summary:
         return
     for sampler_name, results in summary.items():
@@ -91,8 +120,10 @@ def main() -> None:
             mean, spread = mean_and_spread(results, key)
             baseline, baseline_spread = mean_and_spread(summary["random"], key)
             beyond = abs(mean - baseline) > max(spread, baseline_spread)
-            print(f"{sampler_name} / random at {args.trials} trained losses x {args.seeds} seeds: {key} "
-                  f"ratio {mean / baseline:.3f} ({'beyond' if beyond else 'within'} the spread)")
+            print(
+                f"{sampler_name} / random at {args.trials} trained losses x {args.seeds} seeds: {key} "
+                f"ratio {mean / baseline:.3f} ({'beyond' if beyond else 'within'} the spread)"
+            )
 
 
 if __name__ == "__main__":

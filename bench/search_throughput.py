@@ -34,10 +34,17 @@ def measure(config, folder: str) -> dict:
     outcome = run_search(config, url, progress=False, log=lambda line: None, hooks=SearchHooks())
     wall = time.perf_counter() - started
     study = load_study(optuna.storages.RDBStorage(url), outcome.study_name)
-    busy = sum(t.user_attrs.get("training_seconds", 0.0) + t.user_attrs.get("evaluation_seconds", 0.0)
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    return {"wall": wall, "complete": outcome.complete_after, "rejected": outcome.rejected,
-            "per_hour": 3600 * outcome.complete_after / wall, "outside": 1 - busy / (wall * config.workers)}
+    busy = sum(
+        t.user_attrs.get("training_seconds", 0.0) + t.user_attrs.get("evaluation_seconds", 0.0)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    )
+    return {
+        "wall": wall,
+        "complete": outcome.complete_after,
+        "rejected": outcome.rejected,
+        "per_hour": 3600 * outcome.complete_after / wall,
+        "outside": 1 - busy / (wall * config.workers),
+    }
 
 
 def main() -> None:
@@ -46,8 +53,13 @@ def main() -> None:
     parser.add_argument("--config", default="studies/cifar10.toml")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a search-config key (a TOML value)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a search-config key (a TOML value)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -55,17 +67,30 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory() as folder:
         for workers in args.workers:
-            config = load_config(args.config, {
-                "dataset": args.dataset, "workers": workers, "n_trials": args.trials, "artifacts": False,
-                "checkpoint_dir": f"{folder}/checkpoints", **overrides})
+            config = load_config(
+                args.config,
+                {
+                    "dataset": args.dataset,
+                    "workers": workers,
+                    "n_trials": args.trials,
+                    "artifacts": False,
+                    "checkpoint_dir": f"{folder}/checkpoints",
+                    **overrides,
+                },
+            )
             result = measure(config, folder)
             rates[workers] = result["per_hour"]
-            print(f"{workers} worker(s): {result['complete']} complete trials in {result['wall']:.1f} s, "
-                  f"{result['per_hour']:.0f} per hour, {result['rejected']} genomes rejected, "
-                  f"{100 * result['outside']:.1f} % of worker time outside training and scoring")
+            print(
+                f"{workers} worker(s): {result['complete']} complete trials in {result['wall']:.1f} s, "
+                f"{result['per_hour']:.0f} per hour, {result['rejected']} genomes rejected, "
+                f"{100 * result['outside']:.1f} % of worker time outside training and scoring"
+            )
     first = args.workers[0]
-    print("complete trials per hour against " + f"{first} worker(s): "
-          + ", ".join(f"{w} workers {rates[w] / rates[first]:.2f}" for w in args.workers))
+    print(
+        "complete trials per hour against "
+        + f"{first} worker(s): "
+        + ", ".join(f"{w} workers {rates[w] / rates[first]:.2f}" for w in args.workers)
+    )
 
 
 if __name__ == "__main__":

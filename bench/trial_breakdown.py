@@ -50,8 +50,9 @@ def main() -> None:
         study = open_search_study(config, storage)
         objective = LossSearchObjective(config, load_data(config).to(device), device)
         started = time.perf_counter()
-        study.optimize(objective,
-                       callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))])
+        study.optimize(
+            objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))]
+        )
         wall = time.perf_counter() - started
         trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -61,16 +62,20 @@ def main() -> None:
     measured = sum(screening) / 1000 + sum(training) + sum(evaluation)
     overhead_ms = 1000 * (wall - measured) / len(trials)
     print(f"device {device}, torch threads {torch.get_num_threads()}, config {args.config}")
-    print(f"{len(trials)} trials ({len(complete)} complete, {len(trials) - len(complete)} rejected) "
-          f"in {wall:.1f} s")
+    print(
+        f"{len(trials)} trials ({len(complete)} complete, {len(trials) - len(complete)} rejected) "
+        f"in {wall:.1f} s"
+    )
     print(f"screening  median {statistics.median(screening):.3f} ms per genome")
     print(f"training   median {statistics.median(training):.3f} s per complete trial")
     print(f"evaluation median {statistics.median(evaluation):.3f} s per complete trial")
     print(f"optuna+storage mean {overhead_ms:.1f} ms per trial")
     share = sum(training) / wall
-    print(f"per trial: screening {statistics.median(screening):.3f} ms, training "
-          f"{statistics.median(training):.2f} s, evaluation {statistics.median(evaluation):.3f} s, "
-          f"optuna+storage {overhead_ms:.1f} ms; training is {100 * share:.0f} % of the wall time")
+    print(
+        f"per trial: screening {statistics.median(screening):.3f} ms, training "
+        f"{statistics.median(training):.2f} s, evaluation {statistics.median(evaluation):.3f} s, "
+        f"optuna+storage {overhead_ms:.1f} ms; training is {100 * share:.0f} % of the wall time"
+    )
 
 
 if __name__ == "__main__":

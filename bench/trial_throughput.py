@@ -37,19 +37,33 @@ from _shared import cifar10_jpeg_folder
 
 
 def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.device) -> tuple[float, float]:
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.PILToTensor(),
-                           T.ToDtype(torch.float32, scale=True)])
-    loader = DataLoader(PilImages(data.train_images.cpu(), data.train_labels.cpu(), transform),
-                        batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        # the same order and worker seeds each run
-                        generator=torch.Generator().manual_seed(0))
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.PILToTensor(),
+            T.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    loader = DataLoader(
+        PilImages(data.train_images.cpu(), data.train_labels.cpu(), transform),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        # the same order and worker seeds each run
+        generator=torch.Generator().manual_seed(0),
+    )
     with seeded(0, device):
         model = create_model("surrogate", 10).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(settings.epochs * len(loader), settings.warmup_fraction))
+        optimizer, _warmup_cosine(settings.epochs * len(loader), settings.warmup_fraction)
+    )
     started = time.perf_counter()
     model.train()
     for _ in range(settings.epochs):
@@ -63,8 +77,10 @@ def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.dev
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return (settings.epochs * len(loader) * settings.batch_size / seconds,
-            accuracy(model, data.val_images, data.val_labels))
+    return (
+        settings.epochs * len(loader) * settings.batch_size / seconds,
+        accuracy(model, data.val_images, data.val_labels),
+    )
 
 
 def main() -> None:
@@ -73,17 +89,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--float32", action="store_true",
-                        help="optiloss without bf16 (mixed_precision = false)")
+    parser.add_argument(
+        "--float32", action="store_true", help="optiloss without bf16 (mixed_precision = false)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     full = load_dataset(f"folder:{cifar10_jpeg_folder()}", progress=False)
     # folders are by class
     order = torch.randperm(len(full.train_labels), generator=torch.Generator().manual_seed(0))
     train = order[: args.images]
-    data = dataclasses.replace(full, train_images=full.train_images[train],
-                               train_labels=full.train_labels[train],
-                               val_images=full.test_images, val_labels=full.test_labels).to(device)
+    data = dataclasses.replace(
+        full,
+        train_images=full.train_images[train],
+        train_labels=full.train_labels[train],
+        val_images=full.test_images,
+        val_labels=full.test_labels,
+    ).to(device)
     config = SearchConfig(epochs=args.epochs, batch_size=128, mixed_precision=not args.float32)
     settings = config.train_settings()
     evaluator = LossEvaluator.for_search(config, data, device)
@@ -91,13 +112,19 @@ def main() -> None:
     steps = args.epochs * (args.images // settings.batch_size)
     ours_rate = steps * settings.batch_size / ours.training_seconds
     theirs_rate, theirs_accuracy = plain_pytorch(data, settings, args.workers, device)
-    print(f"{args.images} CIFAR-10 images, {args.epochs} epochs, device {device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.images} CIFAR-10 images, {args.epochs} epochs, device {device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"optiloss trial      {ours_rate:8.0f} img/s  validation accuracy {ours.accuracy:.4f}")
-    print(f"plain PyTorch trial {theirs_rate:8.0f} img/s  validation accuracy {theirs_accuracy:.4f} "
-          f"(DataLoader, {args.workers} workers, per-image PIL transforms)")
-    print(f"optiloss / plain PyTorch: ratio {ours_rate / theirs_rate:.2f} images/s; "
-          f"accuracy difference {100 * (ours.accuracy - theirs_accuracy):+.1f} points")
+    print(
+        f"plain PyTorch trial {theirs_rate:8.0f} img/s  validation accuracy {theirs_accuracy:.4f} "
+        f"(DataLoader, {args.workers} workers, per-image PIL transforms)"
+    )
+    print(
+        f"optiloss / plain PyTorch: ratio {ours_rate / theirs_rate:.2f} images/s; "
+        f"accuracy difference {100 * (ours.accuracy - theirs_accuracy):+.1f} points"
+    )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,22 @@ def _port(text: str) -> int:
 def _loss(text: str) -> tuple[str, str]:
     name, equals, formula = text.partition("=")
     if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()) or not formula.strip():
-        raise argparse.ArgumentTypeError(f"--loss {text!r}: write NAME=FORMULA, e.g. "
-                                         "--loss 'mine=-(y * ln(|p| + eps))' (NAME: letters, digits, _)")
+        raise argparse.ArgumentTypeError(
+            f"--loss {text!r}: write NAME=FORMULA, e.g. "
+            "--loss 'mine=-(y * ln(|p| + eps))' (NAME: letters, digits, _)"
+        )
     return name.strip(), formula.strip()
 
 
 def _loss_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--loss", type=_loss, action="append", metavar="NAME=FORMULA",
-                        help=f"a loss written as a formula (as `optiloss show` prints it), {what}; "
-                             "repeatable; adds to the config's [losses] table")
+    parser.add_argument(
+        "--loss",
+        type=_loss,
+        action="append",
+        metavar="NAME=FORMULA",
+        help=f"a loss written as a formula (as `optiloss show` prints it), {what}; "
+        "repeatable; adds to the config's [losses] table",
+    )
 
 
 def _losses(args: argparse.Namespace) -> dict[str, str] | None:
@@ -64,44 +71,69 @@ def _losses(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def _storage_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", metavar="URL",
-                        help="SQLAlchemy URL of the study database (default: $OPTILOSS_STORAGE "
-                             "or sqlite:///storage/optiloss.db)")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="SQLAlchemy URL of the study database (default: $OPTILOSS_STORAGE "
+        "or sqlite:///storage/optiloss.db)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="optiloss",
         description="Search loss functions for image classifiers with Optuna's NSGA-II, "
-                    "one study per (dataset, augmentation).")
+        "one study per (dataset, augmentation).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    search = commands.add_parser("search", help="create or continue a loss search",
-                                 description="Create or continue a loss-search study until it holds "
-                                             "--n-trials COMPLETE trials, then print its Pareto set.")
+    search = commands.add_parser(
+        "search",
+        help="create or continue a loss search",
+        description="Create or continue a loss-search study until it holds "
+        "--n-trials COMPLETE trials, then print its Pareto set.",
+    )
     search.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
-    search.add_argument("--dataset", help="digits, cifar10, cifar100, flowers102, stanford_cars, "
-                                          "caltech101 or folder:PATH (default: digits)")
-    search.add_argument("--data-root", metavar="DIR",
-                        help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)")
+    search.add_argument(
+        "--dataset",
+        help="digits, cifar10, cifar100, flowers102, stanford_cars, "
+        "caltech101 or folder:PATH (default: digits)",
+    )
+    search.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)",
+    )
     search.add_argument("--image-size", type=int, metavar="PX", help="resize images to PX x PX")
-    search.add_argument("--subset", type=int, metavar="N",
-                        help="use a stratified subset of N training images")
-    search.add_argument("--download", action="store_true", default=None,
-                        help="fetch the data set with torchvision's downloader if missing "
-                             "(needs the network)")
-    search.add_argument("--augmentation",
-                        help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)")
-    search.add_argument("--n-trials", type=int, metavar="N",
-                        help="total COMPLETE trials the study should hold")
+    search.add_argument(
+        "--subset", type=int, metavar="N", help="use a stratified subset of N training images"
+    )
+    search.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch the data set with torchvision's downloader if missing (needs the network)",
+    )
+    search.add_argument(
+        "--augmentation", help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)"
+    )
+    search.add_argument(
+        "--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold"
+    )
     _storage_option(search)
     search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
     search.add_argument("--seed", type=int, metavar="S", help="base seed")
-    search.add_argument("--device", type=_device,
-                        help="auto, cpu, cuda (workers spread over every GPU) or cuda:N (default: auto)")
+    search.add_argument(
+        "--device",
+        type=_device,
+        help="auto, cpu, cuda (workers spread over every GPU) or cuda:N (default: auto)",
+    )
     search.add_argument("--workers", type=int, metavar="N", help="processes sharing the study (default 1)")
-    search.add_argument("--sampler", choices=("nsga2", "evolution", "random", "tpe"),
-                        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe")
+    search.add_argument(
+        "--sampler",
+        choices=("nsga2", "evolution", "random", "tpe"),
+        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe",
+    )
     _loss_option(search, "trained in the first generation beside the zoo")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -126,25 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_option(export)
 
     transfer = commands.add_parser(
-        "transfer", help="retrain a search's best losses on a larger model",
+        "transfer",
+        help="retrain a search's best losses on a larger model",
         description="Train the top-k losses of SOURCE_STUDY (by accuracy, one per behaviour, or from its "
-                    "Pareto set), or of several studies pooled with --from, the losses given with --loss, "
-                    "cross-entropy and the zoo with several seeds; report test accuracy and robustness with "
-                    "tests against cross-entropy.")
-    transfer.add_argument("source", metavar="SOURCE_STUDY", nargs="?",
-                          help="the search study (or give one or more with --from)")
-    transfer.add_argument("--from", dest="sources", action="append", metavar="STUDY",
-                          help="a source study; repeat to pool the losses of several (e.g. all five "
-                               "augmentation studies)")
-    transfer.add_argument("--select", choices=("accuracy", "pareto"),
-                          help="accuracy (default): top-k by accuracy over all trained losses, one per "
-                               "behaviour; pareto: top-k of the Pareto set")
+        "Pareto set), or of several studies pooled with --from, the losses given with --loss, "
+        "cross-entropy and the zoo with several seeds; report test accuracy and robustness with "
+        "tests against cross-entropy.",
+    )
+    transfer.add_argument(
+        "source", metavar="SOURCE_STUDY", nargs="?", help="the search study (or give one or more with --from)"
+    )
+    transfer.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        metavar="STUDY",
+        help="a source study; repeat to pool the losses of several (e.g. all five augmentation studies)",
+    )
+    transfer.add_argument(
+        "--select",
+        choices=("accuracy", "pareto"),
+        help="accuracy (default): top-k by accuracy over all trained losses, one per "
+        "behaviour; pareto: top-k of the Pareto set",
+    )
     _loss_option(transfer, "transferred beside the selected ones")
-    transfer.add_argument("--config", metavar="TOML",
-                          help="a studies/transfer-*.toml file; options override it")
+    transfer.add_argument(
+        "--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it"
+    )
     _storage_option(transfer)
-    transfer.add_argument("--model",
-                          help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (tf_efficientnetv2_s.in1k)")
+    transfer.add_argument(
+        "--model", help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (tf_efficientnetv2_s.in1k)"
+    )
     transfer.add_argument("--dataset", help="data set to train and test on")
     transfer.add_argument("--augmentation", help="training augmentation (default base)")
     transfer.add_argument("--top-k", type=int, metavar="K")
@@ -157,8 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--data-root", metavar="DIR")
     transfer.add_argument("--weights", metavar="FILE", help="local pretrained weights for a timm model")
     transfer.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
-    transfer.add_argument("--output", default="storage/reports", metavar="DIR",
-                          help="where the Markdown, CSV and plot go (default storage/reports)")
+    transfer.add_argument(
+        "--output",
+        default="storage/reports",
+        metavar="DIR",
+        help="where the Markdown, CSV and plot go (default storage/reports)",
+    )
 
     recheck = commands.add_parser("recheck", help="re-train a study's Pareto set with new seeds")
     recheck.add_argument("study", help="study name")
@@ -169,10 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     _loss_option(recheck, "retrained beside the Pareto set")
 
     evaluate = commands.add_parser(
-        "evaluate", help="is this loss better than cross-entropy here? train both with several seeds",
+        "evaluate",
+        help="is this loss better than cross-entropy here? train both with several seeds",
         description="Train the loss FORMULA and cross-entropy on the search surrogate with the same seeds, "
-                    "score both on the test split (which no search sees) and print them with Welch's "
-                    "p-value.")
+        "score both on the test split (which no search sees) and print them with Welch's "
+        "p-value.",
+    )
     evaluate.add_argument("formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)")
     evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
     evaluate.add_argument("--dataset", help="as for search (default: digits)")
@@ -185,28 +235,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
-    matrix = commands.add_parser("matrix", help="retrain each augmentation study's best losses under every "
-                                                "augmentation and tabulate accuracy")
+    matrix = commands.add_parser(
+        "matrix",
+        help="retrain each augmentation study's best losses under every augmentation and tabulate accuracy",
+    )
     matrix.add_argument("--dataset", required=True, help="the data set whose augmentation studies to use")
     _storage_option(matrix)
     matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
-    matrix.add_argument("--seeds", type=int, default=2, metavar="S",
-                        help="training seeds per cell (default 2)")
-    matrix.add_argument("--output", default="storage/reports", metavar="DIR",
-                        help="where the CSV and heatmap go (default storage/reports)")
+    matrix.add_argument(
+        "--seeds", type=int, default=2, metavar="S", help="training seeds per cell (default 2)"
+    )
+    matrix.add_argument(
+        "--output",
+        default="storage/reports",
+        metavar="DIR",
+        help="where the CSV and heatmap go (default storage/reports)",
+    )
     matrix.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     matrix.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    matrix.add_argument("--select", choices=("accuracy", "pareto"), default="accuracy",
-                        help="accuracy (default): top-k by accuracy, one per behaviour; pareto: from the "
-                             "Pareto set")
+    matrix.add_argument(
+        "--select",
+        choices=("accuracy", "pareto"),
+        default="accuracy",
+        help="accuracy (default): top-k by accuracy, one per behaviour; pareto: from the Pareto set",
+    )
     _loss_option(matrix, "retrained beside the studies' losses")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     dashboard.add_argument("--port", type=_port, default=8080, help="default: 8080")
-    dashboard.add_argument("--artifact-dir", default="storage/artifacts", metavar="DIR",
-                           help="the artifact folder the search wrote to (default storage/artifacts)")
+    dashboard.add_argument(
+        "--artifact-dir",
+        default="storage/artifacts",
+        metavar="DIR",
+        help="the artifact folder the search wrote to (default storage/artifacts)",
+    )
     return parser
 
 
@@ -230,21 +294,39 @@ def _search(args: argparse.Namespace) -> int:
     from optiloss.storage import mask_url, open_storage
     from optiloss.studies import load_study
 
-    config = load_config(args.config, {
-        "dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size,
-        "subset": args.subset, "download": args.download, "augmentation": args.augmentation,
-        "workers": args.workers, "n_trials": args.n_trials, "sampler": args.sampler,
-        "study_name": args.study_name, "seed": args.seed, "device": args.device, "losses": _losses(args)})
-    outcomes = run_searches(config, args.storage, progress=not args.no_progress,
-                            hooks=dashboard_hooks(config))
+    config = load_config(
+        args.config,
+        {
+            "dataset": args.dataset,
+            "data_root": args.data_root,
+            "image_size": args.image_size,
+            "subset": args.subset,
+            "download": args.download,
+            "augmentation": args.augmentation,
+            "workers": args.workers,
+            "n_trials": args.n_trials,
+            "sampler": args.sampler,
+            "study_name": args.study_name,
+            "seed": args.seed,
+            "device": args.device,
+            "losses": _losses(args),
+        },
+    )
+    outcomes = run_searches(
+        config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config)
+    )
     for outcome in outcomes:
         study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
-        print(f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
-              f"{outcome.rejected} genomes rejected this run):")
+        print(
+            f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
+            f"{outcome.rejected} genomes rejected this run):"
+        )
         print(format_rows(pareto_rows(study)))
         print(pareto_verdict(study))
-    print("\nWatch it in optuna-dashboard:  "
-          + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)]))
+    print(
+        "\nWatch it in optuna-dashboard:  "
+        + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
+    )
     return 0
 
 
@@ -290,16 +372,31 @@ def _transfer(args: argparse.Namespace) -> int:
     from optiloss.studies import load_study
     from optiloss.transfer import load_transfer_config, run_transfer, transfer_table
 
-    config = load_transfer_config(args.config, {
-        "model": args.model, "dataset": args.dataset, "augmentation": args.augmentation, "top_k": args.top_k,
-        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "image_size": args.image_size, "subset": args.subset,
-        "data_root": args.data_root, "weights": args.weights, "device": args.device, "select": args.select,
-        "losses": _losses(args)})
+    config = load_transfer_config(
+        args.config,
+        {
+            "model": args.model,
+            "dataset": args.dataset,
+            "augmentation": args.augmentation,
+            "top_k": args.top_k,
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "image_size": args.image_size,
+            "subset": args.subset,
+            "data_root": args.data_root,
+            "weights": args.weights,
+            "device": args.device,
+            "select": args.select,
+            "losses": _losses(args),
+        },
+    )
     sources = ([args.source] if args.source else []) + (args.sources or [])
     if not sources:
-        raise UsageError("name the source study: optiloss transfer SOURCE_STUDY, or --from STUDY "
-                         "(repeatable)")
+        raise UsageError(
+            "name the source study: optiloss transfer SOURCE_STUDY, or --from STUDY (repeatable)"
+        )
     study = run_transfer(sources if len(sources) > 1 else sources[0], config, args.storage)
     source = load_study(open_storage(args.storage, create=False), sources[0]) if len(sources) == 1 else None
     table = transfer_table(study, source, config.top_k, config.select)
@@ -307,8 +404,10 @@ def _transfer(args: argparse.Namespace) -> int:
     print()
     print(format_rows([{k: v for k, v in row.items() if k != "formula"} for row in table.rows]))
     if table.fidelity:
-        print(f"\nfidelity (surrogate accuracy vs transfer accuracy, {table.fidelity['losses']} losses): "
-              f"Spearman {table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}")
+        print(
+            f"\nfidelity (surrogate accuracy vs transfer accuracy, {table.fidelity['losses']} losses): "
+            f"Spearman {table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}"
+        )
     paths = save_transfer_report(study, table, args.output)
     print("wrote " + ", ".join(map(str, paths)))
     return 0
@@ -320,8 +419,12 @@ def _recheck(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    print(format_rows(recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args)),
-                      args.format))
+    print(
+        format_rows(
+            recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args)),
+            args.format,
+        )
+    )
     return 0
 
 
@@ -332,17 +435,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    config = SearchConfig.load(args.config, {
-        "dataset": args.dataset, "augmentation": args.augmentation, "epochs": args.epochs,
-        "subset": args.subset, "image_size": args.image_size, "data_root": args.data_root,
-        "device": args.device})
+    config = SearchConfig.load(
+        args.config,
+        {
+            "dataset": args.dataset,
+            "augmentation": args.augmentation,
+            "epochs": args.epochs,
+            "subset": args.subset,
+            "image_size": args.image_size,
+            "data_root": args.data_root,
+            "device": args.device,
+        },
+    )
     if len(config.per_augmentation()) > 1:
         raise UsageError("evaluate trains under one augmentation: base, cutout, mixup, randaug or all")
     comparison = evaluate_loss(args.formula, config, args.seeds)
     print(format_rows(comparison.rows(), args.format))
     if args.format == "table":
-        print(f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, "
-              "test split)")
+        print(
+            f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
+        )
     return 0
 
 
@@ -353,8 +465,15 @@ def _matrix(args: argparse.Namespace) -> int:
 
     if args.top_k < 1 or args.seeds < 1:
         raise UsageError("--top-k and --seeds must be at least 1")
-    result = loss_augmentation_matrix(args.dataset, args.storage, top_k=args.top_k, seeds=args.seeds,
-                                      device=args.device, select=args.select, losses=_losses(args))
+    result = loss_augmentation_matrix(
+        args.dataset,
+        args.storage,
+        top_k=args.top_k,
+        seeds=args.seeds,
+        device=args.device,
+        select=args.select,
+        losses=_losses(args),
+    )
     csv_path, png_path = save_matrix(result, args.output)
     print(format_rows(result.rows(), args.format))
     print(f"\nwrote {csv_path} and {png_path}")
@@ -368,22 +487,36 @@ def _dashboard(args: argparse.Namespace) -> int:
     from optiloss.storage import mask_url, open_storage, resolve_storage_url
 
     storage = open_storage(args.storage, create=False)
-    print(f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
-          f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    print(
+        f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
+        f"http://{args.host}:{args.port}/ (Ctrl-C stops it)",
+        flush=True,
+    )
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port,
-                                    artifact_store=artifact_store(args.artifact_dir))
+        optuna_dashboard.run_server(
+            storage, host=args.host, port=args.port, artifact_store=artifact_store(args.artifact_dir)
+        )
     except OSError as error:
-        raise OptilossError(f"cannot serve on {args.host}:{args.port}: {error.strerror}; "
-                            "choose another --port") from None
+        raise OptilossError(
+            f"cannot serve on {args.host}:{args.port}: {error.strerror}; choose another --port"
+        ) from None
     except KeyboardInterrupt:
         pass
     return 0
 
 
-COMMANDS = {"search": _search, "studies": _studies, "pareto": _pareto, "show": _show,
-            "matrix": _matrix, "dashboard": _dashboard, "export": _export, "transfer": _transfer,
-            "recheck": _recheck, "evaluate": _evaluate}
+COMMANDS = {
+    "search": _search,
+    "studies": _studies,
+    "pareto": _pareto,
+    "show": _show,
+    "matrix": _matrix,
+    "dashboard": _dashboard,
+    "export": _export,
+    "transfer": _transfer,
+    "recheck": _recheck,
+    "evaluate": _evaluate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,8 +55,10 @@ def worker_device(name: str, worker: int, gpu_count: int) -> str:
     except ValueError:
         raise UsageError(f"--device {name}: use auto, cpu, cuda or cuda:N with N a GPU index") from None
     if index >= gpu_count:
-        raise UsageError(f"--device {name} was asked for, but torch sees {gpu_count} CUDA device(s) "
-                         f"(cuda:0 to cuda:{gpu_count - 1})")
+        raise UsageError(
+            f"--device {name} was asked for, but torch sees {gpu_count} CUDA device(s) "
+            f"(cuda:0 to cuda:{gpu_count - 1})"
+        )
     return name
 
 
@@ -68,15 +70,24 @@ def resolve_device(name: str, worker: int = 0) -> torch.device:
 
 def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
     """The data set of ``settings``, on the CPU, split train / validation / test."""
-    return load_dataset(settings.dataset, settings.validation_fraction, data_root=settings.data_root,
-                        image_size=settings.image_size, subset=settings.subset, download=settings.download,
-                        progress=progress)
+    return load_dataset(
+        settings.dataset,
+        settings.validation_fraction,
+        data_root=settings.data_root,
+        image_size=settings.image_size,
+        subset=settings.subset,
+        download=settings.download,
+        progress=progress,
+    )
 
 
 def merge_validation_into_training(data: ImageSplits) -> ImageSplits:
     """The splits with the validation part added to the training part (for runs that select nothing)."""
-    return dataclasses.replace(data, train_images=torch.cat([data.train_images, data.val_images]),
-                               train_labels=torch.cat([data.train_labels, data.val_labels]))
+    return dataclasses.replace(
+        data,
+        train_images=torch.cat([data.train_images, data.val_images]),
+        train_labels=torch.cat([data.train_labels, data.val_labels]),
+    )
 
 
 @dataclass
@@ -104,13 +115,24 @@ class LossEvaluator:
     the search, ``"test"`` for transfer) are made, or read from the cache, once.
     """
 
-    def __init__(self, data: ImageSplits, device: torch.device, settings: RunSettings, *,
-                 model: str = "cnn", model_width: int = 32, weights: str | None = None,
-                 split: str = "val", progress: bool = False) -> None:
+    def __init__(
+        self,
+        data: ImageSplits,
+        device: torch.device,
+        settings: RunSettings,
+        *,
+        model: str = "cnn",
+        model_width: int = 32,
+        weights: str | None = None,
+        split: str = "val",
+        progress: bool = False,
+    ) -> None:
         if model == "airbench" and min(data.image_size) < AIRBENCH_MINIMUM_SIZE:
-            raise UsageError(f"model airbench needs images of at least {AIRBENCH_MINIMUM_SIZE} px, "
-                             f"{data.name} has {data.image_size[0]} px: "
-                             'use model = "cnn" or set image_size')
+            raise UsageError(
+                f"model airbench needs images of at least {AIRBENCH_MINIMUM_SIZE} px, "
+                f"{data.name} has {data.image_size[0]} px: "
+                'use model = "cnn" or set image_size'
+            )
         self.data = data
         self.device = device
         self.settings = settings
@@ -124,36 +146,58 @@ class LossEvaluator:
         self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
 
     @classmethod
-    def for_search(cls, config: SearchConfig, data: ImageSplits, device: torch.device,
-                   progress: bool = False) -> LossEvaluator:
+    def for_search(
+        cls, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = False
+    ) -> LossEvaluator:
         """The surrogate of a search config, scored on the validation split."""
-        return cls(data, device, config, model=config.model, model_width=config.model_width, split="val",
-                   progress=progress)
+        return cls(
+            data,
+            device,
+            config,
+            model=config.model,
+            model_width=config.model_width,
+            split="val",
+            progress=progress,
+        )
 
     @classmethod
-    def for_transfer(cls, config: TransferConfig, data: ImageSplits, device: torch.device,
-                     progress: bool = False) -> LossEvaluator:
+    def for_transfer(
+        cls, config: TransferConfig, data: ImageSplits, device: torch.device, progress: bool = False
+    ) -> LossEvaluator:
         """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split."""
-        return cls(data, device, config, model=config.model, weights=config.weights, split="test",
-                   progress=progress)
+        return cls(
+            data, device, config, model=config.model, weights=config.weights, split="test", progress=progress
+        )
 
     def augmentation(self, name: str) -> TrainingAugmentation:
-        return build_augmentation(name, self.data.image_size, self.data.num_classes,
-                                  self.settings.augment_settings())
+        return build_augmentation(
+            name, self.data.image_size, self.data.num_classes, self.settings.augment_settings()
+        )
 
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
         """(accuracy per corruption, clean accuracy) of a trained ``model`` on the scored split, under
         the training run's backend flags, read back from the device once."""
         sets = {**self.corrupted, CLEAN: self.images}
         with backend_flags(self.train_settings, self.device):
-            scores = accuracies(model, sets, self.labels, mixed_precision=self.train_settings.mixed_precision,
-                                flip_tta=self.flip_tta)
+            scores = accuracies(
+                model,
+                sets,
+                self.labels,
+                mixed_precision=self.train_settings.mixed_precision,
+                flip_tta=self.flip_tta,
+            )
         clean = scores.pop(CLEAN)
         return scores, clean
 
-    def evaluate(self, loss: LossFunction, augmentation: TrainingAugmentation, seed: int,
-                 description: str = "epochs", checkpointing: Checkpointing | None = None,
-                 after_epoch: Callable[[dict[str, float]], None] | None = None) -> Evaluation:
+    def evaluate(
+        self,
+        loss: LossFunction,
+        augmentation: TrainingAugmentation,
+        seed: int,
+        description: str = "epochs",
+        checkpointing: Checkpointing | None = None,
+        after_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> Evaluation:
         """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
 
         With ``checkpointing``, training saves every epoch and resumes from an
@@ -162,18 +206,38 @@ class LossEvaluator:
         """
         data = self.data
         with seeded(seed, self.device):
-            model = create_model(self.model, data.num_classes, data.channels, self.model_width,
-                                 self.weights).to(self.device)
-            result = train(model, data.train_images, data.train_labels, loss, augmentation,
-                           self.train_settings, progress=self.progress, description=description,
-                           checkpointing=checkpointing, after_epoch=after_epoch)
+            model = create_model(
+                self.model, data.num_classes, data.channels, self.model_width, self.weights
+            ).to(self.device)
+            result = train(
+                model,
+                data.train_images,
+                data.train_labels,
+                loss,
+                augmentation,
+                self.train_settings,
+                progress=self.progress,
+                description=description,
+                checkpointing=checkpointing,
+                after_epoch=after_epoch,
+            )
         if result.diverged:
-            return Evaluation(*DIVERGED_VALUES, diverged=result.diverged, training_seconds=result.seconds,
-                              resumed_from_epoch=result.resumed_from_epoch, history=result.history)
+            return Evaluation(
+                *DIVERGED_VALUES,
+                diverged=result.diverged,
+                training_seconds=result.seconds,
+                resumed_from_epoch=result.resumed_from_epoch,
+                history=result.history,
+            )
         started = time.perf_counter()
         per_corruption, clean = self.score(model)
-        return Evaluation(accuracy=clean, robustness=sum(per_corruption.values()) / len(per_corruption),
-                          per_corruption=per_corruption, training_seconds=result.seconds,
-                          evaluation_seconds=time.perf_counter() - started,
-                          final_train_loss=result.history[-1]["loss"],
-                          resumed_from_epoch=result.resumed_from_epoch, history=result.history)
+        return Evaluation(
+            accuracy=clean,
+            robustness=sum(per_corruption.values()) / len(per_corruption),
+            per_corruption=per_corruption,
+            training_seconds=result.seconds,
+            evaluation_seconds=time.perf_counter() - started,
+            final_train_loss=result.history[-1]["loss"],
+            resumed_from_epoch=result.resumed_from_epoch,
+            history=result.history,
+        )

@@ -39,9 +39,14 @@ class MatrixResult:
         return f"{statistics.mean(values):.4f} +- {spread:.4f}"
 
     def rows(self) -> list[dict[str, str]]:
-        return [{"loss": label, **{augmentation: self.cell(label, augmentation)
-                                   for augmentation in self.augmentations}, "formula": formula}
-                for label, formula in self.losses.items()]
+        return [
+            {
+                "loss": label,
+                **{augmentation: self.cell(label, augmentation) for augmentation in self.augmentations},
+                "formula": formula,
+            }
+            for label, formula in self.losses.items()
+        ]
 
 
 def augmentation_studies(storage, dataset: str) -> dict[str, optuna.Study]:
@@ -57,8 +62,9 @@ def augmentation_studies(storage, dataset: str) -> dict[str, optuna.Study]:
     return found
 
 
-def _losses(studies: dict[str, optuna.Study], top_k: int, select: str,
-            given: dict[str, Genome]) -> dict[str, Genome]:
+def _losses(
+    studies: dict[str, optuna.Study], top_k: int, select: str, given: dict[str, Genome]
+) -> dict[str, Genome]:
     """Cross-entropy, the top-k of each study (:func:`~optiloss.studies.select_trials`) and the
     ``given`` losses; a loss whose structure is already chosen is dropped."""
     chosen: dict[str, Genome] = {"cross_entropy": screen(zoo()["cross_entropy"]).genome}
@@ -81,9 +87,17 @@ def _losses(studies: dict[str, optuna.Study], top_k: int, select: str,
     return chosen
 
 
-def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, top_k: int = 1, seeds: int = 2,
-                             device: str = "auto", select: str = "accuracy",
-                             losses: dict[str, str] | None = None, progress: bool = True) -> MatrixResult:
+def loss_augmentation_matrix(
+    dataset: str,
+    storage_url: str | None = None,
+    *,
+    top_k: int = 1,
+    seeds: int = 2,
+    device: str = "auto",
+    select: str = "accuracy",
+    losses: dict[str, str] | None = None,
+    progress: bool = True,
+) -> MatrixResult:
     """Retrain the best losses of ``dataset``'s augmentation studies, and ``losses`` (name ->
     formula), under every augmentation.
 
@@ -93,16 +107,22 @@ def loss_augmentation_matrix(dataset: str, storage_url: str | None = None, *, to
     storage = open_storage(storage_url, create=False)
     studies = augmentation_studies(storage, dataset)
     if not studies:
-        raise OptilossError(f"no search study for dataset {dataset!r} in this storage; "
-                            f"run `optiloss search --dataset {dataset} --augmentation all5` first")
+        raise OptilossError(
+            f"no search study for dataset {dataset!r} in this storage; "
+            f"run `optiloss search --dataset {dataset} --augmentation all5` first"
+        )
     first = next(iter(studies.values()))
     config = SearchConfig.from_mapping(first.user_attrs["config"], f"study {first.study_name} config")
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     losses = _losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
     result = MatrixResult(dataset, {label: genome.formula for label, genome in losses.items()}, AUGMENTATIONS)
-    runs = [(label, augmentation, seed) for label in losses for augmentation in AUGMENTATIONS
-            for seed in range(seeds)]
+    runs = [
+        (label, augmentation, seed)
+        for label in losses
+        for augmentation in AUGMENTATIONS
+        for seed in range(seeds)
+    ]
     pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
     for label, augmentation, seed in tqdm(runs, desc="matrix runs", unit="run", disable=not progress):
         evaluation = evaluator.evaluate(losses[label], pipelines[augmentation], config.seed + 1000 * seed)

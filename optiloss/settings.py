@@ -77,8 +77,14 @@ LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
 }
 """key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               tuple: "a list of strings", dict: "a table of strings"}
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    tuple: "a list of strings",
+    dict: "a table of strings",
+}
 LOSS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -180,8 +186,11 @@ class RunSettings(Settings):
         """The optimisation settings of :func:`optiloss.train.train` (the one place they are built):
         airbench's recipe for the airbench model, AdamW for every other."""
         recipe = "airbench" if getattr(self, "model", None) == "airbench" else "adamw"
-        shared = {field.name: getattr(self, field.name) for field in fields(TrainSettings)
-                  if hasattr(self, field.name)}
+        shared = {
+            field.name: getattr(self, field.name)
+            for field in fields(TrainSettings)
+            if hasattr(self, field.name)
+        }
         return TrainSettings(recipe=recipe, **shared)
 
 
@@ -258,23 +267,34 @@ class SearchConfig(RunSettings):
     def check(self, source: str) -> None:
         if self.model not in SURROGATES:
             raise UsageError(f"{source}: model must be one of {', '.join(SURROGATES)}, got {self.model!r}")
-        if not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(
-                self.objectives):
-            raise UsageError(f'{source}: objectives must be ["accuracy"] or ["accuracy", "robustness"], '
-                             f"got {list(self.objectives)}")
+        if (
+            not self.objectives
+            or self.objectives[0] != "accuracy"
+            or len(set(self.objectives)) != len(self.objectives)
+        ):
+            raise UsageError(
+                f'{source}: objectives must be ["accuracy"] or ["accuracy", "robustness"], '
+                f"got {list(self.objectives)}"
+            )
         if self.sampler == "evolution" and self.tournament_size > self.population_size:
-            raise UsageError(f"{source}: tournament_size ({self.tournament_size}) must not exceed "
-                             f"population_size ({self.population_size})")
+            raise UsageError(
+                f"{source}: tournament_size ({self.tournament_size}) must not exceed "
+                f"population_size ({self.population_size})"
+            )
         if self.grace_period <= self.heartbeat_interval:
-            raise UsageError(f"{source}: grace_period must be longer than heartbeat_interval "
-                             f"({self.grace_period} <= {self.heartbeat_interval})")
+            raise UsageError(
+                f"{source}: grace_period must be longer than heartbeat_interval "
+                f"({self.grace_period} <= {self.heartbeat_interval})"
+            )
 
     def screen_options(self) -> dict[str, bool]:
         """How this study's screen fingerprints a genome (:func:`optiloss.genome.screen`): on the
         targets its augmentation trains with, and ignoring a positive scale when the surrogate's
         optimiser does (AdamW does; airbench's SGD does not: docs/benchmarks.md, loss scale)."""
-        return {"soft_targets": self.augmentation in SOFT_TARGET_AUGMENTATIONS,
-                "scale_free": self.train_settings().recipe == "adamw"}
+        return {
+            "soft_targets": self.augmentation in SOFT_TARGET_AUGMENTATIONS,
+            "scale_free": self.train_settings().recipe == "adamw",
+        }
 
     @property
     def resolved_study_name(self) -> str:
@@ -283,7 +303,7 @@ class SearchConfig(RunSettings):
             return self.study_name
         dataset = self.dataset
         if dataset.startswith("folder:"):
-            dataset = "folder-" + (Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+            dataset = "folder-" + (Path(dataset[len("folder:") :]).expanduser().resolve().name or "root")
         return f"{dataset}-{self.augmentation}"
 
     def per_augmentation(self) -> list[SearchConfig]:
@@ -291,9 +311,13 @@ class SearchConfig(RunSettings):
         ``{name}-{augmentation}``."""
         if self.augmentation != ALL_AUGMENTATIONS:
             return [self]
-        return [self.replace(augmentation=augmentation,
-                             study_name=f"{self.study_name}-{augmentation}" if self.study_name else None)
-                for augmentation in AUGMENTATIONS]
+        return [
+            self.replace(
+                augmentation=augmentation,
+                study_name=f"{self.study_name}-{augmentation}" if self.study_name else None,
+            )
+            for augmentation in AUGMENTATIONS
+        ]
 
 
 @dataclass(frozen=True)
@@ -317,15 +341,21 @@ class TransferConfig(RunSettings):
 
     def check(self, source: str) -> None:
         if self.pretrained and not self.weights:
-            raise UsageError(f"{source}: model {self.model!r} is fine-tuned (pretrained = true) and needs "
-                             'its weights file: pass --weights FILE or set weights = "FILE" (README '
-                             '"Fine-tuning" and the study file\'s comments say how to download it)')
+            raise UsageError(
+                f"{source}: model {self.model!r} is fine-tuned (pretrained = true) and needs "
+                'its weights file: pass --weights FILE or set weights = "FILE" (README '
+                '"Fine-tuning" and the study file\'s comments say how to download it)'
+            )
         if self.model in SURROGATES:
-            raise UsageError(f"{source}: model {self.model!r} is a search surrogate; transfer to "
-                             "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name")
+            raise UsageError(
+                f"{source}: model {self.model!r} is a search surrogate; transfer to "
+                "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name"
+            )
         if self.augmentation not in AUGMENTATIONS:
-            raise UsageError(f"{source}: augmentation must be one of {', '.join(AUGMENTATIONS)} "
-                             f"(a transfer trains one), got {self.augmentation!r}")
+            raise UsageError(
+                f"{source}: augmentation must be one of {', '.join(AUGMENTATIONS)} "
+                f"(a transfer trains one), got {self.augmentation!r}"
+            )
 
 
 def read_toml(path: str | Path | None) -> dict[str, Any]:
@@ -366,8 +396,12 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
     if kind is dict:
         return _check_losses(where, value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
-    ok = {int: is_int, float: is_int or isinstance(value, float), bool: isinstance(value, bool),
-          str: isinstance(value, str)}[kind]
+    ok = {
+        int: is_int,
+        float: is_int or isinstance(value, float),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }[kind]
     if not ok:
         raise UsageError(f"{where} must be {_TYPE_WORDS[kind]}, got {value!r}")
     if kind is float:

@@ -38,8 +38,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_storage(url: str | None = None, *, create: bool = True, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, max_retry: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str | None = None,
+    *,
+    create: bool = True,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = None,
+) -> optuna.storages.RDBStorage:
     """Open (and with ``create``, initialise) the storage at ``url``.
 
     With ``heartbeat_interval``, running trials send heartbeats; one silent for
@@ -55,42 +61,59 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat_inter
     try:
         path = sqlite_path(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise UsageError(f"not a database URL: {mask_url(url)} "
-                         "(expected e.g. sqlite:///storage/optiloss.db or "
-                         "postgresql://user@host/db)") from None
+        raise UsageError(
+            f"not a database URL: {mask_url(url)} "
+            "(expected e.g. sqlite:///storage/optiloss.db or "
+            "postgresql://user@host/db)"
+        ) from None
     engine_kwargs = {}
     if path is not None:
         if not path.exists():
             if not create:
-                raise OptilossError(f"no study database at {path}: run `optiloss search` first "
-                                    "or pass --storage")
+                raise OptilossError(
+                    f"no study database at {path}: run `optiloss search` first or pass --storage"
+                )
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise UsageError(f"cannot create the folder {path.parent} for the SQLite file "
-                                 f"({error.strerror}); choose another --storage") from None
+                raise UsageError(
+                    f"cannot create the folder {path.parent} for the SQLite file "
+                    f"({error.strerror}); choose another --storage"
+                ) from None
         # a dashboard or another worker may hold the lock for a while
         engine_kwargs = {"connect_args": {"timeout": 60}}
     heartbeat = {}
     if heartbeat_interval:
-        warnings.filterwarnings("ignore", message=".*RetryHeartbeatStaleTrialCallback.*",
-                                category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message=".*heartbeat_interval.*",
-                                category=optuna.exceptions.ExperimentalWarning)
-        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
+        warnings.filterwarnings(
+            "ignore",
+            message=".*RetryHeartbeatStaleTrialCallback.*",
+            category=optuna.exceptions.ExperimentalWarning,
+        )
+        warnings.filterwarnings(
+            "ignore", message=".*heartbeat_interval.*", category=optuna.exceptions.ExperimentalWarning
+        )
+        heartbeat = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        }
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except sqlalchemy.exc.NoSuchModuleError:
-        raise UsageError(f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "
-                         "postgresql://USER:PASSWORD@HOST/DB") from None
+        raise UsageError(
+            f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST/DB"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         password = make_url(url).password
         if password:
             reason = reason.replace(str(password), "***")
         if "password authentication failed" in reason or "no password supplied" in reason:
-            raise UsageError(f"the database refused the login for {mask_url(url)}: check the user "
-                             "and password in the URL") from None
-        raise OptilossError(f"cannot open storage {mask_url(url)}: {reason}; "
-                            "check that the database server is running and the URL is right") from None
+            raise UsageError(
+                f"the database refused the login for {mask_url(url)}: check the user and password in the URL"
+            ) from None
+        raise OptilossError(
+            f"cannot open storage {mask_url(url)}: {reason}; "
+            "check that the database server is running and the URL is right"
+        ) from None

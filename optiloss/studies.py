@@ -30,8 +30,9 @@ def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-        raise OptilossError(f"no study named {study_name!r}; studies here: "
-                            f"{', '.join(names) or 'none'}") from None
+        raise OptilossError(
+            f"no study named {study_name!r}; studies here: {', '.join(names) or 'none'}"
+        ) from None
 
 
 def count_trials(storage: BaseStorage, study_name: str, states: tuple[TrialState, ...] | None = None) -> int:
@@ -47,8 +48,7 @@ def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
     """Trial ``number``; a missing one is an :class:`OptilossError` naming the range."""
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise OptilossError(f"study {study.study_name!r} has no trial {number} "
-                            f"(trials 0-{len(trials) - 1})")
+        raise OptilossError(f"study {study.study_name!r} has no trial {number} (trials 0-{len(trials) - 1})")
     return trials[number]
 
 
@@ -83,8 +83,10 @@ def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> 
     if select != "accuracy":
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = sorted((trial for trial in complete if "diverged" not in trial.user_attrs),
-                    key=lambda trial: (-trial.values[0], trial.number))
+    ranked = sorted(
+        (trial for trial in complete if "diverged" not in trial.user_attrs),
+        key=lambda trial: (-trial.values[0], trial.number),
+    )
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
     for trial in ranked:
@@ -139,7 +141,7 @@ class NoiseFloor:
         return spreads is not None and abs(spreads) > BEYOND_NOISE
 
     def describe(self) -> str:
-        return (f"cross-entropy {self.mean:.4f} +- {self.std:.4f} over {len(self.accuracies)} seeds")
+        return f"cross-entropy {self.mean:.4f} +- {self.std:.4f} over {len(self.accuracies)} seeds"
 
 
 def noise_floor(study: optuna.Study) -> NoiseFloor | None:
@@ -154,21 +156,33 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     """One sentence on ``trials``' accuracies against the noise floor, or how to get one."""
     floor = noise_floor(study)
     if floor is None:
-        return ("no noise floor yet: cross-entropy has not been trained with several seeds in this study "
-                "(set baseline_seeds and run the search again)")
+        return (
+            "no noise floor yet: cross-entropy has not been trained with several seeds in this study "
+            "(set baseline_seeds and run the search again)"
+        )
     if floor.std == 0:
-        return (f"noise floor: {floor.describe()}, the same accuracy every time: no spread to measure the "
-                "differences against (optiloss recheck retrains the front and cross-entropy with new seeds)")
-    beyond = [trial.number for trial in trials if trial.values and floor.beyond(trial.values[0])
-              and trial.user_attrs.get("zoo") != "cross_entropy"]
+        return (
+            f"noise floor: {floor.describe()}, the same accuracy every time: no spread to measure the "
+            "differences against (optiloss recheck retrains the front and cross-entropy with new seeds)"
+        )
+    beyond = [
+        trial.number
+        for trial in trials
+        if trial.values and floor.beyond(trial.values[0]) and trial.user_attrs.get("zoo") != "cross_entropy"
+    ]
     if not beyond:
-        return (f"noise floor: {floor.describe()}; no loss here differs from it by more than "
-                f"{BEYOND_NOISE:g} standard deviations: these differences are inside the noise")
-    return (f"noise floor: {floor.describe()}; trial(s) {', '.join(map(str, beyond))} differ by more than "
-            f"{BEYOND_NOISE:g} standard deviations (one search seed each: confirm with optiloss recheck)")
+        return (
+            f"noise floor: {floor.describe()}; no loss here differs from it by more than "
+            f"{BEYOND_NOISE:g} standard deviations: these differences are inside the noise"
+        )
+    return (
+        f"noise floor: {floor.describe()}; trial(s) {', '.join(map(str, beyond))} differ by more than "
+        f"{BEYOND_NOISE:g} standard deviations (one search seed each: confirm with optiloss recheck)"
+    )
 
 
 # A process's trial records who runs it, so that another process can tell a dead run from a live one.
+
 
 def worker_record(trial_number: int) -> dict:
     """What a worker writes on its trial first: host, process id and the trial it belongs to.
@@ -194,8 +208,9 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def death_reason(trial: FrozenTrial, host: str | None = None,
-                 now: datetime.datetime | None = None) -> str | None:
+def death_reason(
+    trial: FrozenTrial, host: str | None = None, now: datetime.datetime | None = None
+) -> str | None:
     """Why RUNNING ``trial`` has no live worker, or None when it may still be running.
 
     Dead: its recorded process ran on this host and is gone, or it has no

@@ -53,8 +53,9 @@ class _FunctionAugmentation(Augmentation):
         return self.function(images, labels)
 
 
-def class_mixed_subset(labels: torch.Tensor, count: int,
-                       seed: int = DATA_INITIALISATION_SEED) -> torch.Tensor:
+def class_mixed_subset(
+    labels: torch.Tensor, count: int, seed: int = DATA_INITIALISATION_SEED
+) -> torch.Tensor:
     """Indices of ``count`` examples drawn at random (seeded) with every class in proportion to its
     share of ``labels`` (largest remainders round the shares), in random order; all indices when
     ``count`` covers the set. Data sets stored class by class need this where a prefix would hold
@@ -68,10 +69,10 @@ def class_mixed_subset(labels: torch.Tensor, count: int,
     exact = sizes.double() * count / total
     quota = exact.floor().long()
     remainder_order = (exact - quota).argsort(descending=True, stable=True)
-    quota[remainder_order[:count - int(quota.sum())]] += 1
+    quota[remainder_order[: count - int(quota.sum())]] += 1
     order = torch.randperm(total, generator=generator)
     shuffled = labels[order]
-    chosen = [order[shuffled == label][:int(share)] for label, share in zip(classes, quota)]
+    chosen = [order[shuffled == label][: int(share)] for label, share in zip(classes, quota)]
     picked = torch.cat(chosen)
     return picked[torch.randperm(len(picked), generator=generator)]
 
@@ -134,8 +135,9 @@ class AirbenchRecipe:
 
         return factor
 
-    def optimizer(self, model: nn.Module, settings: TrainSettings,
-                  device: torch.device | None = None) -> torch.optim.Optimizer:
+    def optimizer(
+        self, model: nn.Module, settings: TrainSettings, device: torch.device | None = None
+    ) -> torch.optim.Optimizer:
         kilostep = 1024 * (1 + 1 / (1 - self.momentum))
         # airbench sums the loss over the batch; optiloss averages it, so the step is batch_size larger
         lr = settings.learning_rate / kilostep * settings.batch_size
@@ -144,12 +146,18 @@ class AirbenchRecipe:
         bias_ids = {id(parameter) for parameter in biases}
         others = [p for p in model.parameters() if id(p) not in bias_ids and p.requires_grad]
         bias_lr = lr * self.bias_scaler
-        groups = [{"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
-                  {"params": others, "lr": lr, "weight_decay": decay / lr}]
+        groups = [
+            {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
+            {"params": others, "lr": lr, "weight_decay": decay / lr},
+        ]
         # fused SGD: one kernel for every parameter's step where CUDA offers it
         fused = device is not None and device.type == "cuda"
-        return torch.optim.SGD([group for group in groups if group["params"]], momentum=self.momentum,
-                               nesterov=True, fused=fused or None)
+        return torch.optim.SGD(
+            [group for group in groups if group["params"]],
+            momentum=self.momentum,
+            nesterov=True,
+            fused=fused or None,
+        )
 
 
 class Lookahead:
@@ -240,8 +248,9 @@ def bf16_pays_off(device: torch.device) -> bool:
         return True
     if device.type != "cpu":
         return False
-    native = [getattr(torch.cpu, name, None)
-              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    native = [
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     return any(check is not None and check() for check in native)
 
 
@@ -258,9 +267,12 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def backend_flags(settings: TrainSettings, device: torch.device) -> Iterator[None]:
     """torch's global flags for one run, restored afterwards: deterministic kernels when asked for;
     otherwise, on CUDA, TF32 matrix products and tuned convolutions (same results to ~1e-3, much faster)."""
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+    )
     try:
         if settings.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -293,8 +305,9 @@ class _Run:
     step: int = 0
 
 
-def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: TrainSettings,
-             device: torch.device) -> _Run:
+def _prepare(
+    model: nn.Module, loss_fn: LossFunction, count: int, settings: TrainSettings, device: torch.device
+) -> _Run:
     """Memory format, compilation, and the optimiser and schedule of ``settings.recipe`` over every step."""
     mixed = compute_precision(settings, device) == "bf16"
     if mixed:
@@ -309,10 +322,22 @@ def _prepare(model: nn.Module, loss_fn: LossFunction, count: int, settings: Trai
         recipe = AirbenchRecipe()
         optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size), device)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule(total_steps))
-        return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps,
-                    mixed, airbench=recipe, lookahead=Lookahead(model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+        return _Run(
+            model,
+            forward,
+            loss_of,
+            optimizer,
+            schedule,
+            batch_size,
+            steps_per_epoch,
+            total_steps,
+            mixed,
+            airbench=recipe,
+            lookahead=Lookahead(model),
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     factor = _warmup_cosine(total_steps, settings.warmup_fraction)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps, mixed)
@@ -336,8 +361,9 @@ def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) ->
     return state["epoch"]
 
 
-def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor, augmentation: Augmentation,
-                 epoch: int) -> tuple[float, float]:
+def _train_epoch(
+    run: _Run, images: torch.Tensor, labels: torch.Tensor, augmentation: Augmentation, epoch: int
+) -> tuple[float, float]:
     """One pass over shuffled full batches; (mean loss, training accuracy), read once at the end."""
     device = images.device
     if run.airbench is not None and hasattr(run.model, "whitening_bias"):
@@ -347,11 +373,12 @@ def _train_epoch(run: _Run, images: torch.Tensor, labels: torch.Tensor, augmenta
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for step in range(run.steps_per_epoch):
-        index = order[step * run.batch_size:(step + 1) * run.batch_size]
+        index = order[step * run.batch_size : (step + 1) * run.batch_size]
         batch, targets = augmentation(to_float(images[index]), labels[index])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.mixed_precision):
-            logits = run.forward(batch.contiguous(memory_format=torch.channels_last) if run.mixed_precision
-                                 else batch)
+            logits = run.forward(
+                batch.contiguous(memory_format=torch.channels_last) if run.mixed_precision else batch
+            )
         loss = run.loss_of(targets, torch.softmax(logits.float(), dim=1))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,19 +402,37 @@ def _pull_to_lookahead(run: _Run) -> None:
         run.lookahead.update(run.model, decay=1.0)
 
 
-def _save_epoch(run: _Run, path: Path, epoch: int, history: list[dict[str, float]],
-                device: torch.device) -> None:
-    _save_checkpoint(path, {
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(), "epoch": epoch, "history": history,
-        "rng": torch.get_rng_state(), "lookahead": run.lookahead.average if run.lookahead else None,
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+def _save_epoch(
+    run: _Run, path: Path, epoch: int, history: list[dict[str, float]], device: torch.device
+) -> None:
+    _save_checkpoint(
+        path,
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "rng": torch.get_rng_state(),
+            "lookahead": run.lookahead.average if run.lookahead else None,
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        },
+    )
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFunction,
-          augmentation: Augmentation | AugmentationFunction, settings: TrainSettings, *,
-          progress: bool = False, description: str = "epochs", checkpointing: Checkpointing | None = None,
-          after_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: LossFunction,
+    augmentation: Augmentation | AugmentationFunction,
+    settings: TrainSettings,
+    *,
+    progress: bool = False,
+    description: str = "epochs",
+    checkpointing: Checkpointing | None = None,
+    after_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
 
     Two recipes, chosen by ``settings.recipe``:
@@ -429,11 +474,23 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn:
             first_epoch = _resume(run, checkpointing.resume_from, device, result)
         run.model.train()
         last_saved = started
-        for epoch in tqdm(range(first_epoch, settings.epochs), desc=description, leave=False,
-                          disable=not progress, initial=first_epoch, total=settings.epochs):
+        for epoch in tqdm(
+            range(first_epoch, settings.epochs),
+            desc=description,
+            leave=False,
+            disable=not progress,
+            initial=first_epoch,
+            total=settings.epochs,
+        ):
             mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation, epoch)
-            result.history.append({"epoch": epoch + 1, "loss": mean_loss, "train_accuracy": train_accuracy,
-                                   "seconds": time.perf_counter() - started})
+            result.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "train_accuracy": train_accuracy,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
             if not math.isfinite(mean_loss):
                 result.diverged = f"non-finite loss in epoch {epoch + 1}"
                 break
@@ -453,9 +510,14 @@ def scoring_batch_size(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def accuracies(model: nn.Module, image_sets: dict[str, torch.Tensor], labels: torch.Tensor,
-               batch_size: int | None = None, mixed_precision: bool = True,
-               flip_tta: bool = False) -> dict[str, float]:
+def accuracies(
+    model: nn.Module,
+    image_sets: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    mixed_precision: bool = True,
+    flip_tta: bool = False,
+) -> dict[str, float]:
     """Top-1 accuracy of ``model`` on each set of uint8 images (all labelled by ``labels``), read
     back to the host once at the end; ``mixed_precision`` as in :class:`TrainSettings`. With
     ``flip_tta``, the logits are the mean of the image's and its mirror image's (test-time
@@ -468,16 +530,22 @@ def accuracies(model: nn.Module, image_sets: dict[str, torch.Tensor], labels: to
     for row, images in enumerate(image_sets.values()):
         for start in range(0, len(images), batch_size):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                batch = to_float(images[start:start + batch_size])
+                batch = to_float(images[start : start + batch_size])
                 logits = model(batch)
                 if flip_tta:
                     logits = (logits + model(batch.flip(-1))) / 2
-            correct[row] += (logits.argmax(1) == labels[start:start + batch_size]).sum()
+            correct[row] += (logits.argmax(1) == labels[start : start + batch_size]).sum()
     counts = correct.tolist()
     return {name: count / len(labels) for name, count in zip(image_sets, counts)}
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int | None = None, mixed_precision: bool = True, flip_tta: bool = False) -> float:
+def accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    mixed_precision: bool = True,
+    flip_tta: bool = False,
+) -> float:
     """Top-1 accuracy of ``model`` on uint8 ``images`` (:func:`accuracies` of one set)."""
     return accuracies(model, {"images": images}, labels, batch_size, mixed_precision, flip_tta)["images"]

@@ -80,8 +80,12 @@ class LossToTransfer:
     source_accuracy: float | None = None
 
 
-def losses_to_transfer(sources: optuna.Study | list[optuna.Study], top_k: int, select: str = "accuracy",
-                       given: dict[str, Genome] | None = None) -> dict[str, LossToTransfer]:
+def losses_to_transfer(
+    sources: optuna.Study | list[optuna.Study],
+    top_k: int,
+    select: str = "accuracy",
+    given: dict[str, Genome] | None = None,
+) -> dict[str, LossToTransfer]:
     """Label -> loss: the ``top_k`` evolved losses of each source study
     (:func:`~optiloss.studies.select_trials`: by accuracy, one per behaviour, or from the Pareto
     set; zoo losses do not take a slot), the losses ``given`` by formula, then
@@ -109,8 +113,9 @@ def losses_to_transfer(sources: optuna.Study | list[optuna.Study], top_k: int, s
     nodes = sources[0].user_attrs.get("nodes", 5)
     for name, genome in zoo(nodes).items():
         oriented = screen(genome).genome
-        by_structure.setdefault(oriented.structure_hash,
-                                (name, LossToTransfer(oriented, None, zoo_accuracy.get(name))))
+        by_structure.setdefault(
+            oriented.structure_hash, (name, LossToTransfer(oriented, None, zoo_accuracy.get(name)))
+        )
     ordered = sorted(by_structure.values(), key=lambda item: item[0] != BASELINE)
     return dict(ordered)
 
@@ -132,8 +137,9 @@ def source_augment_settings(source: optuna.Study, config: TransferConfig, image_
     if not stored:
         return own
     searched = SearchConfig.from_mapping(stored, f"study {source.study_name} config")
-    source_size = source.user_attrs.get("image_size") or resolved_image_size(searched.dataset,
-                                                                             searched.image_size)
+    source_size = source.user_attrs.get("image_size") or resolved_image_size(
+        searched.dataset, searched.image_size
+    )
     chosen = {}
     for field_ in dataclasses.fields(AugmentSettings):
         key = field_.name
@@ -146,8 +152,14 @@ def source_augment_settings(source: optuna.Study, config: TransferConfig, image_
     return AugmentSettings(**chosen)
 
 
-def run_transfer(source_name: str | list[str], config: TransferConfig, storage_url: str | None = None, *,
-                 progress: bool = True, log=print) -> optuna.Study:
+def run_transfer(
+    source_name: str | list[str],
+    config: TransferConfig,
+    storage_url: str | None = None,
+    *,
+    progress: bool = True,
+    log=print,
+) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
 
     ``source_name`` is one search study or several whose losses are pooled (the paper's WRN stage);
@@ -174,16 +186,23 @@ def run_transfer(source_name: str | list[str], config: TransferConfig, storage_u
     name = transfer_study_name(source_names, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    directions=["maximize", "maximize"])
+        study = optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, directions=["maximize", "maximize"]
+        )
         study.set_metric_names(["test_accuracy", "test_robustness"])
     # how losses were chosen and trained is fixed when the study is created: a resume must match it
     recorded = {"select": config.select, "augment_settings": dataclasses.asdict(augment)}
-    different = [f"{key} {study.user_attrs[key]!r} (this run: {value!r})" for key, value in recorded.items()
-                 if key in study.user_attrs and study.user_attrs[key] != value]
+    different = [
+        f"{key} {study.user_attrs[key]!r} (this run: {value!r})"
+        for key, value in recorded.items()
+        if key in study.user_attrs and study.user_attrs[key] != value
+    ]
     if different:
-        raise UsageError(f"transfer study {name!r} was run with " + "; ".join(different)
-                         + ": continue it with the same settings, or use another --storage")
+        raise UsageError(
+            f"transfer study {name!r} was run with "
+            + "; ".join(different)
+            + ": continue it with the same settings, or use another --storage"
+        )
     study.set_user_attr("source_study", source_names[0] if len(source_names) == 1 else source_names)
     study.set_user_attr("model", config.model)
     study.set_user_attr("dataset", config.dataset)
@@ -191,25 +210,41 @@ def run_transfer(source_name: str | list[str], config: TransferConfig, storage_u
         study.set_user_attr(key, value)
     fail_dead_trials(storage, study)
     done = {t.user_attrs["run"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    runs = [(label, seed) for label in losses for seed in range(config.seeds)
-            if f"{config.augmentation}/{label}/seed{seed}" not in done]
-    log(f"{name}: {len(losses)} losses x {config.seeds} seeds under {config.augmentation}; "
-        f"{len(losses) * config.seeds - len(runs)} done, running {len(runs)}")
+    runs = [
+        (label, seed)
+        for label in losses
+        for seed in range(config.seeds)
+        if f"{config.augmentation}/{label}/seed{seed}" not in done
+    ]
+    log(
+        f"{name}: {len(losses)} losses x {config.seeds} seeds under {config.augmentation}; "
+        f"{len(losses) * config.seeds - len(runs)} done, running {len(runs)}"
+    )
     augmentation = evaluator.augmentation(config.augmentation)
     for label, seed in tqdm(runs, desc="transfer runs", unit="run", disable=not progress):
         genome = losses[label].genome
         run = f"{config.augmentation}/{label}/seed{seed}"
         trial = study.ask()
         trial.set_user_attr("worker", worker_record(trial.number))
-        for key, value in (("run", run), ("loss", label), ("augmentation", config.augmentation),
-                           ("seed", seed), ("formula", genome.formula),
-                           ("source_study", losses[label].source_study or "")):
+        for key, value in (
+            ("run", run),
+            ("loss", label),
+            ("augmentation", config.augmentation),
+            ("seed", seed),
+            ("formula", genome.formula),
+            ("source_study", losses[label].source_study or ""),
+        ):
             trial.set_user_attr(key, value)
         checkpoint = Path(config.checkpoint_dir) / name / run.replace("/", "-") / "checkpoint.pt"
         checkpointing = Checkpointing(save_to=checkpoint, resume_from=checkpoint)
         try:
-            result = evaluator.evaluate(genome, augmentation, config.seed + 1000 * seed,
-                                        description=f"{label} seed {seed}", checkpointing=checkpointing)
+            result = evaluator.evaluate(
+                genome,
+                augmentation,
+                config.seed + 1000 * seed,
+                description=f"{label} seed {seed}",
+                checkpointing=checkpointing,
+            )
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", INTERRUPTED)  # its checkpoint stays for the resume
             study.tell(trial, state=TrialState.FAIL)
@@ -243,8 +278,9 @@ def _p_values(values: list[float], baseline: list[float]) -> tuple[float, float]
     return welch, float(stats.mannwhitneyu(values, baseline, alternative="two-sided").pvalue)
 
 
-def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_k: int = 3,
-                   select: str = "accuracy") -> TransferTable:
+def transfer_table(
+    study: optuna.Study, source: optuna.Study | None = None, top_k: int = 3, select: str = "accuracy"
+) -> TransferTable:
     """Statistics of a transfer study: mean +- std, Welch's t and Mann-Whitney U p-values against
     cross-entropy, the source study of each loss, and, given the (single) ``source`` and how its
     losses were chosen, the fidelity (Spearman, Kendall) of its surrogate accuracy."""
@@ -258,29 +294,45 @@ def transfer_table(study: optuna.Study, source: optuna.Study | None = None, top_
         entry["robustness"].append(trial.values[1])
         formulas[trial.user_attrs["loss"]] = trial.user_attrs["formula"]
         origins[trial.user_attrs["loss"]] = trial.user_attrs.get("source_study", "")
-    table = TransferTable(augmentations=sorted({augmentation for _, augmentation in runs},
-                                               key=AUGMENTATIONS.index))
+    table = TransferTable(
+        augmentations=sorted({augmentation for _, augmentation in runs}, key=AUGMENTATIONS.index)
+    )
     baseline_first = sorted(runs.items(), key=lambda item: (item[0][0] != BASELINE, item[0]))
     for (label, augmentation), entry in baseline_first:
         baseline = runs.get((BASELINE, augmentation), {"accuracy": [], "robustness": []})
         welch, mann_whitney = _p_values(entry["accuracy"], baseline["accuracy"])
         spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731
-        table.rows.append({
-            "loss": label, "augmentation": augmentation, "seeds": len(entry["accuracy"]),
-            "test_accuracy": round(statistics.mean(entry["accuracy"]), 4),
-            "accuracy_std": round(spread(entry["accuracy"]), 4),
-            "robustness": round(statistics.mean(entry["robustness"]), 4),
-            "robustness_std": round(spread(entry["robustness"]), 4),
-            "p_welch": "" if label == BASELINE or math.isnan(welch) else f"{welch:.3g}",
-            "p_mann_whitney": "" if label == BASELINE or math.isnan(mann_whitney) else f"{mann_whitney:.3g}",
-            "source": origins[label], "formula": formulas[label]})
+        table.rows.append(
+            {
+                "loss": label,
+                "augmentation": augmentation,
+                "seeds": len(entry["accuracy"]),
+                "test_accuracy": round(statistics.mean(entry["accuracy"]), 4),
+                "accuracy_std": round(spread(entry["accuracy"]), 4),
+                "robustness": round(statistics.mean(entry["robustness"]), 4),
+                "robustness_std": round(spread(entry["robustness"]), 4),
+                "p_welch": "" if label == BASELINE or math.isnan(welch) else f"{welch:.3g}",
+                "p_mann_whitney": ""
+                if label == BASELINE or math.isnan(mann_whitney)
+                else f"{mann_whitney:.3g}",
+                "source": origins[label],
+                "formula": formulas[label],
+            }
+        )
     if source is not None:
-        surrogate = {label: loss.source_accuracy
-                     for label, loss in losses_to_transfer(source, top_k, select).items()}
-        pairs = [(surrogate[row["loss"]], row["test_accuracy"]) for row in table.rows
-                 if surrogate.get(row["loss"]) is not None]
+        surrogate = {
+            label: loss.source_accuracy for label, loss in losses_to_transfer(source, top_k, select).items()
+        }
+        pairs = [
+            (surrogate[row["loss"]], row["test_accuracy"])
+            for row in table.rows
+            if surrogate.get(row["loss"]) is not None
+        ]
         if len(pairs) >= 3:
             x, y = zip(*pairs)
-            table.fidelity = {"losses": len(pairs), "spearman": float(stats.spearmanr(x, y).statistic),
-                              "kendall": float(stats.kendalltau(x, y).statistic)}
+            table.fidelity = {
+                "losses": len(pairs),
+                "spearman": float(stats.spearmanr(x, y).statistic),
+                "kendall": float(stats.kendalltau(x, y).statistic),
+            }
     return table

@@ -8,14 +8,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``optiloss`` as a user would, in a subprocess, capturing its output."""
     environment = {**os.environ, **(env or {})}
     if "OPTILOSS_STORAGE" not in (env or {}):
         environment.pop("OPTILOSS_STORAGE", None)
-    return subprocess.run([sys.executable, "-m", "optiloss", *args], cwd=cwd or ROOT, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "optiloss", *args],
+        cwd=cwd or ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -29,8 +36,9 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 6\n'
-        "epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = \"cpu\"\nbaseline_seeds = 0\n"
-        f"checkpoint_dir = \"{tmp_path / 'checkpoints'}\"\nartifact_dir = \"{tmp_path / 'artifacts'}\"\n")
+        'epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = "cpu"\nbaseline_seeds = 0\n'
+        f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifact_dir = "{tmp_path / "artifacts"}"\n'
+    )
     return path
 
 
@@ -80,8 +88,10 @@ def postgres_url():
 
     admin_url = os.environ.get("OPTILOSS_TEST_POSTGRES")
     if not admin_url:
-        pytest.fail("the PostgreSQL tests need OPTILOSS_TEST_POSTGRES; run them through `make test`, "
-                    "which starts the server (scripts/postgres.sh)")
+        pytest.fail(
+            "the PostgreSQL tests need OPTILOSS_TEST_POSTGRES; run them through `make test`, "
+            "which starts the server (scripts/postgres.sh)"
+        )
     name = f"test_{uuid.uuid4().hex[:12]}"
     engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
@@ -99,10 +109,17 @@ def small_search(folder: Path, **settings) -> str:
     """
     import json
 
-    values = {"n_trials": 6, "population_size": 5, "epochs": 2, "model_width": 8, "device": "cpu",
-              "baseline_seeds": 0,  # the noise floor has its own tests
-              "checkpoint_dir": str(folder / "checkpoints"), "artifact_dir": str(folder / "artifacts"),
-              **settings}
+    values = {
+        "n_trials": 6,
+        "population_size": 5,
+        "epochs": 2,
+        "model_width": 8,
+        "device": "cpu",
+        "baseline_seeds": 0,  # the noise floor has its own tests
+        "checkpoint_dir": str(folder / "checkpoints"),
+        "artifact_dir": str(folder / "artifacts"),
+        **settings,
+    }
     config = folder / "search.toml"
     config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     url = f"sqlite:///{folder / 'studies.db'}"

@@ -23,8 +23,14 @@ def test_the_network_has_airbench94s_shape():
     model = create_model("airbench", 10, 3, 64)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (3, 24, (2, 2)), (24, 64, (3, 3)), (64, 64, (3, 3)), (64, 256, (3, 3)), (256, 256, (3, 3)),
-        (256, 256, (3, 3)), (256, 256, (3, 3))]
+        (3, 24, (2, 2)),
+        (24, 64, (3, 3)),
+        (64, 64, (3, 3)),
+        (64, 256, (3, 3)),
+        (256, 256, (3, 3)),
+        (256, 256, (3, 3)),
+        (256, 256, (3, 3)),
+    ]
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert "whiten.weight" not in trainable and "whiten.bias" in trainable
@@ -74,16 +80,18 @@ def test_airbench_refuses_images_too_small_for_its_poolings():
 
 
 def _settings() -> SearchConfig:
-    return SearchConfig.from_mapping({"model": "airbench", "epochs": 4, "batch_size": 100, "model_width": 8,
-                                      "device": "cpu"})
+    return SearchConfig.from_mapping(
+        {"model": "airbench", "epochs": 4, "batch_size": 100, "model_width": 8, "device": "cpu"}
+    )
 
 
 def test_a_seeded_airbench_trial_repeats_and_learns(sample):
     evaluator = LossEvaluator.for_search(_settings(), sample, torch.device("cpu"))
     loss = screen(zoo()["cross_entropy"]).genome
     first, second = (evaluator.evaluate(loss, evaluator.augmentation("base"), seed=3) for _ in range(2))
-    untimed = [[{k: v for k, v in h.items() if k != "seconds"} for h in run.history]
-               for run in (first, second)]
+    untimed = [
+        [{k: v for k, v in h.items() if k != "seconds"} for h in run.history] for run in (first, second)
+    ]
     assert untimed[0] == untimed[1]
     assert (first.accuracy, first.robustness) == (second.accuracy, second.robustness)
     assert first.history[-1]["loss"] < first.history[0]["loss"]
@@ -98,8 +106,15 @@ def test_an_interrupted_airbench_run_resumes_to_the_same_weights(sample, tmp_pat
     def run(checkpointing=None):
         with seeded(5):
             model = create_model("airbench", 10, 3, 8)
-            result = train(model, sample.train_images, sample.train_labels, loss, augmentation, settings,
-                           checkpointing=checkpointing)
+            result = train(
+                model,
+                sample.train_images,
+                sample.train_labels,
+                loss,
+                augmentation,
+                settings,
+                checkpointing=checkpointing,
+            )
         return model, result
 
     full_model, full = run()
@@ -137,9 +152,14 @@ def test_the_whitening_subset_of_a_class_ordered_folder_covers_every_class_in_pr
     seen = []
     monkeypatch.setattr(training, "DATA_INITIALISATION_IMAGES", 100)
     monkeypatch.setattr(AirbenchNet, "initialise_from_data", lambda self, images: seen.append(images))
-    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
-          screen(zoo()["cross_entropy"]).genome, lambda images, labels: (images, torch.eye(10)[labels]),
-          TrainSettings(epochs=1, batch_size=100, recipe="airbench"))
+    train(
+        create_model("airbench", 10, 3, 8),
+        sample.train_images,
+        sample.train_labels,
+        screen(zoo()["cross_entropy"]).genome,
+        lambda images, labels: (images, torch.eye(10)[labels]),
+        TrainSettings(epochs=1, batch_size=100, recipe="airbench"),
+    )
     assert torch.equal(seen[0], to_float(sample.train_images[subset]))
 
 
@@ -154,9 +174,14 @@ def test_the_lookahead_updates_every_fifth_step_and_again_at_the_last(sample, mo
     monkeypatch.setattr(training.Lookahead, "update", record)
     # 450 images in batches of 75: 6 steps an epoch, 5 epochs: 30 steps, a multiple of 5
     assert len(sample.train_labels) == 450
-    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
-          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", sample.image_size, 10),
-          TrainSettings(epochs=5, batch_size=75, recipe="airbench"))
+    train(
+        create_model("airbench", 10, 3, 8),
+        sample.train_images,
+        sample.train_labels,
+        screen(zoo()["cross_entropy"]).genome,
+        build_augmentation("base", sample.image_size, 10),
+        TrainSettings(epochs=5, batch_size=75, recipe="airbench"),
+    )
     periodic = [round(0.95**5 * (step / 30) ** 3, 6) for step in (5, 10, 15, 20, 25, 30)]
     assert updates == [*periodic, 1.0]
 
@@ -175,14 +200,21 @@ def test_train_prepares_the_augmentation_once_and_starts_each_epoch(sample):
         def forward(self, images, labels):
             return images, torch.eye(10)[labels]
 
-    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
-          screen(zoo()["cross_entropy"]).genome, Recording(), TrainSettings(epochs=3, batch_size=200))
+    train(
+        create_model("airbench", 10, 3, 8),
+        sample.train_images,
+        sample.train_labels,
+        screen(zoo()["cross_entropy"]).genome,
+        Recording(),
+        TrainSettings(epochs=3, batch_size=200),
+    )
     assert calls == ["prepare", 0, 1, 2]
 
 
 @pytest.mark.parametrize(("every_seconds", "saved_epochs"), [(3600.0, []), (0.0, [1, 2, 3])])
-def test_a_run_shorter_than_the_checkpoint_interval_writes_no_checkpoint(sample, tmp_path, monkeypatch,
-                                                                          every_seconds, saved_epochs):
+def test_a_run_shorter_than_the_checkpoint_interval_writes_no_checkpoint(
+    sample, tmp_path, monkeypatch, every_seconds, saved_epochs
+):
     saved = []
     original = training._save_checkpoint
 
@@ -192,10 +224,15 @@ def test_a_run_shorter_than_the_checkpoint_interval_writes_no_checkpoint(sample,
 
     monkeypatch.setattr(training, "_save_checkpoint", record)
     path = tmp_path / "checkpoint.pt"
-    train(create_model("airbench", 10, 3, 8), sample.train_images, sample.train_labels,
-          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", sample.image_size, 10),
-          TrainSettings(epochs=3, batch_size=200, recipe="airbench"),
-          checkpointing=Checkpointing(save_to=path, every_seconds=every_seconds))
+    train(
+        create_model("airbench", 10, 3, 8),
+        sample.train_images,
+        sample.train_labels,
+        screen(zoo()["cross_entropy"]).genome,
+        build_augmentation("base", sample.image_size, 10),
+        TrainSettings(epochs=3, batch_size=200, recipe="airbench"),
+        checkpointing=Checkpointing(save_to=path, every_seconds=every_seconds),
+    )
     assert saved == saved_epochs and path.exists() == bool(saved_epochs)
 
 
@@ -208,10 +245,17 @@ def test_a_search_trial_checkpoints_by_its_studys_interval(sample, tmp_path, mon
     monkeypatch.setattr(training, "_save_checkpoint", lambda path, state: saved.append(state["epoch"]))
     loss = screen(zoo()["cross_entropy"]).genome
     for interval, expected in [(30.0, []), (0.0, [1, 2])]:
-        config = SearchConfig.from_mapping({"model": "airbench", "epochs": 2, "batch_size": 200,
-                                            "model_width": 8, "device": "cpu",
-                                            "checkpoint_interval": interval,
-                                            "checkpoint_dir": str(tmp_path)})
+        config = SearchConfig.from_mapping(
+            {
+                "model": "airbench",
+                "epochs": 2,
+                "batch_size": 200,
+                "model_width": 8,
+                "device": "cpu",
+                "checkpoint_interval": interval,
+                "checkpoint_dir": str(tmp_path),
+            }
+        )
         objective = LossSearchObjective(config, sample, torch.device("cpu"))
         study = optuna.create_study(directions=["maximize", "maximize"])
         saved.clear()

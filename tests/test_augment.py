@@ -28,7 +28,8 @@ def digits():
 
 @pytest.mark.parametrize(("padding", "mode"), [(1, "constant"), (3, "constant"), (2, "reflect")])
 def test_translate_cuts_each_image_from_its_zero_or_reflect_padded_copy_with_ops_independent_of_the_batch(
-        digits, padding, mode):
+    digits, padding, mode
+):
     from torch.profiler import ProfilerActivity, profile
 
     from optiloss.augment.pipelines import RandomTranslate
@@ -43,8 +44,12 @@ def test_translate_cuts_each_image_from_its_zero_or_reflect_padded_copy_with_ops
     for image, out in zip(images.numpy(), moved.numpy()):
         # the expectation built without torch: numpy's padding, every window of the image's size
         padded = np.pad(image, ((0, 0), (padding, padding), (padding, padding)), mode=mode)
-        found = [(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
-                 if np.array_equal(padded[:, dy:dy + 8, dx:dx + 8], out)]
+        found = [
+            (dy, dx)
+            for dy in range(2 * padding + 1)
+            for dx in range(2 * padding + 1)
+            if np.array_equal(padded[:, dy : dy + 8, dx : dx + 8], out)
+        ]
         assert found, "an output that is no window of the padded image"
         offsets.update(found)
     assert len(offsets) >= (2 * padding + 1) ** 2 // 2  # offsets drawn over the whole range
@@ -54,8 +59,9 @@ def test_translate_cuts_each_image_from_its_zero_or_reflect_padded_copy_with_ops
     def op_count(batch: torch.Tensor) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as run:
             translate(batch)
-        return sum(1 for event in run.events()
-                   if event.name.startswith("aten::") and event.cpu_parent is None)
+        return sum(
+            1 for event in run.events() if event.name.startswith("aten::") and event.cpu_parent is None
+        )
 
     assert op_count(images[:4]) == op_count(images)  # no per-image work
 
@@ -69,12 +75,14 @@ def test_reflect_padding_needs_a_padding_below_the_image_size():
 
 def test_the_alternating_flip_mirrors_a_random_half_once_then_every_image_on_odd_epochs(digits):
     images = digits.train_images[:200]
-    pipeline = build_augmentation("base", digits.image_size, 10,
-                                  AugmentSettings(hflip="alternate", crop_padding=0))
+    pipeline = build_augmentation(
+        "base", digits.image_size, 10, AugmentSettings(hflip="alternate", crop_padding=0)
+    )
     with seeded(4):
         prepared = pipeline.prepare(images)
-    mirrored = torch.tensor([torch.equal(new, old.flip(-1)) and not torch.equal(new, old)
-                             for new, old in zip(prepared, images)])
+    mirrored = torch.tensor(
+        [torch.equal(new, old.flip(-1)) and not torch.equal(new, old) for new, old in zip(prepared, images)]
+    )
     unchanged = torch.tensor([torch.equal(new, old) for new, old in zip(prepared, images)])
     assert bool((mirrored | unchanged).all()) and 60 <= int(mirrored.sum()) <= 140
     labels = digits.train_labels[:200]
@@ -105,8 +113,11 @@ def test_pipelines_read_nothing_back_to_the_host_themselves(digits, name):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
                 # the line outside torch that asked
-                caller = [frame for frame in traceback.extract_stack()[:-1]
-                          if f"{os.sep}torch{os.sep}" not in frame.filename][-1]
+                caller = [
+                    frame
+                    for frame in traceback.extract_stack()[:-1]
+                    if f"{os.sep}torch{os.sep}" not in frame.filename
+                ][-1]
                 host_reads.append(f"{caller.filename}:{caller.lineno}")
             return func(*args, **(kwargs or {}))
 
@@ -148,8 +159,9 @@ def test_cutout_erases_one_square_of_half_the_side(digits):
 
 def test_mixup_gives_distributions_and_cross_entropy_is_the_lambda_weighted_cross_entropy(digits):
     images, labels = to_float(digits.train_images[:64]), digits.train_labels[:64]
-    pipeline = build_augmentation("mixup", digits.image_size, 10,
-                                  AugmentSettings(hflip=False, crop_padding=0))
+    pipeline = build_augmentation(
+        "mixup", digits.image_size, 10, AugmentSettings(hflip=False, crop_padding=0)
+    )
     with seeded(3):
         mixed, y = pipeline(images, labels)
     assert torch.allclose(y.sum(1), torch.ones(64)) and (y >= 0).all()
@@ -167,16 +179,18 @@ def test_mixup_gives_distributions_and_cross_entropy_is_the_lambda_weighted_cros
         partner = int(residual.argmin())
         # float32: 1 - (1 - lam) differs from lam by up to ~1e-7
         assert residual[partner] < 1e-5 and y[row, labels[partner]] == pytest.approx(float(lam), abs=1e-6)
-        expected = ((1 - lam) * F.cross_entropy(logits[row:row + 1], own.view(1))
-                    + lam * F.cross_entropy(logits[row:row + 1], labels[partner].view(1)))
-        got = cross_entropy.per_sample(y[row:row + 1], torch.softmax(logits[row:row + 1], 1))
+        expected = (1 - lam) * F.cross_entropy(logits[row : row + 1], own.view(1)) + lam * F.cross_entropy(
+            logits[row : row + 1], labels[partner].view(1)
+        )
+        got = cross_entropy.per_sample(y[row : row + 1], torch.softmax(logits[row : row + 1], 1))
         assert torch.allclose(got, expected, rtol=1e-5)
         checked += 1
     assert checked > 40
 
 
 def test_the_corrupted_validation_set_is_identical_across_trials_and_each_corruption_changes_it(
-        digits, tmp_path, monkeypatch):
+    digits, tmp_path, monkeypatch
+):
     first = corrupted_copies(digits.val_images, 3, seed=11)
     second = corrupted_copies(digits.val_images, 3, seed=11)  # from the cache
     monkeypatch.setenv("OPTILOSS_CACHE", str(tmp_path / "fresh"))
@@ -191,8 +205,14 @@ def test_the_corrupted_validation_set_is_identical_across_trials_and_each_corrup
 def test_a_trained_surrogate_scores_lower_on_corrupted_images(digits):
     with seeded(0):
         model = create_model("surrogate", 10, 3, 16)
-        train(model, digits.train_images, digits.train_labels, screen(zoo()["cross_entropy"]).genome,
-              build_augmentation("base", digits.image_size, 10), TrainSettings(epochs=10))
+        train(
+            model,
+            digits.train_images,
+            digits.train_labels,
+            screen(zoo()["cross_entropy"]).genome,
+            build_augmentation("base", digits.image_size, 10),
+            TrainSettings(epochs=10),
+        )
     clean = accuracy(model, digits.val_images, digits.val_labels)
     copies = corrupted_copies(digits.val_images, 5, seed=0)
     corrupted = {name: accuracy(model, images, digits.val_labels) for name, images in copies.items()}
@@ -203,8 +223,17 @@ def test_a_trained_surrogate_scores_lower_on_corrupted_images(digits):
 
 @pytest.mark.slow
 def test_all5_makes_five_studies_and_the_matrix_tabulates_them(tiny_config, sqlite_url, tmp_path):
-    result = run_cli("search", str(tiny_config), "--augmentation", "all5", "--n-trials", "2",
-                     "--storage", sqlite_url, "--no-progress")
+    result = run_cli(
+        "search",
+        str(tiny_config),
+        "--augmentation",
+        "all5",
+        "--n-trials",
+        "2",
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     studies = {summary.study_name: summary for summary in optuna.get_all_study_summaries(sqlite_url)}
     assert set(studies) == {f"digits-{name}" for name in AUGMENTATIONS}
@@ -215,8 +244,19 @@ def test_all5_makes_five_studies_and_the_matrix_tabulates_them(tiny_config, sqli
         assert len(complete) == 2
         assert all(f"robustness_{corruption}" in t.user_attrs for t in complete for corruption in CORRUPTIONS)
 
-    matrix = run_cli("matrix", "--dataset", "digits", "--storage", sqlite_url, "--seeds", "1",
-                     "--output", str(tmp_path / "report"), "--format", "json")
+    matrix = run_cli(
+        "matrix",
+        "--dataset",
+        "digits",
+        "--storage",
+        sqlite_url,
+        "--seeds",
+        "1",
+        "--output",
+        str(tmp_path / "report"),
+        "--format",
+        "json",
+    )
     assert matrix.returncode == 0, matrix.stderr
     rows = json.loads(matrix.stdout[: matrix.stdout.rindex("]") + 1])
     assert rows[0]["loss"] == "cross_entropy" and set(AUGMENTATIONS) <= set(rows[0])

@@ -30,13 +30,26 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
     complete = _complete(study)
     assert len(complete) == 6
     zoo_trials = [t for t in complete if "zoo" in t.user_attrs]
-    assert {t.user_attrs["zoo"] for t in zoo_trials} == {"cross_entropy", "focal", "poly1", "mse", "baikal",
-                                                               "label_smoothing"}
+    assert {t.user_attrs["zoo"] for t in zoo_trials} == {
+        "cross_entropy",
+        "focal",
+        "poly1",
+        "mse",
+        "baikal",
+        "label_smoothing",
+    }
     assert all(t.system_attrs["NSGAIISampler:generation"] == 0 for t in zoo_trials)
     for trial in complete:
         assert 0.0 <= trial.values[0] <= 1.0 and 0.0 <= trial.values[1] <= 1.0
-        for key in ("formula", "latex", "fingerprint", "orientation", "training_seconds",
-                    "robustness_gaussian_noise", "robustness_gaussian_blur"):
+        for key in (
+            "formula",
+            "latex",
+            "fingerprint",
+            "orientation",
+            "training_seconds",
+            "robustness_gaussian_noise",
+            "robustness_gaussian_blur",
+        ):
             assert key in trial.user_attrs, key
     cross_entropy = next(t for t in zoo_trials if t.user_attrs["zoo"] == "cross_entropy")
     assert cross_entropy.values[0] > 0.25  # two epochs of a tiny net learn digits well above chance (0.1)
@@ -45,8 +58,11 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
             assert trial.user_attrs["rejected"]
 
     optuna_cli = Path(sys.executable).with_name("optuna")
-    listed = subprocess.run([str(optuna_cli), "trials", "--study-name", "digits-base",
-                             "--storage", sqlite_url, "-f", "json"], capture_output=True, text=True)
+    listed = subprocess.run(
+        [str(optuna_cli), "trials", "--study-name", "digits-base", "--storage", sqlite_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+    )
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == len(study.trials)
 
@@ -75,12 +91,15 @@ def test_search_creates_a_plain_optuna_study_and_continues_it(tiny_config, sqlit
     assert "zoo: cross_entropy" in text.stdout and "-(y * ln(|p| + eps))" in text.stdout
 
 
-@pytest.mark.parametrize("line, names", [
-    ('epochs = "ten"', "epochs must be an integer"),
-    ("population_size = 1", "population_size must be >= 2"),
-    ("learning_rat = 0.1", "unknown key 'learning_rat'"),
-    ('augmentation = "sepia"', "augmentation must be one of base"),
-])
+@pytest.mark.parametrize(
+    "line, names",
+    [
+        ('epochs = "ten"', "epochs must be an integer"),
+        ("population_size = 1", "population_size must be >= 2"),
+        ("learning_rat = 0.1", "unknown key 'learning_rat'"),
+        ('augmentation = "sepia"', "augmentation must be one of base"),
+    ],
+)
 def test_a_bad_config_exits_2_with_one_line_and_leaves_the_database_alone(tmp_path, sqlite_url, line, names):
     database = Path(sqlite_url.removeprefix("sqlite:///"))
     bad = tmp_path / "bad.toml"

@@ -53,15 +53,18 @@ def test_the_dashboard_api_shows_metric_names_attrs_note_hypervolume_and_artifac
         attrs = {attr["key"] for attr in trial["user_attrs"]}
         assert {"formula", "latex", "fingerprint"} <= attrs
         names = sorted(artifact["filename"] for artifact in trial["artifacts"])
-        assert names == [f"loss-shape-trial-{trial['number']}.png",
-                         f"training-curve-trial-{trial['number']}.csv",
-                         f"training-curve-trial-{trial['number']}.png"]
+        assert names == [
+            f"loss-shape-trial-{trial['number']}.png",
+            f"training-curve-trial-{trial['number']}.csv",
+            f"training-curve-trial-{trial['number']}.png",
+        ]
     rejected = [t for t in detail["trials"] if t["state"] == "Pruned"]
     assert all(any(attr["key"] == "rejected" for attr in t["user_attrs"]) for t in rejected)
     first = trained[0]
     png = next(a for a in first["artifacts"] if a["filename"].startswith("loss-shape"))
-    status, body = _get(app, f"/artifacts/{summaries[0]['study_id']}/{first['trial_id']}/"
-                             f"{png['artifact_id']}")
+    status, body = _get(
+        app, f"/artifacts/{summaries[0]['study_id']}/{first['trial_id']}/{png['artifact_id']}"
+    )
     assert status.startswith("200") and body.startswith(b"\x89PNG")
 
 
@@ -74,9 +77,23 @@ def _free_port() -> int:
 def _serve(url: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = open(artifacts.parent / f"dashboard-{port}.log", "w")  # a pipe nobody reads would block the server
-    server = subprocess.Popen([sys.executable, "-m", "optiloss", "dashboard", "--storage", url,
-                               "--port", str(port), "--artifact-dir", str(artifacts)],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "optiloss",
+            "dashboard",
+            "--storage",
+            url,
+            "--port",
+            str(port),
+            "--artifact-dir",
+            str(artifacts),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the server answers
@@ -98,13 +115,24 @@ def test_the_study_page_renders_in_headless_chromium(searched, tmp_path):
     url, artifacts = searched
     server, base = _serve(url, artifacts)
     try:
-        study_id = (json.loads(urllib.request.urlopen(f"{base}/api/studies").read())
-                    ["study_summaries"][0]["study_id"])
+        study_id = json.loads(urllib.request.urlopen(f"{base}/api/studies").read())["study_summaries"][0][
+            "study_id"
+        ]
         page = f"{base}/dashboard/studies/{study_id}"
-        flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
-                 "--window-size=1400,1100"]
+        flags = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--window-size=1400,1100",
+        ]
         dom = subprocess.run(flags + ["--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
         screenshot = tmp_path / "study-page.png"
         subprocess.run(flags + [f"--screenshot={screenshot}", page], capture_output=True, timeout=180)
@@ -120,15 +148,21 @@ def test_the_study_page_renders_in_headless_chromium(searched, tmp_path):
 @pytest.mark.slow
 def test_a_dashboard_reading_sqlite_does_not_break_a_running_search(tmp_path):
     config = tmp_path / "search.toml"
-    config.write_text('n_trials = 10\npopulation_size = 5\nepochs = 3\nmodel_width = 8\ndevice = "cpu"\n'
-                      f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n'
-                      f'artifact_dir = "{tmp_path / "artifacts"}"\n')
+    config.write_text(
+        'n_trials = 10\npopulation_size = 5\nepochs = 3\nmodel_width = 8\ndevice = "cpu"\n'
+        f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n'
+        f'artifact_dir = "{tmp_path / "artifacts"}"\n'
+    )
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     optuna.create_study(study_name="warm-up", storage=url)  # the dashboard needs the file to exist
     server, base = _serve(url, tmp_path / "artifacts")
-    search = subprocess.Popen([sys.executable, "-m", "optiloss", "search", str(config), "--storage", url,
-                               "--no-progress"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "optiloss", "search", str(config), "--storage", url, "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     answers = 0
     try:
         while search.poll() is None and answers < 2000:

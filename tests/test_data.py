@@ -20,8 +20,9 @@ from conftest import run_cli
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def _assert_a_second_load_reads_the_cache(first, folder: Path, validation_fraction: float,
-                                          monkeypatch) -> None:
+def _assert_a_second_load_reads_the_cache(
+    first, folder: Path, validation_fraction: float, monkeypatch
+) -> None:
     def no_decoding(*args, **kwargs):
         raise AssertionError("the second load decoded images instead of using the cache")
 
@@ -52,8 +53,9 @@ def test_real_cifar10_folder_loads_with_exact_counts_and_a_cached_second_load(ci
 def test_committed_cifar10_sample_loads_stratified_and_a_second_load_is_cached(cifar10_sample, monkeypatch):
     first = load_dataset(f"folder:{cifar10_sample}", validation_fraction=0.25, progress=False)
     assert first.classes == CLASSES and first.image_size == (32, 32) and first.channels == 3
-    assert torch.bincount(torch.cat([first.train_labels, first.val_labels]),
-                          minlength=10).tolist() == [60] * 10
+    assert (
+        torch.bincount(torch.cat([first.train_labels, first.val_labels]), minlength=10).tolist() == [60] * 10
+    )
     assert torch.bincount(first.val_labels, minlength=10).tolist() == [15] * 10
     assert torch.bincount(first.test_labels, minlength=10).tolist() == [20] * 10
     assert 100 < first.train_images.float().mean() < 150  # real photographs, not blank arrays
@@ -74,8 +76,11 @@ def _write_cifar_pickles(root: Path, images, names, folder, files, label_key, na
     base.mkdir(parents=True)
     chunks = np.array_split(np.arange(len(images)), len(files))
     for name, chunk in zip(files, chunks):
-        entry = {"data": np.stack([images[i][0].transpose(2, 0, 1).reshape(-1) for i in chunk]),
-                 label_key: [images[i][1] for i in chunk], "batch_label": name}
+        entry = {
+            "data": np.stack([images[i][0].transpose(2, 0, 1).reshape(-1) for i in chunk]),
+            label_key: [images[i][1] for i in chunk],
+            "batch_label": name,
+        }
         with open(base / name, "wb") as handle:
             pickle.dump(entry, handle)
     with open(base / meta_file, "wb") as handle:
@@ -84,12 +89,25 @@ def _write_cifar_pickles(root: Path, images, names, folder, files, label_key, na
 
 def test_cifar10_pickle_layout(cifar10_sample, tmp_path):
     train, test = _real_images(cifar10_sample, 3), _real_images(cifar10_sample, 2, "test")
-    _write_cifar_pickles(tmp_path, train, CLASSES, "cifar-10-batches-py",
-                         [f"data_batch_{k}" for k in range(1, 6)], "labels", "label_names", "batches.meta")
+    _write_cifar_pickles(
+        tmp_path,
+        train,
+        CLASSES,
+        "cifar-10-batches-py",
+        [f"data_batch_{k}" for k in range(1, 6)],
+        "labels",
+        "label_names",
+        "batches.meta",
+    )
     base = tmp_path / "cifar-10-batches-py"
     with open(base / "test_batch", "wb") as handle:
-        pickle.dump({"data": np.stack([image.transpose(2, 0, 1).reshape(-1) for image, _ in test]),
-                     "labels": [label for _, label in test]}, handle)
+        pickle.dump(
+            {
+                "data": np.stack([image.transpose(2, 0, 1).reshape(-1) for image, _ in test]),
+                "labels": [label for _, label in test],
+            },
+            handle,
+        )
     data = load_dataset("cifar10", validation_fraction=0.34, data_root=tmp_path, progress=False)
     assert data.classes == CLASSES and data.image_size == (32, 32)
     assert len(data.train_labels) + len(data.val_labels) == 30 and len(data.test_labels) == 20
@@ -102,8 +120,9 @@ def test_cifar100_pickle_layout(cifar10_sample, tmp_path):
     images = _real_images(cifar10_sample, 20)  # 200 real images spread over 100 fine labels
     relabelled = [(image, index % 100) for index, (image, _) in enumerate(images)]
     names = [f"fine_{k}" for k in range(100)]
-    _write_cifar_pickles(tmp_path, relabelled, names, "cifar-100-python", ["train"], "fine_labels",
-                         "fine_label_names", "meta")
+    _write_cifar_pickles(
+        tmp_path, relabelled, names, "cifar-100-python", ["train"], "fine_labels", "fine_label_names", "meta"
+    )
     shutil.copy(tmp_path / "cifar-100-python" / "train", tmp_path / "cifar-100-python" / "test")
     data = load_dataset("cifar100", validation_fraction=0.5, data_root=tmp_path, progress=False)
     assert data.num_classes == 100 and len(data.test_labels) == 200
@@ -112,9 +131,16 @@ def test_cifar100_pickle_layout(cifar10_sample, tmp_path):
 
 def test_cifar_with_a_missing_class_is_refused(cifar10_sample, tmp_path):
     train = [item for item in _real_images(cifar10_sample, 3) if item[1] != 9]
-    _write_cifar_pickles(tmp_path, train, CLASSES, "cifar-10-batches-py",
-                         [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"], "labels", "label_names",
-                         "batches.meta")
+    _write_cifar_pickles(
+        tmp_path,
+        train,
+        CLASSES,
+        "cifar-10-batches-py",
+        [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"],
+        "labels",
+        "label_names",
+        "batches.meta",
+    )
     with pytest.raises(UsageError, match="CIFAR-10 train: 8 classes present, expected 10"):
         load_dataset("cifar10", data_root=tmp_path, progress=False)
 
@@ -138,10 +164,13 @@ def test_flowers102_layout(cifar10_sample, tmp_path):
     _save_jpegs(base / "jpg", images, "image_{:05d}.jpg")
     scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([[label + 1 for _, label in images]])})
     ids = np.arange(1, 41)
-    scipy.io.savemat(base / "setid.mat", {"trnid": ids[0::4], "valid": ids[1::4],
-                                          "tstid": np.sort(np.concatenate([ids[2::4], ids[3::4]]))})
-    data = load_dataset("flowers102", validation_fraction=0.5, data_root=tmp_path, image_size=24,
-                        progress=False)
+    scipy.io.savemat(
+        base / "setid.mat",
+        {"trnid": ids[0::4], "valid": ids[1::4], "tstid": np.sort(np.concatenate([ids[2::4], ids[3::4]]))},
+    )
+    data = load_dataset(
+        "flowers102", validation_fraction=0.5, data_root=tmp_path, image_size=24, progress=False
+    )
     assert data.num_classes == 10 and data.image_size == (24, 24)
     assert len(data.train_labels) + len(data.val_labels) == 20 and len(data.test_labels) == 20
 
@@ -151,10 +180,14 @@ def test_stanford_cars_layout(cifar10_sample, tmp_path):
     train, test = _real_images(cifar10_sample, 2), _real_images(cifar10_sample, 1, "test")
     annotation = np.dtype([("fname", "O"), ("class", "O")])
     (base / "devkit").mkdir(parents=True)
-    scipy.io.savemat(base / "devkit" / "cars_meta.mat",
-                     {"class_names": np.array([f"car {k}" for k in range(10)], dtype=object)})
-    for images, folder, annotations in ((train, "cars_train", base / "devkit" / "cars_train_annos.mat"),
-                                        (test, "cars_test", base / "cars_test_annos_withlabels.mat")):
+    scipy.io.savemat(
+        base / "devkit" / "cars_meta.mat",
+        {"class_names": np.array([f"car {k}" for k in range(10)], dtype=object)},
+    )
+    for images, folder, annotations in (
+        (train, "cars_train", base / "devkit" / "cars_train_annos.mat"),
+        (test, "cars_test", base / "cars_test_annos_withlabels.mat"),
+    ):
         names = _save_jpegs(base / folder, images, "{:05d}.jpg")
         records = np.array([(name, label + 1) for name, (_, label) in zip(names, images)], dtype=annotation)
         scipy.io.savemat(annotations, {"annotations": records})
@@ -167,15 +200,18 @@ def test_caltech101_layout_with_grayscale_images_and_a_fixed_split(cifar10_sampl
     base = tmp_path / "caltech101" / "101_ObjectCategories"
     images = _real_images(cifar10_sample, 5)
     for label, name in enumerate(CLASSES):
-        _save_jpegs(base / name, [item for item in images if item[1] == label], "image_{:04d}.jpg",
-                    grayscale_every=2)
+        _save_jpegs(
+            base / name, [item for item in images if item[1] == label], "image_{:04d}.jpg", grayscale_every=2
+        )
     _save_jpegs(base / "BACKGROUND_Google", images[:3], "image_{:04d}.jpg")
-    first = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32,
-                         progress=False)
+    first = load_dataset(
+        "caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32, progress=False
+    )
     assert first.classes == tuple(sorted(CLASSES)) and first.channels == 3
     assert len(first.test_labels) == 10 and torch.bincount(first.test_labels).tolist() == [1] * 10
-    again = load_dataset("caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32,
-                         progress=False)
+    again = load_dataset(
+        "caltech101", validation_fraction=0.25, data_root=tmp_path, image_size=32, progress=False
+    )
     assert torch.equal(first.test_images, again.test_images)
 
 
@@ -195,8 +231,9 @@ def test_unreadable_images_are_skipped_with_a_warning_or_refused_above_one_perce
         warnings.simplefilter("always")
         data = load_dataset(f"folder:{root}", progress=False)
     messages = [str(w.message) for w in caught if "unreadable" in str(w.message)]
-    assert messages == ["skipped 1 unreadable image(s) of 121 "
-                        f"(first: {root / 'train' / 'cat' / 'broken.jpg'})"]
+    assert messages == [
+        f"skipped 1 unreadable image(s) of 121 (first: {root / 'train' / 'cat' / 'broken.jpg'})"
+    ]
     assert len(data.train_labels) + len(data.val_labels) == 120
     for k in range(3):
         (root / "train" / "dog" / f"broken{k}.png").write_bytes(b"\x89PNG broken")
@@ -204,14 +241,18 @@ def test_unreadable_images_are_skipped_with_a_warning_or_refused_above_one_perce
         load_dataset(f"folder:{root}", progress=False)
 
 
-@pytest.mark.parametrize("arrange, message", [
-    ("missing", "image folder not found: expected {root}"),
-    ("one_class", "has 1 class folder(s); a classifier needs at least 2"),
-    ("empty_test", "holds no images"),
-    ("cifar_missing", "CIFAR-10 file data_batch_1 not found: expected"),
-])
-def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_sample, tmp_path, sqlite_url, arrange,
-                                                             message):
+@pytest.mark.parametrize(
+    "arrange, message",
+    [
+        ("missing", "image folder not found: expected {root}"),
+        ("one_class", "has 1 class folder(s); a classifier needs at least 2"),
+        ("empty_test", "holds no images"),
+        ("cifar_missing", "CIFAR-10 file data_batch_1 not found: expected"),
+    ],
+)
+def test_data_errors_exit_2_with_one_line_and_write_no_study(
+    cifar10_sample, tmp_path, sqlite_url, arrange, message
+):
     root = tmp_path / "set"
     dataset = f"folder:{root}"
     if arrange == "one_class":
@@ -223,8 +264,18 @@ def test_data_errors_exit_2_with_one_line_and_write_no_study(cifar10_sample, tmp
             folder.mkdir()
     elif arrange == "cifar_missing":
         dataset = "cifar10"
-    result = run_cli("search", "--dataset", dataset, "--data-root", str(tmp_path), "--storage", sqlite_url,
-                     "--n-trials", "1", "--no-progress")
+    result = run_cli(
+        "search",
+        "--dataset",
+        dataset,
+        "--data-root",
+        str(tmp_path),
+        "--storage",
+        sqlite_url,
+        "--n-trials",
+        "1",
+        "--no-progress",
+    )
     assert result.returncode == 2, result.stderr
     assert message.format(root=root) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

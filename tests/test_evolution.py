@@ -53,22 +53,27 @@ def run(study: optuna.Study, sampler, n_trials: int, **objective_options) -> lis
 
 def population_when_sampled(trials, child, size: int) -> list[optuna.trial.FrozenTrial]:
     """The ``size`` most recent completions before ``child`` was started (the trials run one by one)."""
-    done = [t for t in trials
-            if t.state == TrialState.COMPLETE and t.datetime_complete <= child.datetime_start]
+    done = [
+        t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete <= child.datetime_start
+    ]
     done.sort(key=lambda t: (t.datetime_complete, t.number))
     return done[-size:]
 
 
 def changed_genes(parent: Genome, child: Genome) -> list[tuple[int, int]]:
     """``(node, gene)`` pairs that differ; gene 0 is the operator, 1 and 2 the inputs."""
-    return [(index, gene) for index, (a, b) in enumerate(zip(parent.nodes, child.nodes))
-            for gene, (x, y) in enumerate(zip((a.operator, *a.inputs), (b.operator, *b.inputs))) if x != y]
+    return [
+        (index, gene)
+        for index, (a, b) in enumerate(zip(parent.nodes, child.nodes))
+        for gene, (x, y) in enumerate(zip((a.operator, *a.inputs), (b.operator, *b.inputs)))
+        if x != y
+    ]
 
 
 def assert_one_mutation(parent: Genome, child: Genome, kind: str) -> None:
     changed = changed_genes(parent, child)
     assert len(changed) == 1, changed
-    (index, gene), = changed
+    ((index, gene),) = changed
     assert index in parent.active_nodes
     assert child.structure != parent.structure
     before, after = parent.nodes[index], child.nodes[index]
@@ -117,8 +122,9 @@ def test_every_call_draws_a_fresh_child_and_the_kinds_are_70_15_15():
         assert child.keys() == space.keys()
         lineage = sampler.take_lineage(trial.number)
         assert lineage["parent"] in range(8)
-        assert_one_mutation(genome_of(trials[lineage["parent"]]), Genome.from_params(child, NODES),
-                            lineage["mutation"])
+        assert_one_mutation(
+            genome_of(trials[lineage["parent"]]), Genome.from_params(child, NODES), lineage["mutation"]
+        )
         kinds[lineage["mutation"]] += 1
         children.add(tuple(child.items()))
     assert sampler.take_lineage(trial.number) is None  # taken once
@@ -191,8 +197,9 @@ def test_the_population_is_the_most_recent_completions_by_completion_time():
 def test_a_new_sampler_on_the_same_storage_continues_the_stored_population(tmp_path):
     storage = f"sqlite:///{tmp_path / 'evolution.db'}"
     first = RegularizedEvolutionSampler(NODES, population_size=6, tournament_size=3, seed=6)
-    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "maximize"],
-                                sampler=first)
+    study = optuna.create_study(
+        study_name="s", storage=storage, directions=["maximize", "maximize"], sampler=first
+    )
     run(study, first, 4)  # killed in generation 0
     second = RegularizedEvolutionSampler(NODES, population_size=6, tournament_size=3, seed=7)
     study = optuna.load_study(study_name="s", storage=storage, sampler=second)
@@ -217,8 +224,11 @@ def test_enqueued_and_retried_trials_keep_their_genome_and_have_no_lineage():
     enqueued = zoo(NODES)["mse"].to_params()
     study.enqueue_trial(enqueued)
     retried = zoo(NODES)["focal"].to_params()
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=retried,
-                                              distributions=genome_search_space(NODES)))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING, params=retried, distributions=genome_search_space(NODES)
+        )
+    )
     trials = run(study, sampler, 3)
     assert trials[6].params == enqueued and "parent" not in trials[6].user_attrs
     assert trials[7].params == retried and "parent" not in trials[7].user_attrs

@@ -78,7 +78,8 @@ def test_weights_that_do_not_fit_or_do_not_exist_are_one_line_usage_errors(tmp_p
 
     missing = tmp_path / "nowhere.safetensors"
     assert f"weights file {missing} does not exist" in _one_line_error(
-        lambda: create_model(MODEL, 10, weights=missing))
+        lambda: create_model(MODEL, 10, weights=missing)
+    )
 
     # efficientnetv2_s has no pretrained weights in timm: what normalisation a file expects is unknown
     message = _one_line_error(lambda: create_model("efficientnetv2_s", 10, weights=resnet))
@@ -88,11 +89,22 @@ def test_weights_that_do_not_fit_or_do_not_exist_are_one_line_usage_errors(tmp_p
 
 def test_the_cli_refuses_a_pretrained_transfer_without_weights_and_writes_nothing(tmp_path):
     config = tmp_path / "finetune.toml"
-    config.write_text(f'model = "{MODEL}"\npretrained = true\ndataset = "digits"\nepochs = 1\n'
-                      f'device = "cpu"\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n')
-    result = run_cli("transfer", "digits-base", "--config", str(config), "--storage",
-                     f"sqlite:///{tmp_path / 'studies.db'}", "--output", str(tmp_path / "reports"),
-                     cwd=tmp_path, timeout=120)
+    config.write_text(
+        f'model = "{MODEL}"\npretrained = true\ndataset = "digits"\nepochs = 1\n'
+        f'device = "cpu"\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
+    )
+    result = run_cli(
+        "transfer",
+        "digits-base",
+        "--config",
+        str(config),
+        "--storage",
+        f"sqlite:///{tmp_path / 'studies.db'}",
+        "--output",
+        str(tmp_path / "reports"),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

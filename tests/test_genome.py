@@ -26,8 +26,7 @@ def test_every_gene_is_suggested_with_fixed_names_and_choices():
         distributions.append(trial.distributions)
     assert all(len(d) == 15 for d in distributions)
     assert all(d == distributions[0] for d in distributions)
-    assert all(isinstance(d, optuna.distributions.CategoricalDistribution)
-               for d in distributions[0].values())
+    assert all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in distributions[0].values())
     assert distributions[0]["node3_in1"].choices == ("y", "p", "1", "-1", "n0", "n1", "n2")
 
 
@@ -84,25 +83,56 @@ def test_cross_entropy_matches_torch():
     reference = F.cross_entropy(logits, labels)
     assert abs(ours - reference) / reference <= 1e-5
     _, _, soft = _batch(soft=True)
-    assert torch.allclose(_oriented("cross_entropy")(soft, torch.softmax(logits, 1)),
-                          F.cross_entropy(logits, soft), rtol=1e-5)
+    assert torch.allclose(
+        _oriented("cross_entropy")(soft, torch.softmax(logits, 1)), F.cross_entropy(logits, soft), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("name, reference", [
-    ("focal", lambda logits, labels: (-(1 - F.softmax(logits, 1).gather(1, labels[:, None])) ** 2
-                                      * torch.log(F.softmax(logits, 1).gather(1, labels[:, None]) + EPS)
-                                      ).mean()),
-    ("poly1", lambda logits, labels: (F.cross_entropy(logits, labels, reduction="none")
-                                      + 1 - F.softmax(logits, 1).gather(1, labels[:, None])[:, 0]).mean()),
-    ("mse", lambda logits, labels: ((F.softmax(logits, 1) - F.one_hot(labels, 10)) ** 2).sum(1).mean()),
-    ("baikal", lambda logits, labels: (F.one_hot(labels, 10) / (F.softmax(logits, 1) + EPS)
-                                       - torch.log(F.softmax(logits, 1) + EPS)).sum(1).mean()),
-    # 10 classes, k = erfc(1)^2: (1 + 10 k) x cross-entropy smoothed by e = 10 k / (1 + 10 k) = 0.198
-    ("label_smoothing", lambda logits, labels: -(1 + 10 * math.erfc(1) ** 2) * (
-        ((1 - 10 * math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2)) * F.one_hot(labels, 10)
-         + math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2))
-        * torch.log(F.softmax(logits, 1) + EPS)).sum(1).mean()),
-])
+@pytest.mark.parametrize(
+    "name, reference",
+    [
+        (
+            "focal",
+            lambda logits, labels: (
+                -((1 - F.softmax(logits, 1).gather(1, labels[:, None])) ** 2)
+                * torch.log(F.softmax(logits, 1).gather(1, labels[:, None]) + EPS)
+            ).mean(),
+        ),
+        (
+            "poly1",
+            lambda logits, labels: (
+                F.cross_entropy(logits, labels, reduction="none")
+                + 1
+                - F.softmax(logits, 1).gather(1, labels[:, None])[:, 0]
+            ).mean(),
+        ),
+        ("mse", lambda logits, labels: ((F.softmax(logits, 1) - F.one_hot(labels, 10)) ** 2).sum(1).mean()),
+        (
+            "baikal",
+            lambda logits, labels: (
+                (F.one_hot(labels, 10) / (F.softmax(logits, 1) + EPS) - torch.log(F.softmax(logits, 1) + EPS))
+                .sum(1)
+                .mean()
+            ),
+        ),
+        # 10 classes, k = erfc(1)^2: (1 + 10 k) x cross-entropy smoothed by e = 10 k / (1 + 10 k) = 0.198
+        (
+            "label_smoothing",
+            lambda logits, labels: (
+                -(1 + 10 * math.erfc(1) ** 2)
+                * (
+                    (
+                        (1 - 10 * math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2)) * F.one_hot(labels, 10)
+                        + math.erfc(1) ** 2 / (1 + 10 * math.erfc(1) ** 2)
+                    )
+                    * torch.log(F.softmax(logits, 1) + EPS)
+                )
+                .sum(1)
+                .mean()
+            ),
+        ),
+    ],
+)
 def test_zoo_losses_match_independent_implementations(name, reference):
     """References written with torch.nn.functional; the genome's protected ops add EPS inside logs
     and divisions."""

@@ -18,11 +18,13 @@ from airbench_reference import airbench_loaders, timed_runs  # noqa: E402
 
 def test_a_failing_part_of_a_gpu_script_leaves_the_rest_running(tmp_path):
     script = tmp_path / "parts.sh"
-    script.write_text(f'set -uo pipefail\nsource "{ROOT}/bench/_parts.sh"\n'
-                      'part first echo "first ran"\n'
-                      'part broken python3 -c "raise SystemExit(3)"\n'
-                      'part last echo "last ran"\n'
-                      "parts_summary\n")
+    script.write_text(
+        f'set -uo pipefail\nsource "{ROOT}/bench/_parts.sh"\n'
+        'part first echo "first ran"\n'
+        'part broken python3 -c "raise SystemExit(3)"\n'
+        'part last echo "last ran"\n'
+        "parts_summary\n"
+    )
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
@@ -53,8 +55,9 @@ def test_the_airbench_reference_reads_the_p5_split_through_airbenchs_own_loaders
 
 def test_timed_runs_warm_up_once_then_time_each_run_between_synchronisations():
     calls, synchronised = [], []
-    seconds, accuracies = timed_runs(lambda run: calls.append(run) or 0.5 + run / 10, 3,
-                                     lambda: synchronised.append(len(calls)))
+    seconds, accuracies = timed_runs(
+        lambda run: calls.append(run) or 0.5 + run / 10, 3, lambda: synchronised.append(len(calls))
+    )
     assert calls == [-1, 1, 2, 3] and accuracies == [0.6, 0.7, 0.8]
     assert len(seconds) == 3 and all(second >= 0 for second in seconds)
     assert synchronised == [1, 2, 2, 3, 3, 4]

@@ -16,20 +16,33 @@ def _assert_one_line(result, code: int, fragment: str) -> None:
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("config_text, options, fragment", [
-    ("n_trials = = 3\n", [], "not valid TOML"),
-    (GOOD + "epoch = 3\n", [], "unknown key 'epoch'"),
-    (GOOD + 'seed = "zero"\n', [], "seed must be an integer"),
-    (GOOD, ["--dataset", "imagenet"], "dataset must be one of digits, cifar10"),
-    (GOOD, ["--augmentation", "sepia"],
-     "augmentation must be one of base, cutout, mixup, randaug, all, all5"),
-    (GOOD, ["--n-trials", "0"], "n_trials must be >= 1, got 0"),
-    (GOOD, ["--workers", "0"], "workers must be between 1 and 64"),
-    (GOOD, ["--dataset", "cifar10", "--data-root", "/nonexistent/data"],
-     "CIFAR-10 file data_batch_1 not found: expected /nonexistent/data/cifar-10-batches-py/data_batch_1"),
-    (GOOD + "heartbeat_interval = 30\ngrace_period = 10\n", [],
-     "grace_period must be longer than heartbeat_interval"),
-])
+@pytest.mark.parametrize(
+    "config_text, options, fragment",
+    [
+        ("n_trials = = 3\n", [], "not valid TOML"),
+        (GOOD + "epoch = 3\n", [], "unknown key 'epoch'"),
+        (GOOD + 'seed = "zero"\n', [], "seed must be an integer"),
+        (GOOD, ["--dataset", "imagenet"], "dataset must be one of digits, cifar10"),
+        (
+            GOOD,
+            ["--augmentation", "sepia"],
+            "augmentation must be one of base, cutout, mixup, randaug, all, all5",
+        ),
+        (GOOD, ["--n-trials", "0"], "n_trials must be >= 1, got 0"),
+        (GOOD, ["--workers", "0"], "workers must be between 1 and 64"),
+        (
+            GOOD,
+            ["--dataset", "cifar10", "--data-root", "/nonexistent/data"],
+            "CIFAR-10 file data_batch_1 not found: "
+            "expected /nonexistent/data/cifar-10-batches-py/data_batch_1",
+        ),
+        (
+            GOOD + "heartbeat_interval = 30\ngrace_period = 10\n",
+            [],
+            "grace_period must be longer than heartbeat_interval",
+        ),
+    ],
+)
 def test_usage_errors_exit_2_and_write_nothing(tmp_path, sqlite_url, config_text, options, fragment):
     config = tmp_path / "study.toml"
     config.write_text(config_text)
@@ -76,25 +89,31 @@ def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, 
     assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
 
 
-@pytest.mark.parametrize("arguments, code, fragment", [
-    (["search", "CONFIG", "--storage", "sqlite:////proc/nope/x.db"], 2,
-     "cannot create the folder /proc/nope for the SQLite file"),
-    (["search", "CONFIG", "--n-trials", "many"], 2, "argument --n-trials: invalid int value: 'many'"),
-    (["search", "CONFIG", "--device", "gpu"], 2, "argument --device: invalid choice: 'gpu'"),
-    (["dashboard", "--port", "99999"], 2, "--port must be between 1 and 65535, got 99999"),
-    (["dashboard", "--port", "http"], 2, "--port must be a number, got 'http'"),
-    (["transfer", "digits-base", "--seeds", "0", "--storage", "URL"], 2, "seeds must be >= 1, got 0"),
-    (["transfer", "digits-base", "--model", "wrn-10-1", "--storage", "URL"], 1, "no study database at"),
-    (["matrix", "--dataset", "digits", "--seeds", "0"], 2, "--top-k and --seeds must be at least 1"),
-    (["matrix", "--seeds", "2"], 2, "the following arguments are required: --dataset"),
-    (["matrix", "--dataset", "digits", "--storage", "URL"], 1, "no study database at"),
-    (["recheck", "digits-base", "--seeds", "0"], 2, "--seeds must be at least 1"),
-    (["recheck", "digits-base", "--storage", "URL"], 1, "no study database at"),
-    (["show", "digits-base", "first"], 2, "argument trial: invalid int value: 'first'"),
-    (["pareto", "digits-base", "--storage", "URL"], 1, "no study database at"),
-    (["studies", "--format", "xml"], 2, "argument --format: invalid choice: 'xml'"),
-    (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "arguments, code, fragment",
+    [
+        (
+            ["search", "CONFIG", "--storage", "sqlite:////proc/nope/x.db"],
+            2,
+            "cannot create the folder /proc/nope for the SQLite file",
+        ),
+        (["search", "CONFIG", "--n-trials", "many"], 2, "argument --n-trials: invalid int value: 'many'"),
+        (["search", "CONFIG", "--device", "gpu"], 2, "argument --device: invalid choice: 'gpu'"),
+        (["dashboard", "--port", "99999"], 2, "--port must be between 1 and 65535, got 99999"),
+        (["dashboard", "--port", "http"], 2, "--port must be a number, got 'http'"),
+        (["transfer", "digits-base", "--seeds", "0", "--storage", "URL"], 2, "seeds must be >= 1, got 0"),
+        (["transfer", "digits-base", "--model", "wrn-10-1", "--storage", "URL"], 1, "no study database at"),
+        (["matrix", "--dataset", "digits", "--seeds", "0"], 2, "--top-k and --seeds must be at least 1"),
+        (["matrix", "--seeds", "2"], 2, "the following arguments are required: --dataset"),
+        (["matrix", "--dataset", "digits", "--storage", "URL"], 1, "no study database at"),
+        (["recheck", "digits-base", "--seeds", "0"], 2, "--seeds must be at least 1"),
+        (["recheck", "digits-base", "--storage", "URL"], 1, "no study database at"),
+        (["show", "digits-base", "first"], 2, "argument trial: invalid int value: 'first'"),
+        (["pareto", "digits-base", "--storage", "URL"], 1, "no study database at"),
+        (["studies", "--format", "xml"], 2, "argument --format: invalid choice: 'xml'"),
+        (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
+    ],
+)
 def test_every_command_answers_likely_bad_inputs_in_one_line(tmp_path, sqlite_url, arguments, code, fragment):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
@@ -106,5 +125,7 @@ def test_every_command_answers_likely_bad_inputs_in_one_line(tmp_path, sqlite_ur
 
 def test_a_mistyped_storage_option_does_not_echo_the_password(sqlite_url):
     result = run_cli("pareto", "digits-base", "--stor", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
-    _assert_one_line(result, 2, "unrecognized arguments: --stor postgresql://optiloss:***@127.0.0.1:9/optiloss")
+    _assert_one_line(
+        result, 2, "unrecognized arguments: --stor postgresql://optiloss:***@127.0.0.1:9/optiloss"
+    )
     assert "hunter2" not in result.stderr

@@ -27,9 +27,14 @@ def _default_sigint() -> None:
 
 
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "optiloss", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=_default_sigint,
-                            env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "optiloss", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+        env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"},
+    )
 
 
 def _read_stderr_until(process: subprocess.Popen, marker: bytes, timeout: float = 240.0) -> bytes:
@@ -56,10 +61,13 @@ def _interrupt(process: subprocess.Popen, seen: bytes) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command, marker", [
-    (["recheck", "digits-base", "--seeds", "50", "--device", "cpu"], b"rechecking the Pareto set"),
-    (["matrix", "--dataset", "digits", "--seeds", "50", "--device", "cpu"], b"matrix runs"),
-])
+@pytest.mark.parametrize(
+    "command, marker",
+    [
+        (["recheck", "digits-base", "--seeds", "50", "--device", "cpu"], b"rechecking the Pareto set"),
+        (["matrix", "--dataset", "digits", "--seeds", "50", "--device", "cpu"], b"matrix runs"),
+    ],
+)
 def test_ctrl_c_during_recheck_or_matrix_prints_one_line_and_writes_nothing(source, command, marker):
     url, folder = source
     output = folder / "reports"
@@ -77,9 +85,26 @@ def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_cont
     url, folder = source
     config = folder / "transfer.toml"
     config.write_text(f'checkpoint_dir = "{folder / "checkpoints"}"\n')
-    options = ["transfer", "digits-base", "--config", str(config), "--storage", url, "--model", "wrn-10-1",
-               "--dataset", "digits", "--top-k", "1", "--seeds", "1", "--device", "cpu",
-               "--output", str(folder / "report")]
+    options = [
+        "transfer",
+        "digits-base",
+        "--config",
+        str(config),
+        "--storage",
+        url,
+        "--model",
+        "wrn-10-1",
+        "--dataset",
+        "digits",
+        "--top-k",
+        "1",
+        "--seeds",
+        "1",
+        "--device",
+        "cpu",
+        "--output",
+        str(folder / "report"),
+    ]
     process = _start(*options, "--epochs", "40")
     seen = _read_stderr_until(process, b"transfer runs")
     deadline = time.monotonic() + 240
@@ -87,8 +112,9 @@ def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_cont
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.05)
     last = _interrupt(process, seen)
-    assert last == ("interrupted; the study is saved. Resume with: optiloss "
-                    + " ".join(options) + " --epochs 40")
+    assert last == (
+        "interrupted; the study is saved. Resume with: optiloss " + " ".join(options) + " --epochs 40"
+    )
     study = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
@@ -98,8 +124,11 @@ def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_cont
     resumed = run_cli(*options, "--epochs", "2")  # shorter than the checkpoint's run: it ends at once
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url)
-    redone = next(t for t in study.trials if t.state == TrialState.COMPLETE
-                  and t.user_attrs["run"] == interrupted[0].user_attrs["run"])
+    redone = next(
+        t
+        for t in study.trials
+        if t.state == TrialState.COMPLETE and t.user_attrs["run"] == interrupted[0].user_attrs["run"]
+    )
     assert redone.number > interrupted[0].number and redone.user_attrs["resumed_from_epoch"] >= 1
     assert not list((folder / "checkpoints").rglob("checkpoint.pt"))
     assert Path(folder / "report").is_dir()

@@ -14,17 +14,26 @@ from optiloss.studies import NOISE_FLOOR_ATTR, noise_floor
 from conftest import run_cli
 
 DISGUISED = {
-    "plus_y_squared": "-(y * (y + ln(|p| + eps)))",      # CE - y^2: a term without p
-    "y_squared_weight": "-(y * (y * ln(|p| + eps)))",    # y^2 ln p: CE for one-hot targets only
+    "plus_y_squared": "-(y * (y + ln(|p| + eps)))",  # CE - y^2: a term without p
+    "y_squared_weight": "-(y * (y * ln(|p| + eps)))",  # y^2 ln p: CE for one-hot targets only
     "sqrt_y_weight": "((y - ln(|p| + eps)) * sqrt(|y|))",  # CE + const for one-hot targets only
     "twice": "(y * ((1 - ln(|p| + eps)) - ln(|p| + eps)))",  # 2 CE + y
 }
 
 
 def _search(tmp_path, url: str, augmentation: str, *extra: str, **keys) -> None:
-    values = {"n_trials": 7, "population_size": 6, "epochs": 1, "model_width": 8, "device": "cpu",
-              "artifacts": False, "augmentation": augmentation, "baseline_seeds": 0,
-              "checkpoint_dir": str(tmp_path / "checkpoints"), **keys}
+    values = {
+        "n_trials": 7,
+        "population_size": 6,
+        "epochs": 1,
+        "model_width": 8,
+        "device": "cpu",
+        "artifacts": False,
+        "augmentation": augmentation,
+        "baseline_seeds": 0,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        **keys,
+    }
     config = tmp_path / f"{augmentation}.toml"
     config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     result = run_cli("search", str(config), "--storage", url, "--no-progress", *extra)
@@ -39,12 +48,20 @@ def _given(url: str, study_name: str) -> dict[str, optuna.trial.FrozenTrial]:
 
 def test_fingerprints_follow_the_gradient_on_the_studys_targets_and_the_optimisers_scale():
     fingerprints = {
-        (augmentation, model): {name: screen(parse_formula(formula), **SearchConfig.from_mapping(
-            {"augmentation": augmentation, "model": model}).screen_options()).fingerprint
-            for name, formula in {"ce": "-(y * ln(|p| + eps))", **DISGUISED}.items()}
-        for augmentation in ("base", "mixup") for model in ("cnn", "airbench")}
-    duplicates = {key: {name for name, value in prints.items() if value == prints["ce"] and name != "ce"}
-                  for key, prints in fingerprints.items()}
+        (augmentation, model): {
+            name: screen(
+                parse_formula(formula),
+                **SearchConfig.from_mapping({"augmentation": augmentation, "model": model}).screen_options(),
+            ).fingerprint
+            for name, formula in {"ce": "-(y * ln(|p| + eps))", **DISGUISED}.items()
+        }
+        for augmentation in ("base", "mixup")
+        for model in ("cnn", "airbench")
+    }
+    duplicates = {
+        key: {name for name, value in prints.items() if value == prints["ce"] and name != "ce"}
+        for key, prints in fingerprints.items()
+    }
     # AdamW (cnn) ignores a positive scale; airbench's SGD does not
     assert duplicates[("base", "cnn")] == set(DISGUISED)
     assert duplicates[("base", "airbench")] == set(DISGUISED) - {"twice"}

@@ -43,7 +43,7 @@ BINARY_REFERENCE = {
     "max": np.maximum,
     "min": np.minimum,
     "div": lambda a, b: a / (b + EPS),
-    "div_sqrt1p_sq": lambda a, b: a / np.sqrt(1 + b ** 2),
+    "div_sqrt1p_sq": lambda a, b: a / np.sqrt(1 + b**2),
 }
 
 

@@ -54,12 +54,23 @@ def test_every_formula_show_prints_for_the_zoo_is_read_back_into_the_same_loss_a
 
 def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp_path, sqlite_url):
     config = tmp_path / "search.toml"
-    config.write_text('n_trials = 9\npopulation_size = 7\nepochs = 2\nmodel_width = 8\ndevice = "cpu"\n'
-                      'baseline_seeds = 0\n'
-                      f'artifacts = false\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
-                      '[losses]\nhinge_like = "max((1 - p) * y, 0)"\n')
-    result = run_cli("search", str(config), "--storage", sqlite_url, "--no-progress",
-                     "--loss", f"sq_plus={SQUARED} + y * p", "--loss", "mine=-(y * sqrt(|p|))")
+    config.write_text(
+        'n_trials = 9\npopulation_size = 7\nepochs = 2\nmodel_width = 8\ndevice = "cpu"\n'
+        "baseline_seeds = 0\n"
+        f'artifacts = false\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
+        '[losses]\nhinge_like = "max((1 - p) * y, 0)"\n'
+    )
+    result = run_cli(
+        "search",
+        str(config),
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+        "--loss",
+        f"sq_plus={SQUARED} + y * p",
+        "--loss",
+        "mine=-(y * sqrt(|p|))",
+    )
     assert result.returncode == 0, result.stderr
     trials = _study(sqlite_url, "digits-base").trials
     given = {t.user_attrs["loss_name"]: t for t in trials if "loss_name" in t.user_attrs}
@@ -69,15 +80,18 @@ def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp
     assert "sqrt(|p|)" in given["mine"].user_attrs["formula"]
 
 
-@pytest.mark.parametrize("option, message", [
-    ("broken=-(y * ln(|p| + eps)", 'expected ")"'),
-    ("unknown=y * q", 'unknown name "q"'),
-    ("flat=y * 1", "rejected by the screen"),
-    ("big=exp(sin(tanh(atan(sinh(asinh(p * y))))))", "7 nodes"),
-    ("no_formula", "NAME=FORMULA"),
-    ("cross_entropy=(y - p)^2 * y", "is taken"),
-    ("trial_3=(y - p)^2 * y", "is taken"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("broken=-(y * ln(|p| + eps)", 'expected ")"'),
+        ("unknown=y * q", 'unknown name "q"'),
+        ("flat=y * 1", "rejected by the screen"),
+        ("big=exp(sin(tanh(atan(sinh(asinh(p * y))))))", "7 nodes"),
+        ("no_formula", "NAME=FORMULA"),
+        ("cross_entropy=(y - p)^2 * y", "is taken"),
+        ("trial_3=(y - p)^2 * y", "is taken"),
+    ],
+)
 def test_a_bad_loss_is_one_line_exit_2_and_nothing_is_written(tmp_path, option, message):
     storage = tmp_path / "never.db"
     result = run_cli("search", "--n-trials", "2", "--storage", f"sqlite:///{storage}", "--loss", option)
@@ -89,8 +103,20 @@ def test_a_bad_loss_is_one_line_exit_2_and_nothing_is_written(tmp_path, option, 
 
 
 def test_evaluate_trains_the_loss_and_cross_entropy_and_prints_welch(tmp_path):
-    result = run_cli("evaluate", FOCAL, "--dataset", "digits", "--seeds", "2", "--epochs", "2",
-                     "--device", "cpu", "--format", "table")
+    result = run_cli(
+        "evaluate",
+        FOCAL,
+        "--dataset",
+        "digits",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--format",
+        "table",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["loss", "seeds", "test_accuracy", "accuracy_std"]
@@ -136,15 +162,30 @@ def test_pooled_sources_name_their_study_and_given_losses_join_them(two_sources)
     hashes = [loss.genome.structure_hash for loss in losses.values()]
     assert len(hashes) == len(set(hashes))  # one entry per structure
     # a given loss that is the zoo's MSE or focal is not trained twice under two names
-    assert sum(1 for loss in losses.values()
-               if loss.genome.structure_hash == screen(zoo()["mse"]).genome.structure_hash) == 1
+    assert (
+        sum(
+            1
+            for loss in losses.values()
+            if loss.genome.structure_hash == screen(zoo()["mse"]).genome.structure_hash
+        )
+        == 1
+    )
 
 
 def test_transfer_takes_the_sources_augmentation_settings_scaled_to_its_image_size(two_sources):
     url, folder = two_sources
     study = optuna.create_study(study_name="digits-cutout-settings", storage=url)
-    study.set_user_attr("config", {"dataset": "digits", "augmentation": "cutout", "cutout_size": 4,
-                                   "crop_padding": 2, "mixup_alpha": 0.4, "randaug_m": 5})
+    study.set_user_attr(
+        "config",
+        {
+            "dataset": "digits",
+            "augmentation": "cutout",
+            "cutout_size": 4,
+            "crop_padding": 2,
+            "mixup_alpha": 0.4,
+            "randaug_m": 5,
+        },
+    )
     transfer = TransferConfig.from_mapping({"dataset": "digits", "image_size": 32})
     settings = source_augment_settings(study, transfer, 32)
     assert (settings.cutout_size, settings.crop_padding) == (16, 8)  # 8 px -> 32 px
@@ -158,10 +199,31 @@ def test_transfer_takes_the_sources_augmentation_settings_scaled_to_its_image_si
 @pytest.mark.slow
 def test_a_pooled_transfer_with_a_given_loss_reports_where_each_loss_came_from(two_sources):
     url, folder = two_sources
-    result = run_cli("transfer", "--from", "digits-base", "--from", "digits-mixup", "--storage", url,
-                     "--model", "wrn-10-1", "--dataset", "digits", "--top-k", "1", "--seeds", "1",
-                     "--epochs", "1", "--device", "cpu", "--loss", f"sq={SQUARED} + y * p",
-                     "--output", str(folder / "report"))
+    result = run_cli(
+        "transfer",
+        "--from",
+        "digits-base",
+        "--from",
+        "digits-mixup",
+        "--storage",
+        url,
+        "--model",
+        "wrn-10-1",
+        "--dataset",
+        "digits",
+        "--top-k",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--loss",
+        f"sq={SQUARED} + y * p",
+        "--output",
+        str(folder / "report"),
+    )
     assert result.returncode == 0, result.stderr
     name = "digits-base+digits-mixup-transfer-wrn-10-1-digits"
     study = _study(url, name)
@@ -172,34 +234,93 @@ def test_a_pooled_transfer_with_a_given_loss_reports_where_each_loss_came_from(t
     assert study.user_attrs["source_study"] == ["digits-base", "digits-mixup"]
     assert study.user_attrs["select"] == "accuracy"
     assert study.user_attrs["augment_settings"]["cutout_size"] is None
-    changed = run_cli("transfer", "--from", "digits-base", "--from", "digits-mixup", "--storage", url,
-                      "--model", "wrn-10-1", "--dataset", "digits", "--top-k", "1", "--seeds", "1",
-                      "--epochs", "1", "--device", "cpu", "--select", "pareto")
+    changed = run_cli(
+        "transfer",
+        "--from",
+        "digits-base",
+        "--from",
+        "digits-mixup",
+        "--storage",
+        url,
+        "--model",
+        "wrn-10-1",
+        "--dataset",
+        "digits",
+        "--top-k",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--select",
+        "pareto",
+    )
     assert changed.returncode == 2 and "was run with select 'accuracy'" in changed.stderr
-    header = next(line for line in result.stdout.splitlines()
-                  if line.startswith("loss ") and "p_welch" in line)
+    header = next(
+        line for line in result.stdout.splitlines() if line.startswith("loss ") and "p_welch" in line
+    )
     assert "source" in header.split()
 
 
 def test_recheck_and_matrix_take_losses_by_formula(two_sources):
     url, folder = two_sources
-    recheck = run_cli("recheck", "digits-base", "--storage", url, "--seeds", "1", "--device", "cpu",
-                      "--format", "csv", "--loss", f"sq={SQUARED} + y * p")
+    recheck = run_cli(
+        "recheck",
+        "digits-base",
+        "--storage",
+        url,
+        "--seeds",
+        "1",
+        "--device",
+        "cpu",
+        "--format",
+        "csv",
+        "--loss",
+        f"sq={SQUARED} + y * p",
+    )
     assert recheck.returncode == 0, recheck.stderr
     rows = recheck.stdout.strip().splitlines()
     assert any(row.startswith(",sq,,") for row in rows)  # no trial, no search score: not in the search
-    matrix = run_cli("matrix", "--dataset", "digits", "--storage", url, "--seeds", "1", "--device", "cpu",
-                     "--format", "csv", "--output", str(folder / "matrix"), "--loss", f"sq={SQUARED} + y * p")
+    matrix = run_cli(
+        "matrix",
+        "--dataset",
+        "digits",
+        "--storage",
+        url,
+        "--seeds",
+        "1",
+        "--device",
+        "cpu",
+        "--format",
+        "csv",
+        "--output",
+        str(folder / "matrix"),
+        "--loss",
+        f"sq={SQUARED} + y * p",
+    )
     assert matrix.returncode == 0, matrix.stderr
     labels = [line.split(",")[0] for line in matrix.stdout.strip().splitlines()[1:] if "," in line]
     assert "sq" in labels and "cross_entropy" in labels
 
 
 def _evolution_config(tmp_path: Path, n_trials: int) -> Path:
-    values = {"n_trials": n_trials, "population_size": 4, "tournament_size": 2, "epochs": 3, "model_width": 8,
-              "baseline_seeds": 0,
-              "device": "cpu", "sampler": "evolution", "objectives": ["accuracy"], "artifacts": False,
-              "heartbeat_interval": 1, "grace_period": 4, "checkpoint_dir": str(tmp_path / "checkpoints")}
+    values = {
+        "n_trials": n_trials,
+        "population_size": 4,
+        "tournament_size": 2,
+        "epochs": 3,
+        "model_width": 8,
+        "baseline_seeds": 0,
+        "device": "cpu",
+        "sampler": "evolution",
+        "objectives": ["accuracy"],
+        "artifacts": False,
+        "heartbeat_interval": 1,
+        "grace_period": 4,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+    }
     path = tmp_path / "evolution.toml"
     path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     return path
@@ -207,11 +328,21 @@ def _evolution_config(tmp_path: Path, n_trials: int) -> Path:
 
 @pytest.mark.slow
 def test_the_papers_search_is_a_plain_single_objective_study_and_a_killed_one_continues_its_population(
-        tmp_path, sqlite_url):
+    tmp_path, sqlite_url
+):
     config = _evolution_config(tmp_path, n_trials=16)
     process = _start(config, sqlite_url)
-    _wait_for(lambda: sum(1 for t in _study(sqlite_url, "digits-base").trials
-                          if t.state == TrialState.COMPLETE and "parent" in t.user_attrs) >= 2, process)
+    _wait_for(
+        lambda: (
+            sum(
+                1
+                for t in _study(sqlite_url, "digits-base").trials
+                if t.state == TrialState.COMPLETE and "parent" in t.user_attrs
+            )
+            >= 2
+        ),
+        process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     before = _study(sqlite_url, "digits-base").trials
@@ -232,12 +363,20 @@ def test_the_papers_search_is_a_plain_single_objective_study_and_a_killed_one_co
     assert {t.user_attrs["mutation"] for t in children} <= {"operator", "input", "arity"}
     # plain Optuna reads it: the optuna CLI, and the library without optiloss
     optuna_cli = Path(sys.executable).with_name("optuna")
-    listed = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "digits-base", "--storage",
-                             sqlite_url, "-f", "json"], capture_output=True, text=True, cwd=ROOT)
+    listed = subprocess.run(
+        [str(optuna_cli), "best-trial", "--study-name", "digits-base", "--storage", sqlite_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["value"] == {"accuracy": study.best_value}
-    trials = subprocess.run([str(optuna_cli), "trials", "--study-name", "digits-base", "--storage",
-                             sqlite_url, "-f", "json"], capture_output=True, text=True, cwd=ROOT)
+    trials = subprocess.run(
+        [str(optuna_cli), "trials", "--study-name", "digits-base", "--storage", sqlite_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert trials.returncode == 0, trials.stderr
     assert sum(1 for row in json.loads(trials.stdout) if row["state"] == "COMPLETE") == 16
     pareto = run_cli("pareto", "digits-base", "--storage", sqlite_url)

@@ -20,11 +20,22 @@ from conftest import ROOT, run_cli
 
 def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5, **extra) -> Path:
     """Digits trials of a few seconds each, long enough to be killed in the middle."""
-    lines = {"n_trials": n_trials, "population_size": population, "epochs": epochs, "model_width": 32,
-             "batch_size": 64, "device": "cpu", "heartbeat_interval": 1, "grace_period": 4,
-             "checkpoint_dir": str(tmp_path / "checkpoints"), "artifacts": False, "baseline_seeds": 0,
-             # long trials: a checkpoint after every epoch (each takes well over 10 ms)
-             "checkpoint_interval": 0.01, **extra}
+    lines = {
+        "n_trials": n_trials,
+        "population_size": population,
+        "epochs": epochs,
+        "model_width": 32,
+        "batch_size": 64,
+        "device": "cpu",
+        "heartbeat_interval": 1,
+        "grace_period": 4,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "artifacts": False,
+        "baseline_seeds": 0,
+        # long trials: a checkpoint after every epoch (each takes well over 10 ms)
+        "checkpoint_interval": 0.01,
+        **extra,
+    }
     path = tmp_path / "search.toml"
     path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in lines.items()))
     return path
@@ -37,10 +48,25 @@ def _default_sigint() -> None:
 
 
 def _start(config: Path, storage: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "optiloss", "search", str(config), "--storage", storage,
-                             "--no-progress", *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
-                            env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "optiloss",
+            "search",
+            str(config),
+            "--storage",
+            storage,
+            "--no-progress",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"},
+    )
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 240.0):
@@ -84,8 +110,10 @@ def _kill_mid_trial_then_resume(tmp_path: Path, storage: str) -> None:
     complete_before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (optuna.load_study(study_name="digits-base", storage=storage).trials[victim].state
-            == TrialState.RUNNING)
+    assert (
+        optuna.load_study(study_name="digits-base", storage=storage).trials[victim].state
+        == TrialState.RUNNING
+    )
 
     resumed = run_cli("search", str(config), "--storage", storage, "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
@@ -152,8 +180,17 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
 
     pruned_before = len(study.get_trials(states=(TrialState.PRUNED,)))
     assert rejected_this_run(result.stdout) == pruned_before
-    more = run_cli("search", str(config), "--storage", postgres_url, "--workers", "2", "--n-trials", "17",
-                   "--no-progress")
+    more = run_cli(
+        "search",
+        str(config),
+        "--storage",
+        postgres_url,
+        "--workers",
+        "2",
+        "--n-trials",
+        "17",
+        "--no-progress",
+    )
     assert more.returncode == 0, more.stderr
     pruned_after = len(study.get_trials(states=(TrialState.PRUNED,)))
     assert rejected_this_run(more.stdout) == pruned_after - pruned_before
@@ -161,7 +198,8 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_trial_as_interrupted_prints_the_resume_command_and_resume_retries_it(
-        tmp_path, sqlite_url):
+    tmp_path, sqlite_url
+):
     config = _config(tmp_path, n_trials=6, epochs=10)
     process = _start(config, sqlite_url)
     victim = _wait_for(lambda: _trial_past_first_epoch(sqlite_url), process)
@@ -194,8 +232,15 @@ def test_a_resumed_training_run_matches_an_uninterrupted_one(tmp_path):
     def run(settings, checkpointing=None):
         with seeded(5):
             model = create_model("surrogate", 10, 3, 8)
-            result = train(model, data.train_images, data.train_labels, loss, augmentation, settings,
-                           checkpointing=checkpointing)
+            result = train(
+                model,
+                data.train_images,
+                data.train_labels,
+                loss,
+                augmentation,
+                settings,
+                checkpointing=checkpointing,
+            )
         return model, result
 
     full_model, full = run(TrainSettings(epochs=4))
@@ -222,8 +267,15 @@ def test_a_resumed_training_run_matches_an_uninterrupted_one(tmp_path):
         training._save_checkpoint = stop_after_two
         try:
             with pytest.raises(KeyboardInterrupt):
-                train(model, data.train_images, data.train_labels, loss, augmentation, settings,
-                      checkpointing=Checkpointing(save_to=partial_path))
+                train(
+                    model,
+                    data.train_images,
+                    data.train_labels,
+                    loss,
+                    augmentation,
+                    settings,
+                    checkpointing=Checkpointing(save_to=partial_path),
+                )
         finally:
             training._save_checkpoint = original
     resumed_model, resumed = run(TrainSettings(epochs=4), Checkpointing(resume_from=partial_path))

@@ -37,14 +37,23 @@ def test_constant_and_one_sided_losses_are_rejected():
 
 
 def test_curve_checks_reject_extrema_at_one_half_and_wiggles():
-    centre = Genome.from_nodes(("mul", "y", "p"), ("sub", "n0", "1"), ("square", "n1"),
-                               ("sub", "n2", "n0"))  # y-weighted: (p_t - 1)^2 - p_t has no centre min
+    centre = Genome.from_nodes(
+        ("mul", "y", "p"), ("sub", "n0", "1"), ("square", "n1"), ("sub", "n2", "n0")
+    )  # y-weighted: (p_t - 1)^2 - p_t has no centre min
     assert screen(centre).accepted
     parabola = Genome.from_nodes(("mul", "y", "p"), ("mul", "n0", "n0"), ("sub", "n1", "n0"))
     # p_t^2 - p_t: minimum exactly at p_t = 0.5
     assert "extremum near p_t = 0.5" in screen(parabola).reason
-    wiggle = Genome.from_nodes(("mul", "y", "p"), ("mul", "n0", "-1"), ("exp", "1"), ("mul", "n2", "n2"),
-                               ("mul", "n3", "n3"), ("mul", "n4", "n0"), ("sin", "n5"), n_nodes=7)
+    wiggle = Genome.from_nodes(
+        ("mul", "y", "p"),
+        ("mul", "n0", "-1"),
+        ("exp", "1"),
+        ("mul", "n2", "n2"),
+        ("mul", "n3", "n3"),
+        ("mul", "n4", "n0"),
+        ("sin", "n5"),
+        n_nodes=7,
+    )
     reason = screen(wiggle).reason
     assert reason.startswith("slope changes sign"), reason
 

@@ -17,8 +17,9 @@ from optiloss.search.study import sampler_seed
 
 def test_nsga2_children_take_their_genes_from_their_parents():
     config = make_config({"population_size": 8, "seed": 1})
-    study = optuna.create_study(directions=["maximize", "maximize"],
-                                sampler=optuna.samplers.NSGAIISampler(population_size=8, seed=1))
+    study = optuna.create_study(
+        directions=["maximize", "maximize"], sampler=optuna.samplers.NSGAIISampler(population_size=8, seed=1)
+    )
 
     def cheap_objective(trial):
         genome = Genome.suggest(trial, config.nodes)
@@ -45,14 +46,28 @@ def test_sampler_seed_changes_with_the_trial_count_and_worker():
 
 
 def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path):
-    config = make_config({"epochs": 2, "model_width": 8, "device": "cpu", "checkpoint_dir": str(tmp_path),
-                          "artifact_dir": str(tmp_path / "artifacts")})
+    config = make_config(
+        {
+            "epochs": 2,
+            "model_width": 8,
+            "device": "cpu",
+            "checkpoint_dir": str(tmp_path),
+            "artifact_dir": str(tmp_path / "artifacts"),
+        }
+    )
     objective = LossSearchObjective(config, load_dataset("digits"), torch.device("cpu"))
     study = optuna.create_study(directions=["maximize", "maximize"])
     trial = study.ask()
     # e^e^e^e overflows float32: y * inf is inf (or NaN where y = 0) from the first step
-    exploding = Genome.from_nodes(("exp", "1"), ("exp", "n0"), ("exp", "n1"), ("exp", "n2"),
-                                  ("mul", "y", "n3"), ("add", "n4", "p"), n_nodes=6)
+    exploding = Genome.from_nodes(
+        ("exp", "1"),
+        ("exp", "n0"),
+        ("exp", "n1"),
+        ("exp", "n2"),
+        ("mul", "y", "n3"),
+        ("add", "n4", "p"),
+        n_nodes=6,
+    )
     assert objective.train_and_score(trial, exploding) == DIVERGED_VALUES
     assert trial.user_attrs["diverged"].startswith("non-finite loss in epoch")
 
@@ -66,22 +81,28 @@ def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
         open_search_study(make_config({"study_name": "mine", "nodes": 6}), storage)
 
 
-@pytest.mark.parametrize("device, gpus, placements", [
-    ("cuda", 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]),
-    ("auto", 2, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]),
-    ("cuda", 1, ["cuda:0"] * 6),
-    ("cuda:1", 2, ["cuda:1"] * 6),
-    ("auto", 0, ["cpu"] * 6),
-    ("cpu", 8, ["cpu"] * 6),
-])
+@pytest.mark.parametrize(
+    "device, gpus, placements",
+    [
+        ("cuda", 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]),
+        ("auto", 2, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]),
+        ("cuda", 1, ["cuda:0"] * 6),
+        ("cuda:1", 2, ["cuda:1"] * 6),
+        ("auto", 0, ["cpu"] * 6),
+        ("cpu", 8, ["cpu"] * 6),
+    ],
+)
 def test_workers_spread_over_every_gpu_or_stay_where_they_are_pinned(device, gpus, placements):
     assert [worker_device(device, worker, gpus) for worker in range(6)] == placements
 
 
-@pytest.mark.parametrize("device, gpus, message", [
-    ("cuda", 0, "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"),
-    ("cuda:2", 2, "--device cuda:2 was asked for, but torch sees 2 CUDA device(s) (cuda:0 to cuda:1)"),
-])
+@pytest.mark.parametrize(
+    "device, gpus, message",
+    [
+        ("cuda", 0, "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"),
+        ("cuda:2", 2, "--device cuda:2 was asked for, but torch sees 2 CUDA device(s) (cuda:0 to cuda:1)"),
+    ],
+)
 def test_a_missing_gpu_is_a_usage_error(device, gpus, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         worker_device(device, 0, gpus)
@@ -107,9 +128,14 @@ def _study_with_cross_entropy_curve(curve: list[float]) -> optuna.Study:
         distributions[op_name] = optuna.distributions.CategoricalDistribution(OPERATOR_NAMES)
         for name in (in1_name, in2_name):
             distributions[name] = optuna.distributions.CategoricalDistribution(input_choices(index))
-    study.add_trial(optuna.trial.create_trial(
-        params=cross_entropy.to_params(), distributions=distributions, values=[0.9, 0.5],
-        user_attrs={"zoo": "cross_entropy", "train_accuracy_by_epoch": curve}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=cross_entropy.to_params(),
+            distributions=distributions,
+            values=[0.9, 0.5],
+            user_attrs={"zoo": "cross_entropy", "train_accuracy_by_epoch": curve},
+        )
+    )
     return study
 
 
@@ -117,16 +143,28 @@ def _study_with_cross_entropy_curve(curve: list[float]) -> optuna.Study:
 def test_a_slow_learner_stops_early_and_is_rejected_naming_both_accuracies(tmp_path, reference, rejected):
     from optiloss.genome import zoo
 
-    config = make_config({"epochs": 5, "model_width": 8, "device": "cpu", "early_rejection_at": 0.2,
-                          "early_rejection_ratio": 1.0, "checkpoint_dir": str(tmp_path), "artifacts": False})
+    config = make_config(
+        {
+            "epochs": 5,
+            "model_width": 8,
+            "device": "cpu",
+            "early_rejection_at": 0.2,
+            "early_rejection_ratio": 1.0,
+            "checkpoint_dir": str(tmp_path),
+            "artifacts": False,
+        }
+    )
     study = _study_with_cross_entropy_curve([reference] * 5)
     study.enqueue_trial(zoo()["mse"].to_params())
     study.optimize(LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")), n_trials=1)
     trial = study.trials[-1]
     if rejected:
         assert trial.state == optuna.trial.TrialState.PRUNED
-        assert re.fullmatch(r"slow learner: training accuracy 0\.\d{4} after epoch 1 of 5, below 1\.0 x "
-                            r"cross-entropy's 0\.9990", trial.user_attrs["rejected"])
+        assert re.fullmatch(
+            r"slow learner: training accuracy 0\.\d{4} after epoch 1 of 5, below 1\.0 x "
+            r"cross-entropy's 0\.9990",
+            trial.user_attrs["rejected"],
+        )
         assert "train_accuracy_by_epoch" not in trial.user_attrs and trial.user_attrs["training_seconds"] > 0
     else:
         assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -138,13 +176,24 @@ def test_screening_in_the_sampler_stores_only_genomes_that_pass_and_counts_the_r
     from optiloss.genome import screen
     from optiloss.search.sampler import ScreeningSampler
 
-    config = make_config({"n_trials": 16, "population_size": 8, "epochs": 1, "model_width": 4,
-                          "device": "cpu", "artifacts": False, "checkpoint_dir": str(tmp_path),
-                          "screen_in_sampler": True})
+    config = make_config(
+        {
+            "n_trials": 16,
+            "population_size": 8,
+            "epochs": 1,
+            "model_width": 4,
+            "device": "cpu",
+            "artifacts": False,
+            "checkpoint_dir": str(tmp_path),
+            "screen_in_sampler": True,
+        }
+    )
     study = open_search_study(config, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     assert isinstance(study.sampler, ScreeningSampler)
-    study.optimize(LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
-                   callbacks=[optuna.study.MaxTrialsCallback(16, states=(optuna.trial.TrialState.COMPLETE,))])
+    study.optimize(
+        LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
+        callbacks=[optuna.study.MaxTrialsCallback(16, states=(optuna.trial.TrialState.COMPLETE,))],
+    )
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16  # nothing PRUNED
     assert all(screen(Genome.from_params(t.params, 5)).accepted for t in study.trials)
     assert len({t.user_attrs["fingerprint"] for t in study.trials}) == 16
@@ -162,8 +211,11 @@ def test_the_screening_sampler_leaves_a_waiting_trial_with_a_genome_as_it_is():
     sampler = ScreeningSampler(optuna.samplers.NSGAIISampler(population_size=4, seed=0), nodes=5, seed=0)
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
     params = zoo()["mse"].to_params()
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params=params,
-                                              distributions=genome_search_space(5)))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=params, distributions=genome_search_space(5)
+        )
+    )
     trial = study.ask()
     assert trial.relative_params == {} and sampler.take_screened_out(trial.number) == collections.Counter()
     assert Genome.suggest(trial, 5).to_params() == params

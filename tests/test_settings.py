@@ -28,16 +28,19 @@ def test_every_shipped_study_file_loads(path: Path):
 
 
 @pytest.mark.parametrize("settings_class", [SearchConfig, TransferConfig])
-@pytest.mark.parametrize("key, value, message", [
-    ("device", "gpu", "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'"),
-    ("epochs", 0, "epochs must be >= 1, got 0"),
-    ("batch_size", "128", "batch_size must be an integer, got '128'"),
-    ("mixed_precision", "yes", "mixed_precision must be true or false, got 'yes'"),
-    ("learning_rate", True, "learning_rate must be a number, got True"),
-    ("corruption_severity", 9, "corruption_severity must be between 1 and 5, got 9"),
-    ("dataset", "imagenet", "dataset must be one of digits, cifar10"),
-    ("epoch", 3, "unknown key 'epoch'; allowed keys: dataset,"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("device", "gpu", "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'"),
+        ("epochs", 0, "epochs must be >= 1, got 0"),
+        ("batch_size", "128", "batch_size must be an integer, got '128'"),
+        ("mixed_precision", "yes", "mixed_precision must be true or false, got 'yes'"),
+        ("learning_rate", True, "learning_rate must be a number, got True"),
+        ("corruption_severity", 9, "corruption_severity must be between 1 and 5, got 9"),
+        ("dataset", "imagenet", "dataset must be one of digits, cifar10"),
+        ("epoch", 3, "unknown key 'epoch'; allowed keys: dataset,"),
+    ],
+)
 def test_bad_value_refused_in_one_line_naming_the_key_in_both_settings(settings_class, key, value, message):
     with pytest.raises(UsageError) as caught:
         settings_class.from_mapping({key: value}, "my.toml")
@@ -55,13 +58,22 @@ def test_keys_of_one_kind_only_are_refused_by_the_other():
 
 
 def test_train_settings_are_built_from_the_shared_keys():
-    search = SearchConfig.from_mapping({"epochs": 3, "batch_size": 64, "mixed_precision": False,
-                                        "deterministic": True, "learning_rate": 0.01})
-    assert search.train_settings() == TrainSettings(epochs=3, batch_size=64, learning_rate=0.01,
-                                                    mixed_precision=False, deterministic=True)
+    search = SearchConfig.from_mapping(
+        {
+            "epochs": 3,
+            "batch_size": 64,
+            "mixed_precision": False,
+            "deterministic": True,
+            "learning_rate": 0.01,
+        }
+    )
+    assert search.train_settings() == TrainSettings(
+        epochs=3, batch_size=64, learning_rate=0.01, mixed_precision=False, deterministic=True
+    )
     transfer = TransferConfig.from_mapping({"compile": True})
-    assert transfer.train_settings() == TrainSettings(epochs=200, batch_size=128, learning_rate=1e-3,
-                                                      compile=True)
+    assert transfer.train_settings() == TrainSettings(
+        epochs=200, batch_size=128, learning_rate=1e-3, compile=True
+    )
 
 
 def test_options_override_the_file_and_their_errors_say_so(tmp_path):
@@ -77,8 +89,9 @@ def test_a_transfer_file_with_a_bad_device_exits_2_in_one_line(tmp_path, sqlite_
     path.write_text('device = "gpu"\n')
     result = run_cli("transfer", "digits-base", "--config", str(path), "--storage", sqlite_url)
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"optiloss: error: {path}: "
-                                     "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'")
+    assert result.stderr.strip() == (
+        f"optiloss: error: {path}: device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'gpu'"
+    )
 
 
 def test_a_search_surrogate_is_not_a_transfer_model():

@@ -33,9 +33,14 @@ def test_the_model_runs_in_bf16_only_when_mixed_precision_is_on_and_pays(mixed_p
     seen = []
     model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     cross_entropy = screen(zoo()["cross_entropy"]).genome
-    result = train(model, data.train_images, data.train_labels, cross_entropy,
-                   build_augmentation("base", (8, 8), 10),
-                   TrainSettings(epochs=4, mixed_precision=mixed_precision))
+    result = train(
+        model,
+        data.train_images,
+        data.train_labels,
+        cross_entropy,
+        build_augmentation("base", (8, 8), 10),
+        TrainSettings(epochs=4, mixed_precision=mixed_precision),
+    )
     expected = torch.bfloat16 if mixed_precision and bf16_pays_off(torch.device("cpu")) else torch.float32
     assert seen and set(seen) == {expected}
     assert result.diverged is None and result.history[-1]["train_accuracy"] > 0.4  # chance is 0.1
@@ -43,14 +48,25 @@ def test_the_model_runs_in_bf16_only_when_mixed_precision_is_on_and_pays(mixed_p
 
 def test_a_deterministic_run_leaves_torch_global_flags_as_it_found_them():
     data = load_dataset("digits")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-              torch.get_float32_matmul_precision())
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+    )
     assert before[0] is False
-    train(create_model("surrogate", 10, width=4), data.train_images, data.train_labels,
-          screen(zoo()["cross_entropy"]).genome, build_augmentation("base", (8, 8), 10),
-          TrainSettings(epochs=1, deterministic=True))
-    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-            torch.get_float32_matmul_precision()) == before
+    train(
+        create_model("surrogate", 10, width=4),
+        data.train_images,
+        data.train_labels,
+        screen(zoo()["cross_entropy"]).genome,
+        build_augmentation("base", (8, 8), 10),
+        TrainSettings(epochs=1, deterministic=True),
+    )
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+    ) == before
 
 
 def test_the_layers_import_only_downwards():
@@ -67,8 +83,10 @@ def test_the_layers_import_only_downwards():
         "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate"),
     }
     for module, forbidden in probes.items():
-        code = (f"import sys, {module}; "
-                "print(sorted(m for m in sys.modules "
-                f"if m.split('.')[:2] in {[f.split('.') for f in forbidden]}))")
+        code = (
+            f"import sys, {module}; "
+            "print(sorted(m for m in sys.modules "
+            f"if m.split('.')[:2] in {[f.split('.') for f in forbidden]}))"
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert result.stdout.strip() == "[]", f"{module} imports {result.stdout.strip()}"

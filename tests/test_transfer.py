@@ -29,8 +29,14 @@ def test_a_small_wrn_trains_on_the_cpu():
     data = load_dataset("digits")
     with seeded(0):
         model = create_model("wrn-10-1", 10)
-        result = train(model, data.train_images, data.train_labels, screen(zoo()["cross_entropy"]).genome,
-                       build_augmentation("base", data.image_size, 10), TrainSettings(epochs=8))
+        result = train(
+            model,
+            data.train_images,
+            data.train_labels,
+            screen(zoo()["cross_entropy"]).genome,
+            build_augmentation("base", data.image_size, 10),
+            TrainSettings(epochs=8),
+        )
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < 0.6 * losses[0]
     assert accuracy(model, data.val_images, data.val_labels) > 0.5
@@ -55,11 +61,29 @@ def source_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_cpu_transfer_gives_the_table_with_p_values_and_fidelity_and_a_restart_skips_finished_runs(
-        source_study):
+    source_study,
+):
     url, folder = source_study
-    options = ["transfer", "digits-base", "--storage", url, "--model", "wrn-10-1", "--dataset", "digits",
-               "--top-k", "2", "--seeds", "2", "--epochs", "2", "--device", "cpu", "--output",
-               str(folder / "report")]
+    options = [
+        "transfer",
+        "digits-base",
+        "--storage",
+        url,
+        "--model",
+        "wrn-10-1",
+        "--dataset",
+        "digits",
+        "--top-k",
+        "2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--output",
+        str(folder / "report"),
+    ]
     first = run_cli(*options)
     assert first.returncode == 0, first.stderr
     study = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url)
@@ -77,15 +101,17 @@ def test_a_cpu_transfer_gives_the_table_with_p_values_and_fidelity_and_a_restart
     again = run_cli(*options)
     assert again.returncode == 0, again.stderr
     assert f"{len(complete)} done, running 0" in again.stdout
-    assert len(optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits",
-                                 storage=url).trials) == len(study.trials)
+    assert len(
+        optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=url).trials
+    ) == len(study.trials)
 
 
 @pytest.mark.slow
 def test_recheck_retrains_the_pareto_set_with_new_seeds(source_study):
     url, _ = source_study
-    result = run_cli("recheck", "digits-base", "--storage", url, "--seeds", "2", "--device", "cpu",
-                     "--format", "csv")
+    result = run_cli(
+        "recheck", "digits-base", "--storage", url, "--seeds", "2", "--device", "cpu", "--format", "csv"
+    )
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.strip().splitlines()
     assert header.startswith("trial,loss,search_accuracy,recheck_accuracy,recheck_std,vs_ce,p_welch")
@@ -113,13 +139,13 @@ def test_the_exported_module_runs_without_optiloss_and_matches_the_genome(source
         sys.path.insert(0, {str(tmp_path)!r})
         import torch
         from evolved_loss import EvolvedLoss
-        inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
         logits = inputs["logits"].clone().requires_grad_(True)
         loss = EvolvedLoss()(logits, inputs["labels"])
         loss.backward()
         soft = torch.nn.functional.one_hot(inputs["labels"], 10).float()
         same = EvolvedLoss()(inputs["logits"], soft)
-        torch.save({{"loss": loss.detach(), "grad": logits.grad, "soft": same}}, {str(tmp_path / 'out.pt')!r})
+        torch.save({{"loss": loss.detach(), "grad": logits.grad, "soft": same}}, {str(tmp_path / "out.pt")!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

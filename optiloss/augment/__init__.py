@@ -14,6 +14,18 @@ from optiloss.augment.pipelines import (
     legacy_flip_mode,
 )
 
-__all__ = ["ALL_AUGMENTATIONS", "AUGMENTATIONS", "AugmentSettings", "CORRUPTIONS", "FLIP_MODES", "MixUp",
-           "PADDING_MODES", "SOFT_TARGET_AUGMENTATIONS", "TrainingAugmentation", "build_augmentation",
-           "corrupt", "corrupted_copies", "legacy_flip_mode"]
+__all__ = [
+    "ALL_AUGMENTATIONS",
+    "AUGMENTATIONS",
+    "AugmentSettings",
+    "CORRUPTIONS",
+    "FLIP_MODES",
+    "MixUp",
+    "PADDING_MODES",
+    "SOFT_TARGET_AUGMENTATIONS",
+    "TrainingAugmentation",
+    "build_augmentation",
+    "corrupt",
+    "corrupted_copies",
+    "legacy_flip_mode",
+]

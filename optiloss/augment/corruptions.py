@@ -78,8 +78,9 @@ def jpeg(images: torch.Tensor, severity: int) -> torch.Tensor:
 def pixelate(images: torch.Tensor, severity: int) -> torch.Tensor:
     height, width = images.shape[-2:]
     factor = PIXELATE_FACTOR[severity - 1]
-    small = F.interpolate(images, size=(max(1, round(height * factor)), max(1, round(width * factor))),
-                          mode="area")
+    small = F.interpolate(
+        images, size=(max(1, round(height * factor)), max(1, round(width * factor))), mode="area"
+    )
     return F.interpolate(small, size=(height, width), mode="nearest")
 
 
@@ -97,14 +98,17 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, seed: int,
-            batch_size: int = 1000) -> torch.Tensor:
+def corrupt(
+    images: torch.Tensor, name: str, severity: int, seed: int, batch_size: int = 1000
+) -> torch.Tensor:
     """Corrupt uint8 ``images`` reproducibly on the CPU (CPU and CUDA differ); returns uint8."""
     images = images.cpu()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        chunks = [CORRUPTIONS[name](images[start:start + batch_size].float() / 255, severity)
-                  for start in range(0, len(images), batch_size)]
+        chunks = [
+            CORRUPTIONS[name](images[start : start + batch_size].float() / 255, severity)
+            for start in range(0, len(images), batch_size)
+        ]
     return (torch.cat(chunks).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -116,6 +120,10 @@ def corrupted_copies(images: torch.Tensor, severity: int, seed: int) -> dict[str
     """
     digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()
     key = {"corruptions": list(CORRUPTIONS), "images": digest, "severity": severity, "seed": seed}
-    copies = cached(key, lambda: {name: corrupt(images, name, severity, seed + index)
-                                  for index, name in enumerate(CORRUPTIONS)})
+    copies = cached(
+        key,
+        lambda: {
+            name: corrupt(images, name, severity, seed + index) for index, name in enumerate(CORRUPTIONS)
+        },
+    )
     return {name: copy.to(images.device) for name, copy in copies.items()}

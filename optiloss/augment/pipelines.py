@@ -63,8 +63,9 @@ class AugmentSettings:
         if self.hflip not in FLIP_MODES:
             raise ValueError(f"hflip must be one of {', '.join(FLIP_MODES)}, got {self.hflip!r}")
         if self.crop_padding_mode not in PADDING_MODES:
-            raise ValueError(f"crop_padding_mode must be one of {', '.join(PADDING_MODES)}, "
-                             f"got {self.crop_padding_mode!r}")
+            raise ValueError(
+                f"crop_padding_mode must be one of {', '.join(PADDING_MODES)}, got {self.crop_padding_mode!r}"
+            )
 
 
 def legacy_flip_mode(hflip: bool) -> str:
@@ -105,8 +106,10 @@ class RandomTranslate(nn.Module):
     def __init__(self, image_size: tuple[int, int], padding: int, mode: str = "constant") -> None:
         super().__init__()
         if mode == "reflect" and padding >= min(image_size):
-            raise UsageError(f"crop_padding_mode reflect needs crop_padding below the image size "
-                             f"({padding} >= {min(image_size)} px): lower crop_padding or use constant")
+            raise UsageError(
+                f"crop_padding_mode reflect needs crop_padding below the image size "
+                f"({padding} >= {min(image_size)} px): lower crop_padding or use constant"
+            )
         self.padding, self.mode = padding, mode
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,13 +180,17 @@ class MixUp(nn.Module):
         alpha = torch.tensor(float(self.alpha), device=images.device)
         pairs = torch.randperm(batch, device=images.device)
         lambdas = torch.distributions.Beta(alpha, alpha, validate_args=False).sample((batch,))  # no sync
-        params = {"mixup_pairs": pairs, "mixup_lambdas": lambdas.to(images.dtype),
-                  "batch_prob": torch.ones(1, dtype=torch.bool)}  # on the host, where Kornia reads it;
+        params = {
+            "mixup_pairs": pairs,
+            "mixup_lambdas": lambdas.to(images.dtype),
+            "batch_prob": torch.ones(1, dtype=torch.bool),
+        }  # on the host, where Kornia reads it;
         # one entry ("every image") spares Kornia's Python-level sum over a per-image mask
         mixed, label_info = self.mix(images, labels, params=params)
         first, second, lam = label_info[:, 0].long(), label_info[:, 1].long(), label_info[:, 2:3]
         return mixed, (1 - lam) * one_hot(first, self.num_classes, images.dtype) + lam * one_hot(
-            second, self.num_classes, images.dtype)
+            second, self.num_classes, images.dtype
+        )
 
 
 class TrainingAugmentation(Augmentation):
@@ -215,16 +222,18 @@ class TrainingAugmentation(Augmentation):
         return images, one_hot(labels, self.num_classes, images.dtype)
 
 
-def build_augmentation(name: str, image_size: tuple[int, int], num_classes: int,
-                       settings: AugmentSettings = AugmentSettings()) -> TrainingAugmentation:
+def build_augmentation(
+    name: str, image_size: tuple[int, int], num_classes: int, settings: AugmentSettings = AugmentSettings()
+) -> TrainingAugmentation:
     """The named pipeline: ``base`` (random translate with padding, horizontal flip; both tensor
     ops on the device, :class:`RandomTranslate` and :class:`HorizontalFlip`), then
     ``cutout`` (one square erased), ``mixup``, ``randaug`` (RandAugment n, m) or
     ``all`` (RandAugment, cutout and mixup together)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; available: {', '.join(AUGMENTATIONS)}")
-    ops: list[nn.Module] = [RandomTranslate(image_size, crop_padding(image_size, settings),
-                                            settings.crop_padding_mode)]
+    ops: list[nn.Module] = [
+        RandomTranslate(image_size, crop_padding(image_size, settings), settings.crop_padding_mode)
+    ]
     if settings.hflip != "none":
         ops.append(HorizontalFlip(settings.hflip))
     if name in ("randaug", "all"):

@@ -1,13 +1,20 @@
 """Data sets as uint8 image tensors with train, validation and test splits."""
 
 from optiloss.data.registry import (
-                                    DATASETS,
-                                    default_data_root,
-                                    is_dataset_name,
-                                    load_dataset,
-                                    resolved_image_size,
+    DATASETS,
+    default_data_root,
+    is_dataset_name,
+    load_dataset,
+    resolved_image_size,
 )
 from optiloss.data.splits import ImageSplits, stratified_split
 
-__all__ = ["DATASETS", "ImageSplits", "default_data_root", "is_dataset_name", "load_dataset",
-           "resolved_image_size", "stratified_split"]
+__all__ = [
+    "DATASETS",
+    "ImageSplits",
+    "default_data_root",
+    "is_dataset_name",
+    "load_dataset",
+    "resolved_image_size",
+    "stratified_split",
+]

@@ -30,8 +30,13 @@ READERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 DATASETS: tuple[str, ...] = (*READERS, f"{FOLDER_PREFIX}PATH")
 NATIVE_SIZE = {"digits": 8, "cifar10": 32, "cifar100": 32}
-SOURCE_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python",
-                 "flowers102": "flowers-102", "stanford_cars": "stanford_cars", "caltech101": "caltech101"}
+SOURCE_FOLDER = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "flowers102": "flowers-102",
+    "stanford_cars": "stanford_cars",
+    "caltech101": "caltech101",
+}
 
 
 def default_data_root() -> Path:
@@ -60,14 +65,15 @@ def folder_image_size(root: Path) -> int:
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
-                            align_corners=False)
+    resized = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
 def _read(name: str, data_root: Path, image_size: int, download: bool, progress: bool) -> dict[str, Any]:
     if name.startswith(FOLDER_PREFIX):
-        reader, root = sources.read_folder, Path(name[len(FOLDER_PREFIX):]).expanduser()
+        reader, root = sources.read_folder, Path(name[len(FOLDER_PREFIX) :]).expanduser()
         source = root
     else:
         reader, root = READERS[name], data_root
@@ -79,10 +85,14 @@ def _read(name: str, data_root: Path, image_size: int, download: bool, progress:
     if not source.exists():
         return reader(root=root, image_size=image_size, progress=progress)  # raises what is missing where
     native = name in NATIVE_SIZE
-    key = {"reader": reader.__name__, "source": source_signature(source),
-           "image_size": None if native else image_size}
-    return cached(key, lambda: reader(root=root, image_size=None if native else image_size,
-                                      progress=progress))
+    key = {
+        "reader": reader.__name__,
+        "source": source_signature(source),
+        "image_size": None if native else image_size,
+    }
+    return cached(
+        key, lambda: reader(root=root, image_size=None if native else image_size, progress=progress)
+    )
 
 
 def resolved_image_size(name: str, image_size: int | None = None) -> int:
@@ -91,13 +101,20 @@ def resolved_image_size(name: str, image_size: int | None = None) -> int:
     if image_size:
         return image_size
     if name.startswith(FOLDER_PREFIX):
-        return folder_image_size(Path(name[len(FOLDER_PREFIX):]).expanduser())
+        return folder_image_size(Path(name[len(FOLDER_PREFIX) :]).expanduser())
     return NATIVE_SIZE.get(name, sources.DEFAULT_IMAGE_SIZE)
 
 
-def load_dataset(name: str, validation_fraction: float = 0.2, *, data_root: str | Path | None = None,
-                 image_size: int | None = None, subset: int | None = None, download: bool = False,
-                 progress: bool = True) -> ImageSplits:
+def load_dataset(
+    name: str,
+    validation_fraction: float = 0.2,
+    *,
+    data_root: str | Path | None = None,
+    image_size: int | None = None,
+    subset: int | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> ImageSplits:
     """Load a data set by name as uint8 splits.
 
     ``name`` is one of :data:`DATASETS` (``folder:PATH`` for an image folder).
@@ -120,16 +137,25 @@ def load_dataset(name: str, validation_fraction: float = 0.2, *, data_root: str 
     labels = train_labels.numpy()
     try:
         if subset is not None and subset < len(labels):
-            chosen, _ = train_test_split(np.arange(len(labels)), train_size=subset,
-                                         random_state=sources.SPLIT_SEED, stratify=labels)
+            chosen, _ = train_test_split(
+                np.arange(len(labels)), train_size=subset, random_state=sources.SPLIT_SEED, stratify=labels
+            )
             chosen = np.sort(chosen)
             train_images, train_labels, labels = train_images[chosen], train_labels[chosen], labels[chosen]
         kept, held_out = stratified_split(labels, validation_fraction, sources.SPLIT_SEED)
     except ValueError as error:
-        raise UsageError(f"{name}: cannot split {len(labels)} training images stratified "
-                         f"({error}); use a larger subset or validation fraction") from None
+        raise UsageError(
+            f"{name}: cannot split {len(labels)} training images stratified "
+            f"({error}); use a larger subset or validation fraction"
+        ) from None
     kept, held_out = torch.from_numpy(kept), torch.from_numpy(held_out)
-    return ImageSplits(name=name, classes=tuple(raw["classes"]),
-                       train_images=train_images[kept], train_labels=train_labels[kept],
-                       val_images=train_images[held_out], val_labels=train_labels[held_out],
-                       test_images=test_images, test_labels=test_labels)
+    return ImageSplits(
+        name=name,
+        classes=tuple(raw["classes"]),
+        train_images=train_images[kept],
+        train_labels=train_labels[kept],
+        val_images=train_images[held_out],
+        val_labels=train_labels[held_out],
+        test_images=test_images,
+        test_labels=test_labels,
+    )

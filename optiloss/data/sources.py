@@ -31,11 +31,13 @@ def _require(path: Path, what: str, how: str) -> None:
 
 def _result(classes, train_images, train_labels, test_images, test_labels) -> dict[str, Any]:
     as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
-    return {"classes": [str(name) for name in classes],
-            "train_images": as_tensor(train_images),
-            "train_labels": as_tensor(np.asarray(train_labels, np.int64)),
-            "test_images": as_tensor(test_images),
-            "test_labels": as_tensor(np.asarray(test_labels, np.int64))}
+    return {
+        "classes": [str(name) for name in classes],
+        "train_images": as_tensor(train_images),
+        "train_labels": as_tensor(np.asarray(train_labels, np.int64)),
+        "test_images": as_tensor(test_images),
+        "test_labels": as_tensor(np.asarray(test_labels, np.int64)),
+    }
 
 
 def _check_labels(name: str, labels: np.ndarray, num_classes: int) -> None:
@@ -67,11 +69,22 @@ def _unpickle(path: Path) -> dict[str, Any]:
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in entry.items()}
 
 
-def _cifar(root: Path, folder: str, train_files: list[str], test_file: str, meta_file: str,
-           label_key: str, names_key: str, num_classes: int, title: str) -> dict[str, Any]:
+def _cifar(
+    root: Path,
+    folder: str,
+    train_files: list[str],
+    test_file: str,
+    meta_file: str,
+    label_key: str,
+    names_key: str,
+    num_classes: int,
+    title: str,
+) -> dict[str, Any]:
     base = root / folder
-    how = (f"get it with --download, or torchvision.datasets.{title.replace('-', '')}"
-           f"('{root}', download=True), or put torchvision's python-pickle layout there")
+    how = (
+        f"get it with --download, or torchvision.datasets.{title.replace('-', '')}"
+        f"('{root}', download=True), or put torchvision's python-pickle layout there"
+    )
     for name in [*train_files, test_file, meta_file]:
         _require(base / name, f"{title} file {name}", how)
 
@@ -99,13 +112,31 @@ def _cifar(root: Path, folder: str, train_files: list[str], test_file: str, meta
 
 
 def read_cifar10(root: Path, **_: Any) -> dict[str, Any]:
-    return _cifar(root, "cifar-10-batches-py", [f"data_batch_{k}" for k in range(1, 6)], "test_batch",
-                  "batches.meta", "labels", "label_names", 10, "CIFAR-10")
+    return _cifar(
+        root,
+        "cifar-10-batches-py",
+        [f"data_batch_{k}" for k in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        "labels",
+        "label_names",
+        10,
+        "CIFAR-10",
+    )
 
 
 def read_cifar100(root: Path, **_: Any) -> dict[str, Any]:
-    return _cifar(root, "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names",
-                  100, "CIFAR-100")
+    return _cifar(
+        root,
+        "cifar-100-python",
+        ["train"],
+        "test",
+        "meta",
+        "fine_labels",
+        "fine_label_names",
+        100,
+        "CIFAR-100",
+    )
 
 
 # ---------------------------------------------------------------------- image folders
@@ -113,8 +144,9 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
-def _decode_labelled(paths: list[Path], labels: list[int], size: int | None, description: str,
-                     progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _decode_labelled(
+    paths: list[Path], labels: list[int], size: int | None, description: str, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     images, kept = decode_images(paths, size, description=description, progress=progress)
     return images, np.asarray(labels, dtype=np.int64)[kept]
 
@@ -128,8 +160,9 @@ def read_folder(root: Path, image_size: int | None, progress: bool = True, **_: 
     _require(test_folder, "test split", layout)
     classes = sorted(path.name for path in (root / "train").iterdir() if path.is_dir())
     if len(classes) < 2:
-        raise UsageError(f"{root / 'train'} has {len(classes)} class folder(s); "
-                         "a classifier needs at least 2")
+        raise UsageError(
+            f"{root / 'train'} has {len(classes)} class folder(s); a classifier needs at least 2"
+        )
     unknown = sorted({path.name for path in test_folder.iterdir() if path.is_dir()} - set(classes))
     if unknown:
         raise UsageError(f"{test_folder} has class folder(s) missing from train: {', '.join(unknown[:5])}")
@@ -161,8 +194,9 @@ def read_flowers102(root: Path, image_size: int | None, progress: bool = True, *
     for split, keys in (("train", ("trnid", "valid")), ("test", ("tstid",))):
         ids = np.concatenate([np.atleast_1d(set_ids[key]) for key in keys]).astype(np.int64)
         paths = [base / "jpg" / f"image_{image_id:05d}.jpg" for image_id in ids]
-        parts[split] = _decode_labelled(paths, labels[ids - 1].tolist(), image_size,
-                                        f"decoding flowers {split}", progress)
+        parts[split] = _decode_labelled(
+            paths, labels[ids - 1].tolist(), image_size, f"decoding flowers {split}", progress
+        )
     num_classes = int(labels.max()) + 1
     return _result([f"flower_{k + 1:03d}" for k in range(num_classes)], *parts["train"], *parts["test"])
 
@@ -172,10 +206,14 @@ def read_stanford_cars(root: Path, image_size: int | None, progress: bool = True
     from scipy.io import loadmat
 
     base = root / "stanford_cars"
-    how = ("torchvision cannot download it (pytorch/vision#7545): place the devkit, cars_train/, cars_test/ "
-           f"and cars_test_annos_withlabels.mat under {base}")
-    files = {"train": (base / "devkit" / "cars_train_annos.mat", base / "cars_train"),
-             "test": (base / "cars_test_annos_withlabels.mat", base / "cars_test")}
+    how = (
+        "torchvision cannot download it (pytorch/vision#7545): place the devkit, cars_train/, cars_test/ "
+        f"and cars_test_annos_withlabels.mat under {base}"
+    )
+    files = {
+        "train": (base / "devkit" / "cars_train_annos.mat", base / "cars_train"),
+        "test": (base / "cars_test_annos_withlabels.mat", base / "cars_test"),
+    }
     _require(base / "devkit" / "cars_meta.mat", "Stanford Cars devkit/cars_meta.mat", how)
     meta = loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)
     classes = [str(name) for name in meta["class_names"]]
@@ -193,10 +231,14 @@ def read_stanford_cars(root: Path, image_size: int | None, progress: bool = True
 def read_caltech101(root: Path, image_size: int | None, progress: bool = True, **_: Any) -> dict[str, Any]:
     """torchvision's ``caltech101/101_ObjectCategories``; a fixed, stratified 20 % becomes the test part."""
     base = root / "caltech101" / "101_ObjectCategories"
-    _require(base, "Caltech101 101_ObjectCategories",
-             f"get it with --download or torchvision.datasets.Caltech101('{root}', download=True)")
-    classes = sorted(path.name for path in base.iterdir()
-                     if path.is_dir() and path.name != "BACKGROUND_Google")
+    _require(
+        base,
+        "Caltech101 101_ObjectCategories",
+        f"get it with --download or torchvision.datasets.Caltech101('{root}', download=True)",
+    )
+    classes = sorted(
+        path.name for path in base.iterdir() if path.is_dir() and path.name != "BACKGROUND_Google"
+    )
     paths, labels = [], []
     for label, name in enumerate(classes):
         found = _images_in(base / name)
@@ -213,8 +255,12 @@ def download(name: str, root: Path) -> None:
     """Fetch a data set with torchvision's downloader (needs the network)."""
     import torchvision.datasets as tv
 
-    downloaders = {"cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100, "flowers102": tv.Flowers102,
-                   "caltech101": tv.Caltech101}
+    downloaders = {
+        "cifar10": tv.CIFAR10,
+        "cifar100": tv.CIFAR100,
+        "flowers102": tv.Flowers102,
+        "caltech101": tv.Caltech101,
+    }
     if name not in downloaders:
         raise UsageError(f"{name} has no downloader; place its files under {root} by hand")
     try:
@@ -222,5 +268,7 @@ def download(name: str, root: Path) -> None:
     except Exception as error:  # network errors come in many types
         from optiloss.errors import OptilossError
 
-        raise OptilossError(f"downloading {name} into {root} failed: {str(error).splitlines()[0]}; "
-                            "check the network or place the files by hand") from None
+        raise OptilossError(
+            f"downloading {name} into {root} failed: {str(error).splitlines()[0]}; "
+            "check the network or place the files by hand"
+        ) from None

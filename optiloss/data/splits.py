@@ -45,16 +45,24 @@ class ImageSplits:
         """
         device = torch.device(device)
         cuda = device.type == "cuda"
-        moved = {field: (getattr(self, field).pin_memory() if cuda else getattr(self, field)).to(
-                     device, non_blocking=cuda) for field in (
-            "train_images", "train_labels", "val_images", "val_labels",
-            "test_images", "test_labels")}
+        moved = {
+            field: (getattr(self, field).pin_memory() if cuda else getattr(self, field)).to(
+                device, non_blocking=cuda
+            )
+            for field in (
+                "train_images",
+                "train_labels",
+                "val_images",
+                "val_labels",
+                "test_images",
+                "test_labels",
+            )
+        }
         return replace(self, **moved)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held_out) with ``fraction`` of each class held out, reproducibly."""
     indices = np.arange(len(labels))
-    kept, held_out = train_test_split(indices, test_size=fraction, random_state=seed,
-                                      stratify=labels)
+    kept, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
     return np.sort(kept), np.sort(held_out)

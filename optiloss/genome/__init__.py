@@ -7,7 +7,19 @@ from optiloss.genome.screen import ScreenResult, screen
 from optiloss.genome.zoo import zoo
 
 __all__ = [
-    "BINARY_OPERATORS", "DEFAULT_NODES", "EPS", "FormulaError", "Genome", "LEAVES", "Node", "OPERATORS",
-    "ScreenResult", "UNARY_OPERATORS", "gene_names", "input_choices", "parse_formula",
-    "screen", "zoo",
+    "BINARY_OPERATORS",
+    "DEFAULT_NODES",
+    "EPS",
+    "FormulaError",
+    "Genome",
+    "LEAVES",
+    "Node",
+    "OPERATORS",
+    "ScreenResult",
+    "UNARY_OPERATORS",
+    "gene_names",
+    "input_choices",
+    "parse_formula",
+    "screen",
+    "zoo",
 ]

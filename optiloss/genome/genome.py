@@ -97,8 +97,9 @@ class Genome:
         return cls(tuple(nodes))
 
     @classmethod
-    def from_nodes(cls, *nodes: tuple[str, str] | tuple[str, str, str],
-                   n_nodes: int = DEFAULT_NODES) -> Genome:
+    def from_nodes(
+        cls, *nodes: tuple[str, str] | tuple[str, str, str], n_nodes: int = DEFAULT_NODES
+    ) -> Genome:
         """Build a genome from ``(operator, in1[, in2])`` tuples; the last is the output.
 
         Hidden nodes are placed first, the output last; unused slots are filled
@@ -108,8 +109,7 @@ class Genome:
         if len(nodes) > n_nodes:
             raise ValueError(f"{len(nodes)} nodes do not fit in {n_nodes}")
         filler = n_nodes - len(nodes)
-        remap = {node_name(k): node_name(k if k < len(nodes) - 1 else k + filler)
-                 for k in range(len(nodes))}
+        remap = {node_name(k): node_name(k if k < len(nodes) - 1 else k + filler) for k in range(len(nodes))}
         built: list[Node] = []
         for position, spec in enumerate(nodes):
             operator, *refs = spec
@@ -150,8 +150,9 @@ class Genome:
 
     @cached_property
     def leaves_used(self) -> frozenset[str]:
-        return frozenset(ref for index in self.active_nodes for ref in self._used_inputs(index)
-                         if not ref.startswith("n"))
+        return frozenset(
+            ref for index in self.active_nodes for ref in self._used_inputs(index) if not ref.startswith("n")
+        )
 
     def _used_inputs(self, index: int) -> tuple[str, ...]:
         node = self.nodes[index]
@@ -207,8 +208,7 @@ class Genome:
 
     @property
     def latex(self) -> str:
-        body = self._expression("latex", {"y": "y_c", "p": "p_c", "1": "1",
-                                          "-1": r"\left(-1\right)"})
+        body = self._expression("latex", {"y": "y_c", "p": "p_c", "1": "1", "-1": r"\left(-1\right)"})
         sign = "-" if self.negated else ""
         return rf"\mathcal{{L}}(y, p) = {sign}\sum_{{c}} \left[{body}\right]"
 
@@ -224,34 +224,37 @@ class Genome:
         distribution (B, C); probabilities are the softmax of the logits.
         """
         function = self.python_source("_loss").split("\n", 3)[3]  # drop the import and blank lines
-        return "\n".join([
-            f'"""A loss found by optiloss: L = sum_c [{self.formula}], averaged over the batch.',
-            "",
-            "Standalone: imports only torch.",
-            '"""',
-            "",
-            "import torch",
-            "from torch import nn",
-            "",
-            "",
-            function.rstrip("\n"),
-            "",
-            "",
-            f"class {class_name}(nn.Module):",
-            f'    """L(y, p) = sum_c [{self.formula}], p = softmax(logits), averaged over the batch.',
-            "",
-            "    forward(logits, target): target holds class indices (B,) or a target distribution (B, C).",
-            '    """',
-            "",
-            "    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:",
-            "        p = torch.softmax(logits.float(), dim=1)",
-            "        if target.dim() == 1:",
-            "            y = nn.functional.one_hot(target.long(), logits.shape[1]).to(p.dtype)",
-            "        else:",
-            "            y = target.to(p.dtype)",
-            "        return _loss(y, p)",
-            "",
-        ])
+        return "\n".join(
+            [
+                f'"""A loss found by optiloss: L = sum_c [{self.formula}], averaged over the batch.',
+                "",
+                "Standalone: imports only torch.",
+                '"""',
+                "",
+                "import torch",
+                "from torch import nn",
+                "",
+                "",
+                function.rstrip("\n"),
+                "",
+                "",
+                f"class {class_name}(nn.Module):",
+                f'    """L(y, p) = sum_c [{self.formula}], p = softmax(logits), averaged over the batch.',
+                "",
+                "    forward(logits, target): target holds class indices (B,)"
+                " or a target distribution (B, C).",
+                '    """',
+                "",
+                "    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:",
+                "        p = torch.softmax(logits.float(), dim=1)",
+                "        if target.dim() == 1:",
+                "            y = nn.functional.one_hot(target.long(), logits.shape[1]).to(p.dtype)",
+                "        else:",
+                "            y = target.to(p.dtype)",
+                "        return _loss(y, p)",
+                "",
+            ]
+        )
 
     def python_source(self, function_name: str = "loss") -> str:
         """Source of a standalone function ``loss(y, p)`` that imports only torch."""
@@ -272,8 +275,7 @@ class Genome:
         for index in self.active_nodes:
             node = self.nodes[index]
             operator = OPERATORS[node.operator]
-            refs = {name: leaf_form.get(ref, ref)
-                    for name, ref in zip("ab", node.inputs[: operator.arity])}
+            refs = {name: leaf_form.get(ref, ref) for name, ref in zip("ab", node.inputs[: operator.arity])}
             lines.append(f"    {node_name(index)} = {operator.python.format(**refs)}")
         out = node_name(len(self.nodes) - 1)
         lines.append(f"    out = torch.broadcast_to({'-' if self.negated else ''}{out}, p.shape)")

@@ -54,8 +54,10 @@ def named_losses(formulas: Mapping[str, str], n_nodes: int) -> dict[str, Genome]
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
         if name in zoo() or RESERVED_NAME.fullmatch(name):
-            raise UsageError(f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
-                             "in reports); choose another name")
+            raise UsageError(
+                f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
+                "in reports); choose another name"
+            )
         try:
             genome = _parse(formula, n_nodes)
         except FormulaError as error:
@@ -65,4 +67,3 @@ def named_losses(formulas: Mapping[str, str], n_nodes: int) -> dict[str, Genome]
             raise UsageError(f"loss {name} = {formula!r} is rejected by the screen: {result.reason}")
         losses[name] = result.genome
     return losses
-

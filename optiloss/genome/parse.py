@@ -78,16 +78,24 @@ from optiloss.genome.operators import OPERATORS
 
 __all__ = ["FormulaError", "parse_formula"]
 
-_ALIASES = {"log": "ln", "sqrt": "sqrt_abs", "I0": "bessel_i0", "I0e": "bessel_i0e",
-            "I1": "bessel_i1", "I1e": "bessel_i1e"}
+_ALIASES = {
+    "log": "ln",
+    "sqrt": "sqrt_abs",
+    "I0": "bessel_i0",
+    "I0e": "bessel_i0e",
+    "I1": "bessel_i1",
+    "I1e": "bessel_i1e",
+}
 _FUNCTIONS: dict[str, str] = {**{name: name for name in OPERATORS}, **_ALIASES}
 _SYMBOLS = ("y", "p", "eps")
 _LEAVES_HINT = "a loss reads y, p, 1 and -1"
 
 _SPACE = re.compile(r"\s*")
-_TOKEN = re.compile(r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
-                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-                    r"|(?P<symbol>\*\*|[-+*/^(),|])")
+_TOKEN = re.compile(
+    r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<symbol>\*\*|[-+*/^(),|])"
+)
 
 
 class FormulaError(ValueError):
@@ -120,11 +128,15 @@ def parse_formula(text: str, n_nodes: int = DEFAULT_NODES) -> Genome:
         raise FormulaError("the formula is nested too deeply") from None
     nodes = _nodes(term)
     if len(nodes) > n_nodes:
-        message = (f"the formula needs {len(nodes)} nodes, more than the genome's {n_nodes}: "
-                   f"nodes must be at least {len(nodes)}")
+        message = (
+            f"the formula needs {len(nodes)} nodes, more than the genome's {n_nodes}: "
+            f"nodes must be at least {len(nodes)}"
+        )
         if isinstance(tree, _Neg) and tree.operand.grouped and len(nodes) - 1 <= n_nodes:
-            message += (' (its leading "-(...)" takes one of them: without it the formula fits, '
-                        "and screen() orients a loss by itself)")
+            message += (
+                ' (its leading "-(...)" takes one of them: without it the formula fits, '
+                "and screen() orients a loss by itself)"
+            )
         raise FormulaError(message)
     return Genome.from_nodes(*nodes, n_nodes=n_nodes)
 
@@ -272,8 +284,11 @@ class _Parser:
         while caret := self.accept("^", "**"):
             exponent = self.token
             if exponent.kind != "number" or float(exponent.text) != 2:
-                raise FormulaError(f'expected 2 after "{caret.text}" (a square is the only power), '
-                                   f"got {exponent.describe()}", exponent.column)
+                raise FormulaError(
+                    f'expected 2 after "{caret.text}" (a square is the only power), '
+                    f"got {exponent.describe()}",
+                    exponent.column,
+                )
             self.index += 1
             tree = _Square(tree, column=caret.column)
         return tree
@@ -295,8 +310,11 @@ class _Parser:
                 self.expect(")", f"after the arguments of {token.text}")
                 return _Call(token.text, tuple(args), column=token.column)
             if self.token.text == "(":
-                raise FormulaError(f'unknown function "{token.text}"; the functions are '
-                                   f"{', '.join(sorted(_FUNCTIONS, key=str.lower))}", token.column)
+                raise FormulaError(
+                    f'unknown function "{token.text}"; the functions are '
+                    f"{', '.join(sorted(_FUNCTIONS, key=str.lower))}",
+                    token.column,
+                )
             raise FormulaError(f'unknown name "{token.text}"; {_LEAVES_HINT}', token.column)
         if self.accept("("):
             inner = self.sum()
@@ -351,8 +369,9 @@ def _without_final_square(tree: _Expr) -> _Expr | None:
 
 
 def _eps_error(tree: _Expr) -> FormulaError:
-    return FormulaError("eps may appear only in ln(|a| + eps), log10(|a| + eps), 1/(a + eps) and "
-                        "(a / (b + eps))", tree.column)
+    return FormulaError(
+        "eps may appear only in ln(|a| + eps), log10(|a| + eps), 1/(a + eps) and (a / (b + eps))", tree.column
+    )
 
 
 def _lower(tree: _Expr) -> _Term:
@@ -364,8 +383,11 @@ def _lower(tree: _Expr) -> _Term:
         case _Number(value=1):
             return "1"
         case _Number():
-            raise FormulaError(f"number {tree.text} is not a constant of a loss; {_LEAVES_HINT} "
-                               "(0 only in max(a, 0) and min(a, 0), 2 only in a^2)", tree.column)
+            raise FormulaError(
+                f"number {tree.text} is not a constant of a loss; {_LEAVES_HINT} "
+                "(0 only in max(a, 0) and min(a, 0), 2 only in a^2)",
+                tree.column,
+            )
         case _Neg(operand=_Number(value=1)):
             return "-1"
         case _Neg():
@@ -462,8 +484,9 @@ def _unary_form(numerator: _Expr, denominator: _Expr, grouped: bool) -> _Term | 
             return ("div", "1", _lower(a)) if grouped else ("reciprocal", _lower(a))
         case _Binary(op="+", left=_Number(value=1), right=_Abs(operand=a)) if _is_number(numerator, 1):
             return ("inv_1p_abs", _lower(a))
-        case _Binary(op="+", left=_Number(value=1), right=_Abs(operand=a)) \
-                if a == numerator and a.grouped == numerator.grouped:
+        case _Binary(op="+", left=_Number(value=1), right=_Abs(operand=a)) if (
+            a == numerator and a.grouped == numerator.grouped
+        ):
             # written alike: "-1/(1 + |(-1)|)" is neg(inv_1p_abs(-1)), not softsign(-1)
             return ("softsign", _lower(a))
     return None
@@ -473,8 +496,9 @@ def _binary_form(numerator: _Expr, denominator: _Expr) -> _Term | None:
     match denominator:
         case _Binary(op="+", left=b, right=_Symbol(name="eps")):
             return ("div", _lower(numerator), _lower(b))
-        case _Call(name="sqrt", args=(_Binary(op="+", left=_Number(value=1), right=b_squared),)) \
-                if (b := _without_final_square(b_squared)) is not None:
+        case _Call(name="sqrt", args=(_Binary(op="+", left=_Number(value=1), right=b_squared),)) if (
+            b := _without_final_square(b_squared)
+        ) is not None:
             return ("div_sqrt1p_sq", _lower(numerator), _lower(b))
     return None
 
@@ -482,8 +506,10 @@ def _binary_form(numerator: _Expr, denominator: _Expr) -> _Term | None:
 def _lower_juxtaposition(product: _Binary) -> _Term:
     squares, right = _strip_squares(product.right)
     match product.left, right:
-        case (_Call(name="sigmoid", args=(a,)),
-              _Binary(op="-", left=_Number(value=1), right=_Call(name="sigmoid", args=(b,)))) if a == b:
+        case (
+            _Call(name="sigmoid", args=(a,)),
+            _Binary(op="-", left=_Number(value=1), right=_Call(name="sigmoid", args=(b,))),
+        ) if a == b:
             return _squared(("sigmoid_derivative", _lower(a)), squares)
     return ("mul", _lower(product.left), _lower(product.right))
 

@@ -82,7 +82,8 @@ def _probe_set() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lam = torch.rand(len(logits) // 4, generator=generator)
     rows = slice(0, len(lam))
     y[rows] = (1 - lam[:, None]) * y[rows] + lam[:, None] * torch.nn.functional.one_hot(
-        partner[rows], PROBE_CLASSES).float()
+        partner[rows], PROBE_CLASSES
+    ).float()
     other_y = torch.roll(y, 1, dims=0)
     return logits, y, other_y
 
@@ -203,8 +204,9 @@ def screen(genome: Genome, soft_targets: bool = True, scale_free: bool = False) 
     if np.allclose(per_sample, other, rtol=1e-6, atol=1e-9):
         return ScreenResult(genome, "does not depend on the targets")
     if true_class_slope(gradient) >= 0:
-        return ScreenResult(genome, "rises with the true-class probability on the probe set: "
-                                    "gradient descent would lower it")
+        return ScreenResult(
+            genome, "rises with the true-class probability on the probe set: gradient descent would lower it"
+        )
     # the fingerprint uses float64 so that rounding does not split equal behaviours
     _, exact_gradient, _ = probe(genome, torch.float64)
     rows = slice(None) if soft_targets else _PROBE_ONE_HOT.numpy()

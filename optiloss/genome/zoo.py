@@ -26,12 +26,14 @@ def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
     return {
         "cross_entropy": build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
         # y (1 - p)^2 ln p rises with p_t; the screen negates it
-        "focal": build(("ln", "p"), ("sub", "1", "p"), ("square", "n1"),
-                       ("mul", "n2", "n0"), ("mul", "y", "n3")),
+        "focal": build(
+            ("ln", "p"), ("sub", "1", "p"), ("square", "n1"), ("mul", "n2", "n0"), ("mul", "y", "n3")
+        ),
         "poly1": build(("ln", "p"), ("sub", "1", "p"), ("sub", "n1", "n0"), ("mul", "y", "n2")),
         "mse": build(("sub", "y", "p"), ("square", "n0")),
         "baikal": build(("ln", "p"), ("div", "y", "p"), ("sub", "n1", "n0")),
         # (y + k) ln p rises with p_t; the screen negates it
-        "label_smoothing": build(("erfc", "1"), ("square", "n0"), ("add", "y", "n1"), ("ln", "p"),
-                                 ("mul", "n2", "n3")),
+        "label_smoothing": build(
+            ("erfc", "1"), ("square", "n0"), ("add", "y", "n1"), ("ln", "p"), ("mul", "n2", "n3")
+        ),
     }

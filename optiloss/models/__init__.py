@@ -26,8 +26,9 @@ SURROGATES = ("cnn", "airbench")
 CENTRED = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, width: int = 32,
-                 weights: str | Path | None = None) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, in_channels: int = 3, width: int = 32, weights: str | Path | None = None
+) -> nn.Module:
     """Create a model by name: ``cnn`` (the small surrogate; ``surrogate`` is its old name),
     ``airbench`` (airbench94's network, ``width`` 64 for its own), ``wrn-DEPTH-WIDTH`` or a timm name,
     optionally with a pretrained tag (``tf_efficientnetv2_s.in1k``).
@@ -53,8 +54,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, width: int =
     import timm
 
     if not timm.is_model(name):
-        raise UsageError(f"unknown model {name!r}: use cnn, airbench, wrn-DEPTH-WIDTH (e.g. wrn-28-10) "
-                         "or a timm model name (e.g. resnet18, tf_efficientnetv2_s.in1k)")
+        raise UsageError(
+            f"unknown model {name!r}: use cnn, airbench, wrn-DEPTH-WIDTH (e.g. wrn-28-10) "
+            "or a timm model name (e.g. resnet18, tf_efficientnetv2_s.in1k)"
+        )
     config = pretrained_config(name)
     if weights is not None:
         return _pretrained(name, config, num_classes, in_channels, Path(weights))
@@ -77,8 +80,9 @@ def pretrained_config(name: str) -> PretrainedCfg:
     return config if config is not None else PretrainedCfg()
 
 
-def _pretrained(name: str, config: PretrainedCfg, num_classes: int, in_channels: int,
-                weights: Path) -> nn.Module:
+def _pretrained(
+    name: str, config: PretrainedCfg, num_classes: int, in_channels: int, weights: Path
+) -> nn.Module:
     """The timm model ``name`` with the weights of a local file, normalised as its pretrained config says.
 
     The file must hold the whole pretrained model, head included (the pretrained config's
@@ -90,17 +94,26 @@ def _pretrained(name: str, config: PretrainedCfg, num_classes: int, in_channels:
     if not config.has_weights:
         similar = timm.list_pretrained(f"*{name.split('.')[0]}*")[:3]
         hint = f" (e.g. {', '.join(similar)})" if similar else ""
-        raise UsageError(f"model {name!r} has no pretrained weights in timm, so the normalisation a weights "
-                         f"file expects is unknown: name a timm model with a pretrained tag{hint}")
+        raise UsageError(
+            f"model {name!r} has no pretrained weights in timm, so the normalisation a weights "
+            f"file expects is unknown: name a timm model with a pretrained tag{hint}"
+        )
     if not weights.is_file():
         problem = "is a folder, not a file" if weights.is_dir() else "does not exist"
         raise UsageError(f"weights file {weights} {problem} (README: Fine-tuning says how to get one)")
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=config.num_classes, in_chans=in_channels,
-                                  pretrained_cfg_overlay={"file": str(weights), "source": None})
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            num_classes=config.num_classes,
+            in_chans=in_channels,
+            pretrained_cfg_overlay={"file": str(weights), "source": None},
+        )
     except Exception as error:  # anything timm or torch raise while reading or loading the file
-        raise UsageError(f"weights file {weights} does not fit model {name!r} ({_first_detail(error)}): "
-                         f"it must be that model's pretrained state dict, head included") from None
+        raise UsageError(
+            f"weights file {weights} does not fit model {name!r} ({_first_detail(error)}): "
+            f"it must be that model's pretrained state dict, head included"
+        ) from None
     if num_classes != config.num_classes:
         model.reset_classifier(num_classes)
     return Normalized(model, _per_channel(config.mean, in_channels), _per_channel(config.std, in_channels))
@@ -121,5 +134,12 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     return (sum(values) / len(values),) * channels
 
 
-__all__ = ["SURROGATES", "AirbenchNet", "Normalized", "SurrogateCNN", "WideResNet", "create_model",
-           "pretrained_config"]
+__all__ = [
+    "SURROGATES",
+    "AirbenchNet",
+    "Normalized",
+    "SurrogateCNN",
+    "WideResNet",
+    "create_model",
+    "pretrained_config",
+]

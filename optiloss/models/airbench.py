@@ -43,7 +43,7 @@ class _Conv(nn.Conv2d):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        nn.init.dirac_(self.weight.data[:self.weight.size(1)])
+        nn.init.dirac_(self.weight.data[: self.weight.size(1)])
 
 
 class _ConvGroup(nn.Module):
@@ -74,8 +74,11 @@ class AirbenchNet(nn.Module):
         self.whiten = nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
         nn.init.zeros_(self.whiten.bias)
-        self.groups = nn.Sequential(_ConvGroup(whiten_width, widths[0]), _ConvGroup(widths[0], widths[1]),
-                                    _ConvGroup(widths[1], widths[2]))
+        self.groups = nn.Sequential(
+            _ConvGroup(whiten_width, widths[0]),
+            _ConvGroup(widths[0], widths[1]),
+            _ConvGroup(widths[1], widths[2]),
+        )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,7 @@ class AirbenchNet(nn.Module):
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())
         eigenvalues, eigenvectors = eigenvalues.flip(0).float(), eigenvectors.T.flip(0).float()
-        filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + WHITEN_EPSILON)[:, None])
+        filters = eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + WHITEN_EPSILON)[:, None]
         filters = filters.reshape(-1, channels, height, width)
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight))
 

@@ -9,8 +9,9 @@ from torch import nn
 
 
 def _conv_block(inputs: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(outputs), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)
+    )
 
 
 class SurrogateCNN(nn.Module):
@@ -23,10 +24,13 @@ class SurrogateCNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             _conv_block(in_channels, width),
-            _conv_block(width, 2 * width), nn.MaxPool2d(2),
-            _conv_block(2 * width, 4 * width), nn.MaxPool2d(2),
+            _conv_block(width, 2 * width),
+            nn.MaxPool2d(2),
+            _conv_block(2 * width, 4 * width),
+            nn.MaxPool2d(2),
             _conv_block(4 * width, 4 * width),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(4 * width, num_classes)
 

@@ -19,8 +19,9 @@ class _Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(outputs)
         self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = (nn.Conv2d(inputs, outputs, 1, stride, bias=False)
-                         if stride != 1 or inputs != outputs else None)
+        self.shortcut = (
+            nn.Conv2d(inputs, outputs, 1, stride, bias=False) if stride != 1 or inputs != outputs else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = torch.relu(self.bn1(x))
@@ -32,8 +33,9 @@ class _Block(nn.Module):
 class WideResNet(nn.Module):
     """WRN-``depth``-``width`` for small images, on inputs already normalised."""
 
-    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, depth: int, width: int, num_classes: int, in_channels: int = 3, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 and at least 10, got {depth}")

@@ -4,5 +4,12 @@ plots and artifacts. The top of the house: it reads studies and follows searches
 from optiloss.report.dashboard import dashboard_hooks, refresh_study_report
 from optiloss.report.tables import format_rows, pareto_rows, pareto_verdict, show_trial, study_rows
 
-__all__ = ["dashboard_hooks", "format_rows", "pareto_rows", "pareto_verdict", "refresh_study_report",
-           "show_trial", "study_rows"]
+__all__ = [
+    "dashboard_hooks",
+    "format_rows",
+    "pareto_rows",
+    "pareto_verdict",
+    "refresh_study_report",
+    "show_trial",
+    "study_rows",
+]

@@ -94,8 +94,9 @@ def write_training_curve(history: Sequence[dict], png: Path, csv_path: Path) -> 
     plt.close(figure)
 
 
-def upload_trial_artifacts(trial: optuna.Trial, genome: Genome, history: Sequence[dict],
-                           store: FileSystemArtifactStore) -> None:
+def upload_trial_artifacts(
+    trial: optuna.Trial, genome: Genome, history: Sequence[dict], store: FileSystemArtifactStore
+) -> None:
     """Loss-shape PNG, training-curve PNG and CSV, attached to ``trial``."""
     with tempfile.TemporaryDirectory() as folder:
         shape = Path(folder) / f"loss-shape-trial-{trial.number}.png"
@@ -115,13 +116,20 @@ def study_note(study: optuna.Study) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     redrawn = sum(sum(trial.user_attrs.get("screened_out", {}).values()) for trial in complete)
-    lines = [f"# {study.study_name}",
-             f"Loss-function search on **{attrs.get('dataset')}** with the **{attrs.get('augmentation')}** "
-             f"augmentation: {len(complete)} trained losses, {len(pruned) + redrawn} genomes rejected "
-             f"before training or early in it"
-             + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
-             "", _objectives_line(study), "", "## Pareto set" if len(study.directions) > 1 else "## Best",
-             "", "| trial | accuracy | vs cross-entropy | robustness | loss |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {study.study_name}",
+        f"Loss-function search on **{attrs.get('dataset')}** with the **{attrs.get('augmentation')}** "
+        f"augmentation: {len(complete)} trained losses, {len(pruned) + redrawn} genomes rejected "
+        f"before training or early in it"
+        + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
+        "",
+        _objectives_line(study),
+        "",
+        "## Pareto set" if len(study.directions) > 1 else "## Best",
+        "",
+        "| trial | accuracy | vs cross-entropy | robustness | loss |",
+        "|---|---|---|---|---|",
+    ]
     floor = noise_floor(study)
     front = pareto_trials(study) if complete else []
     for trial in front:
@@ -129,10 +137,12 @@ def study_note(study: optuna.Study) -> str:
         name = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name")
         robustness = trial_robustness(trial)
         spreads = floor.spreads(trial.values[0]) if floor is not None else None
-        lines.append(f"| {trial.number} | {trial.values[0]:.4f} | "
-                     f"{'' if spreads is None else f'{spreads:+.1f} sd'} | "
-                     f"{'' if robustness is None else f'{robustness:.4f}'} | "
-                     f"{name + ': ' if name else ''}`{formula}` |")
+        lines.append(
+            f"| {trial.number} | {trial.values[0]:.4f} | "
+            f"{'' if spreads is None else f'{spreads:+.1f} sd'} | "
+            f"{'' if robustness is None else f'{robustness:.4f}'} | "
+            f"{name + ': ' if name else ''}`{formula}` |"
+        )
     lines += ["", "## Noise floor", "", noise_floor_verdict(study, front).capitalize() + "."]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get("config") or {}).items())]
@@ -141,10 +151,14 @@ def study_note(study: optuna.Study) -> str:
 
 def _objectives_line(study: optuna.Study) -> str:
     if len(study.directions) > 1:
-        return ("Objectives (both maximised): validation **accuracy** and **robustness** "
-                "(mean accuracy over the corruption suite).")
-    return ("Objective (maximised): validation **accuracy**, as in the paper; robustness (mean accuracy "
-            "over the corruption suite) is recorded beside it.")
+        return (
+            "Objectives (both maximised): validation **accuracy** and **robustness** "
+            "(mean accuracy over the corruption suite)."
+        )
+    return (
+        "Objective (maximised): validation **accuracy**, as in the paper; robustness (mean accuracy "
+        "over the corruption suite) is recorded beside it."
+    )
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float] = REFERENCE_POINT) -> float:
@@ -184,8 +198,11 @@ def refresh_study_report(study: optuna.Study) -> None:
     numbers, volumes = hypervolume_history(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if numbers:
         figure = go.Figure(go.Scatter(x=numbers, y=volumes, mode="lines+markers", name="hypervolume"))
-        figure.update_layout(title=f"Hypervolume history of {study.study_name} (reference point (0, 0))",
-                             xaxis_title="Trial", yaxis_title="Hypervolume")
+        figure.update_layout(
+            title=f"Hypervolume history of {study.study_name} (reference point (0, 0))",
+            xaxis_title="Trial",
+            yaxis_title="Hypervolume",
+        )
         optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=HYPERVOLUME_FIGURE_ID)
 
 

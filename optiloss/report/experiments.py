@@ -24,7 +24,8 @@ def paper_table(table: TransferTable) -> list[dict[str, str]]:
     for row in table.rows:
         p = f" (p={row['p_welch']})" if row["p_welch"] else ""
         cells.setdefault(row["loss"], {"loss": row["loss"]})[row["augmentation"]] = (
-            f"{row['test_accuracy']:.4f} +- {row['accuracy_std']:.4f}{p}")
+            f"{row['test_accuracy']:.4f} +- {row['accuracy_std']:.4f}{p}"
+        )
     return [{"loss": loss, **{a: cells[loss].get(a, "") for a in table.augmentations}} for loss in cells]
 
 
@@ -34,12 +35,23 @@ def save_transfer_report(study: optuna.Study, table: TransferTable, folder: str 
     folder.mkdir(parents=True, exist_ok=True)
     stem = study.study_name.replace("/", "_").replace(":", "_")
     markdown, csv_path, png = folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.png"
-    lines = [f"# {study.study_name}", "", "Test accuracy, mean +- std over seeds; p: Welch's t-test "
-             "against cross-entropy.", "", _markdown(paper_table(table)), "", "## Per loss", "",
-             _markdown(table.rows)]
+    lines = [
+        f"# {study.study_name}",
+        "",
+        "Test accuracy, mean +- std over seeds; p: Welch's t-test against cross-entropy.",
+        "",
+        _markdown(paper_table(table)),
+        "",
+        "## Per loss",
+        "",
+        _markdown(table.rows),
+    ]
     if table.fidelity:
-        lines += ["", f"Fidelity over {table.fidelity['losses']} losses: Spearman "
-                      f"{table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}"]
+        lines += [
+            "",
+            f"Fidelity over {table.fidelity['losses']} losses: Spearman "
+            f"{table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}",
+        ]
     markdown.write_text("\n".join(lines) + "\n")
     csv_path.write_text(format_rows(table.rows, "csv") + "\n")
     plt = pyplot()
@@ -65,8 +77,10 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
         return "(no runs)"
     columns = list(rows[0])
     cells = [[str(row[c]).replace("|", "\\|") for c in columns] for row in rows]
-    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-                     + ["| " + " | ".join(line) + " |" for line in cells])
+    return "\n".join(
+        ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        + ["| " + " | ".join(line) + " |" for line in cells]
+    )
 
 
 def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
@@ -81,11 +95,26 @@ def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
         writer.writerow(["loss", "augmentation", "mean_accuracy", "std_accuracy", "seeds", "formula"])
         for (label, augmentation), values in result.accuracies.items():
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            writer.writerow([label, augmentation, f"{statistics.mean(values):.6f}", f"{spread:.6f}",
-                             len(values), result.losses[label]])
+            writer.writerow(
+                [
+                    label,
+                    augmentation,
+                    f"{statistics.mean(values):.6f}",
+                    f"{spread:.6f}",
+                    len(values),
+                    result.losses[label],
+                ]
+            )
     labels = list(result.losses)
-    means = np.array([[statistics.mean(result.accuracies[(label, augmentation)])
-                       for augmentation in result.augmentations] for label in labels])
+    means = np.array(
+        [
+            [
+                statistics.mean(result.accuracies[(label, augmentation)])
+                for augmentation in result.augmentations
+            ]
+            for label in labels
+        ]
+    )
     figure, axes = plt.subplots(figsize=(1.6 * len(result.augmentations) + 3, 0.6 * len(labels) + 1.5))
     image = axes.imshow(means, cmap="viridis", aspect="auto")
     axes.set_xticks(range(len(result.augmentations)), result.augmentations)
@@ -93,8 +122,14 @@ def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
     for row in range(len(labels)):
         for column in range(len(result.augmentations)):
             bright = means[row, column] > (means.max() + means.min()) / 2
-            axes.text(column, row, f"{means[row, column]:.3f}", ha="center", va="center",
-                      color="black" if bright else "white")
+            axes.text(
+                column,
+                row,
+                f"{means[row, column]:.3f}",
+                ha="center",
+                va="center",
+                color="black" if bright else "white",
+            )
     axes.set_title(f"{result.dataset}: validation accuracy, loss x augmentation")
     figure.colorbar(image, ax=axes, label="accuracy")
     figure.tight_layout()

@@ -64,9 +64,11 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study_id = storage.get_study_id_from_name(summary.study_name)
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        row: dict[str, Any] = {"study": summary.study_name,
-                               "dataset": summary.user_attrs.get("dataset", ""),
-                               "augmentation": summary.user_attrs.get("augmentation", "")}
+        row: dict[str, Any] = {
+            "study": summary.study_name,
+            "dataset": summary.user_attrs.get("dataset", ""),
+            "augmentation": summary.user_attrs.get("augmentation", ""),
+        }
         for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
             row[state.name.lower()] = sum(1 for trial in trials if trial.state == state)
         metric_names = optuna.load_study(study_name=summary.study_name, storage=storage).metric_names
@@ -98,10 +100,21 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
         accuracy = trial.values[0]
         if floor is not None and floor.spreads(accuracy) is not None:
             where = "beyond the noise" if floor.beyond(accuracy) else "inside the noise"
-            lines.append(f"accuracy vs {floor.describe()}: {accuracy - floor.mean:+.4f}, "
-                         f"{floor.spreads(accuracy):+.1f} standard deviations ({where})")
-    for key in ("zoo", "loss_name", "robustness", "parent", "mutation", "rejected", "diverged", "orientation",
-                "fingerprint"):
+            lines.append(
+                f"accuracy vs {floor.describe()}: {accuracy - floor.mean:+.4f}, "
+                f"{floor.spreads(accuracy):+.1f} standard deviations ({where})"
+            )
+    for key in (
+        "zoo",
+        "loss_name",
+        "robustness",
+        "parent",
+        "mutation",
+        "rejected",
+        "diverged",
+        "orientation",
+        "fingerprint",
+    ):
         if key in trial.user_attrs:
             lines.append(f"{key}: {trial.user_attrs[key]}")
     return "\n".join(lines)

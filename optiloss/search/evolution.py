@@ -81,13 +81,16 @@ _BY_ARITY: dict[int, tuple[str, ...]] = {
 class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     """Regularized evolution over loss genomes of ``nodes`` nodes; see the module docstring."""
 
-    def __init__(self, nodes: int, population_size: int = 100, tournament_size: int = 20,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, nodes: int, population_size: int = 100, tournament_size: int = 20, seed: int | None = None
+    ) -> None:
         if population_size < 1:
             raise ValueError(f"population_size must be at least 1, got {population_size}")
         if not 1 <= tournament_size <= population_size:
-            raise ValueError(f"tournament_size must be between 1 and population_size ({population_size}),"
-                             f" got {tournament_size}")
+            raise ValueError(
+                f"tournament_size must be between 1 and population_size ({population_size}),"
+                f" got {tournament_size}"
+            )
         self._nodes = nodes
         self._population_size = population_size
         self._tournament_size = tournament_size
@@ -107,12 +110,14 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         return self._tournament_size
 
     # ------------------------------------------------------------- Optuna API
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         self._lineage.pop(trial.number, None)
         if not search_space:
             return {}
@@ -128,16 +133,18 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             self._lineage[trial.number] = {"parent": parent.number, "mutation": kind}
         return {name: params[name] for name in search_space if name in params}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         # never reached for genes (they are sampled relatively); anything else is sampled at random
         return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._random_sampler.before_trial(study, trial)
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
         self._random_sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -154,8 +161,10 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     def population(self, study: optuna.Study) -> list[FrozenTrial]:
         """The current population, oldest first: the ``population_size`` most recently completed
         trials that carry a full genome."""
-        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                          key=lambda t: (t.datetime_complete or datetime.min, t.number))
+        complete = sorted(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+            key=lambda t: (t.datetime_complete or datetime.min, t.number),
+        )
         members: list[FrozenTrial] = []
         for trial in reversed(complete):
             if len(members) == self._population_size:
@@ -214,8 +223,11 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         return _replace(parent, index, Node(_choice(self._rng, _BY_ARITY[other_arity]), node.inputs))
 
     def _mutate_input(self, parent: Genome) -> Genome:
-        used = [(index, slot) for index in parent.active_nodes
-                for slot in range(OPERATORS[parent.nodes[index].operator].arity)]
+        used = [
+            (index, slot)
+            for index in parent.active_nodes
+            for slot in range(OPERATORS[parent.nodes[index].operator].arity)
+        ]
         index, slot = used[self._rng.randint(len(used))]
         node = parent.nodes[index]
         others = [ref for ref in input_choices(index) if ref != node.inputs[slot]]

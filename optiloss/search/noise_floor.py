@@ -25,8 +25,9 @@ NOISE_FLOOR_SEED_STRIDE = 104729
 """Noise-floor seed k is ``config.seed + 104729 * k`` (k >= 1): neither the search's seed nor recheck's."""
 
 
-def train_noise_floor(study: optuna.Study, config: SearchConfig, data: ImageSplits, device: torch.device,
-                      progress: bool = True) -> int:
+def train_noise_floor(
+    study: optuna.Study, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = True
+) -> int:
     """Train cross-entropy with each of ``config.baseline_seeds`` seeds not yet in the study; returns how
     many runs were trained. ``data`` must be on ``device``."""
     runs = list(study.user_attrs.get(NOISE_FLOOR_ATTR) or [])

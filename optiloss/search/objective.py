@@ -50,8 +50,14 @@ class LossSearchObjective:
     ``data`` must already be on ``device``.
     """
 
-    def __init__(self, config: SearchConfig, data: ImageSplits, device: torch.device,
-                 progress: bool = False, trial_trained: TrialTrained | None = None) -> None:
+    def __init__(
+        self,
+        config: SearchConfig,
+        data: ImageSplits,
+        device: torch.device,
+        progress: bool = False,
+        trial_trained: TrialTrained | None = None,
+    ) -> None:
         """``trial_trained(trial, genome, history)`` runs after each trained trial (see
         :class:`~optiloss.search.hooks.SearchHooks`), e.g. to attach the dashboard's plots."""
         self.config = config
@@ -100,8 +106,7 @@ class LossSearchObjective:
     @staticmethod
     def _trial_with_fingerprint(trial: optuna.Trial, fingerprint: str) -> int | None:
         """Number of an evaluated (or running) trial with the same behaviour, if any."""
-        for other in trial.study.get_trials(deepcopy=False,
-                                            states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if other.number != trial.number and other.user_attrs.get("fingerprint") == fingerprint:
                 return other.number
         return None
@@ -112,9 +117,15 @@ class LossSearchObjective:
         epoch = early_rejection_epoch(self.config)
         if epoch is None or "zoo" in trial.user_attrs or "loss_name" in trial.user_attrs:
             return None
-        reference = next((t.user_attrs[CURVE_ATTR] for t in trial.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("zoo") == "cross_entropy"
-            and len(t.user_attrs.get(CURVE_ATTR, ())) >= epoch), None)
+        reference = next(
+            (
+                t.user_attrs[CURVE_ATTR]
+                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("zoo") == "cross_entropy"
+                and len(t.user_attrs.get(CURVE_ATTR, ())) >= epoch
+            ),
+            None,
+        )
         if reference is None:
             return None
         threshold = self.config.early_rejection_ratio * reference[epoch - 1]
@@ -122,10 +133,13 @@ class LossSearchObjective:
         def check(row: dict[str, float]) -> None:
             if row["epoch"] == epoch and row["train_accuracy"] < threshold:
                 trial.set_user_attr("training_seconds", round(row["seconds"], 3))
-                self._reject(trial, f"slow learner: training accuracy {row['train_accuracy']:.4f} after "
-                                    f"epoch {epoch} of {self.config.epochs}, below "
-                                    f"{self.config.early_rejection_ratio} x cross-entropy's "
-                                    f"{reference[epoch - 1]:.4f}")
+                self._reject(
+                    trial,
+                    f"slow learner: training accuracy {row['train_accuracy']:.4f} after "
+                    f"epoch {epoch} of {self.config.epochs}, below "
+                    f"{self.config.early_rejection_ratio} x cross-entropy's "
+                    f"{reference[epoch - 1]:.4f}",
+                )
 
         return check
 
@@ -135,13 +149,20 @@ class LossSearchObjective:
         inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
         own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
         trial.set_user_attr("checkpoint", str(own))
-        checkpointing = Checkpointing(save_to=own, resume_from=Path(inherited) if inherited else None,
-                                      every_seconds=self.config.checkpoint_interval)
+        checkpointing = Checkpointing(
+            save_to=own,
+            resume_from=Path(inherited) if inherited else None,
+            every_seconds=self.config.checkpoint_interval,
+        )
         try:
-            result = self.evaluator.evaluate(genome, self.augmentation, self.config.seed,
-                                             description=f"trial {trial.number} epochs",
-                                             checkpointing=checkpointing,
-                                             after_epoch=self._slow_learner_check(trial))
+            result = self.evaluator.evaluate(
+                genome,
+                self.augmentation,
+                self.config.seed,
+                description=f"trial {trial.number} epochs",
+                checkpointing=checkpointing,
+                after_epoch=self._slow_learner_check(trial),
+            )
         except Rejected:
             self._remove_checkpoints(own, inherited)
             raise

@@ -40,9 +40,14 @@ def sweep_dead_trials(storage: BaseStorage, study: optuna.Study, max_retry: int 
     trials = study.get_trials(deepcopy=False)
     retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
     failed_now = {trial.number for trial in to_retry}
-    to_retry += [trial for trial in trials
-                 if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") == INTERRUPTED
-                 and trial.number not in retried and trial.number not in failed_now]
+    to_retry += [
+        trial
+        for trial in trials
+        if trial.state == TrialState.FAIL
+        and trial.user_attrs.get("fail_reason") == INTERRUPTED
+        and trial.number not in retried
+        and trial.number not in failed_now
+    ]
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     for trial in to_retry:
         retry(study, trial)

@@ -64,8 +64,10 @@ class _Progress:
             self.rejected += 1
             self.consecutive_rejections += 1
             if self.consecutive_rejections >= self.limit:
-                self.stopped_early = (f"stopped after {self.limit} rejected genomes in a row: the "
-                                      "population has converged or the space is too narrow")
+                self.stopped_early = (
+                    f"stopped after {self.limit} rejected genomes in a row: the "
+                    "population has converged or the space is too narrow"
+                )
                 study.stop()
         self.bar.set_postfix(rejected=self.rejected, refresh=False)
 
@@ -73,19 +75,34 @@ class _Progress:
         self.bar.close()
 
 
-def run_searches(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
-                 log=print, hooks: SearchHooks = NO_HOOKS) -> list[SearchOutcome]:
+def run_searches(
+    config: SearchConfig,
+    storage_url: str | None = None,
+    *,
+    progress: bool = True,
+    log=print,
+    hooks: SearchHooks = NO_HOOKS,
+) -> list[SearchOutcome]:
     """:func:`run_search` for each study of ``config`` (five for ``augmentation = "all5"``), in turn.
 
     The data set is loaded once and shared by all of them.
     """
     data = load_data(config, progress)
-    return [run_search(one, storage_url, progress=progress, log=log, data=data, hooks=hooks)
-            for one in config.per_augmentation()]
+    return [
+        run_search(one, storage_url, progress=progress, log=log, data=data, hooks=hooks)
+        for one in config.per_augmentation()
+    ]
 
 
-def run_search(config: SearchConfig, storage_url: str | None = None, *, progress: bool = True,
-               log=print, data: ImageSplits | None = None, hooks: SearchHooks = NO_HOOKS) -> SearchOutcome:
+def run_search(
+    config: SearchConfig,
+    storage_url: str | None = None,
+    *,
+    progress: bool = True,
+    log=print,
+    data: ImageSplits | None = None,
+    hooks: SearchHooks = NO_HOOKS,
+) -> SearchOutcome:
     """Create or continue the study of ``config`` until it holds ``config.n_trials`` COMPLETE trials.
 
     With ``config.workers`` > 1, that many processes share the study, each with
@@ -108,8 +125,10 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     name = study.study_name
     recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
-        log(f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; "
-            "failed and queued for retry")
+        log(
+            f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; "
+            "failed and queued for retry"
+        )
     trained = train_noise_floor(study, config, data.to(device), device, progress)
     if trained:
         log(f"{name}: trained cross-entropy with {trained} more seed(s) for the study's noise floor")
@@ -121,13 +140,16 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
     workers = f", {config.workers} workers" if config.workers > 1 else ""
     # with several workers, each resolves its own device (optiloss.evaluate.worker_device)
     shown_device = config.device if config.workers > 1 else device
-    log(f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
-        f"(storage {mask_url(url)}, device {shown_device}{workers})")
+    log(
+        f"{name}: {complete}/{config.n_trials} complete, running {remaining} more "
+        f"(storage {mask_url(url)}, device {shown_device}{workers})"
+    )
     if config.workers > 1:
         rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks)
     else:
-        tracker = _optimize(config, storage, study, data, device, worker=0, progress=progress, done=complete,
-                            hooks=hooks)
+        tracker = _optimize(
+            config, storage, study, data, device, worker=0, progress=progress, done=complete, hooks=hooks
+        )
         rejected, stopped_early = tracker.rejected, tracker.stopped_early
     if stopped_early:
         log(f"{name}: {stopped_early}")
@@ -136,8 +158,12 @@ def run_search(config: SearchConfig, storage_url: str | None = None, *, progress
 
 
 def _open_study(config: SearchConfig, url: str, worker: int):
-    storage = open_storage(url, heartbeat_interval=config.heartbeat_interval,
-                           grace_period=config.grace_period, max_retry=config.max_retry)
+    storage = open_storage(
+        url,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+        max_retry=config.max_retry,
+    )
     return storage, open_search_study(config, storage, worker)
 
 
@@ -151,18 +177,32 @@ def upkeep_callback(config: SearchConfig, storage, hooks: SearchHooks = NO_HOOKS
         if time.monotonic() - last_sweep >= config.heartbeat_interval:  # dead workers matter on that scale
             sweep_dead_trials(storage, study, config.max_retry)
             last_sweep = time.monotonic()
-        if (hooks.study_report is not None and trial.state == TrialState.COMPLETE
-                and time.monotonic() - last_report >= REPORT_INTERVAL_SECONDS):
+        if (
+            hooks.study_report is not None
+            and trial.state == TrialState.COMPLETE
+            and time.monotonic() - last_report >= REPORT_INTERVAL_SECONDS
+        ):
             hooks.study_report(study)
             last_report = time.monotonic()
 
     return after_trial
 
 
-def _optimize(config: SearchConfig, storage, study: optuna.Study, data: ImageSplits, device: torch.device, *,
-              worker: int, progress: bool, done: int, hooks: SearchHooks) -> _Progress:
-    objective = LossSearchObjective(config, data.to(device), device, progress,
-                                    trial_trained=hooks.trial_trained)
+def _optimize(
+    config: SearchConfig,
+    storage,
+    study: optuna.Study,
+    data: ImageSplits,
+    device: torch.device,
+    *,
+    worker: int,
+    progress: bool,
+    done: int,
+    hooks: SearchHooks,
+) -> _Progress:
+    objective = LossSearchObjective(
+        config, data.to(device), device, progress, trial_trained=hooks.trial_trained
+    )
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
     after_trial = upkeep_callback(config, storage, hooks)
     if hooks.study_report is not None:
@@ -177,8 +217,14 @@ def _optimize(config: SearchConfig, storage, study: optuna.Study, data: ImageSpl
     return tracker
 
 
-def _worker_main(config: SearchConfig, url: str, worker: int, threads: int, hooks: SearchHooks,
-                 rejected: multiprocessing.Queue) -> None:
+def _worker_main(
+    config: SearchConfig,
+    url: str,
+    worker: int,
+    threads: int,
+    hooks: SearchHooks,
+    rejected: multiprocessing.Queue,
+) -> None:
     """Entry point of one worker process (spawned): the same search loop, without a progress bar.
     Puts the number of genomes it rejected on ``rejected``."""
     torch.set_num_threads(threads)
@@ -186,8 +232,17 @@ def _worker_main(config: SearchConfig, url: str, worker: int, threads: int, hook
     try:
         storage, study = _open_study(config, url, worker)
         data = load_data(config, progress=False)
-        tracker = _optimize(config, storage, study, data, resolve_device(config.device, worker),
-                            worker=worker, progress=False, done=0, hooks=hooks)
+        tracker = _optimize(
+            config,
+            storage,
+            study,
+            data,
+            resolve_device(config.device, worker),
+            worker=worker,
+            progress=False,
+            done=0,
+            hooks=hooks,
+        )
         rejected.put(tracker.rejected)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -196,18 +251,23 @@ def _worker_main(config: SearchConfig, url: str, worker: int, threads: int, hook
         sys.exit(error.exit_code)
 
 
-def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
-                 progress: bool, hooks: SearchHooks) -> tuple[int, str | None]:
+def _run_workers(
+    config: SearchConfig, url: str, storage, name: str, done: int, progress: bool, hooks: SearchHooks
+) -> tuple[int, str | None]:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     rejected = context.Queue()
-    processes = [context.Process(target=_worker_main, args=(config, url, worker, threads, hooks, rejected),
-                                 daemon=False)
-                 for worker in range(config.workers)]
+    processes = [
+        context.Process(
+            target=_worker_main, args=(config, url, worker, threads, hooks, rejected), daemon=False
+        )
+        for worker in range(config.workers)
+    ]
     for process in processes:
         process.start()
-    bar = tqdm(total=config.n_trials, initial=done, desc="complete trials", unit="trial",
-               disable=not progress)
+    bar = tqdm(
+        total=config.n_trials, initial=done, desc="complete trials", unit="trial", disable=not progress
+    )
     try:
         for process in processes:
             while process.is_alive():
@@ -222,7 +282,9 @@ def _run_workers(config: SearchConfig, url: str, storage, name: str, done: int,
     if any(process.exitcode == 130 for process in processes):
         raise KeyboardInterrupt
     if failed:
-        raise OptilossError(f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
-                            "(see above); run the same command to continue")
+        raise OptilossError(
+            f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
+            "(see above); run the same command to continue"
+        )
     # every worker that exited 0 put its count first
     return sum(rejected.get(timeout=60) for _ in processes), None

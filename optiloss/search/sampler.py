@@ -51,8 +51,14 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
     """``inner`` (NSGA-II or another sampler of whole genomes), drawing each new trial's genome until
     it passes the screen."""
 
-    def __init__(self, inner: optuna.samplers.BaseSampler, nodes: int, seed: int | None = None,
-                 max_draws: int = 500, screen_options: dict[str, bool] | None = None) -> None:
+    def __init__(
+        self,
+        inner: optuna.samplers.BaseSampler,
+        nodes: int,
+        seed: int | None = None,
+        max_draws: int = 500,
+        screen_options: dict[str, bool] | None = None,
+    ) -> None:
         """``screen_options``: the study's fingerprint settings (:meth:`SearchConfig.screen_options`)."""
         self._inner = inner
         self._nodes = nodes
@@ -62,12 +68,14 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         self._screened_out: dict[int, Counter] = {}
         self._screen_options = screen_options or {}
 
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if not search_space:
             return {}
         if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued zoo loss or a retry
@@ -78,8 +86,10 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         screened_out: Counter = Counter()
         for _ in range(self._max_draws):
             child = self._inner.sample_relative(study, trial, search_space)
-            params = {name: child[name] if name in child else self._random_choice(distribution)
-                      for name, distribution in search_space.items()}
+            params = {
+                name: child[name] if name in child else self._random_choice(distribution)
+                for name, distribution in search_space.items()
+            }
             result = screen(Genome.from_params(params, self._nodes), **self._screen_options)
             reason = result.reason or ("duplicate" if result.fingerprint in trained else None)
             if reason is None:
@@ -102,15 +112,17 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         choices = distribution.choices  # every gene is categorical
         return choices[self._rng.randint(len(choices))]
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._inner.before_trial(study, trial)
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
         self._inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

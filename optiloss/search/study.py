@@ -41,8 +41,9 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     ``config.screen_in_sampler``, wrapped so that rejected genomes are redrawn, not stored."""
     seed = sampler_seed(config.seed, trials_in_study, worker)
     if config.sampler == "evolution":
-        sampler = RegularizedEvolutionSampler(config.nodes, config.population_size, config.tournament_size,
-                                              seed=seed)
+        sampler = RegularizedEvolutionSampler(
+            config.nodes, config.population_size, config.tournament_size, seed=seed
+        )
     elif config.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     elif config.sampler == "tpe":
@@ -66,20 +67,30 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
     name = config.resolved_study_name
     given = named_losses(config.losses, config.nodes)  # a bad formula stops before anything is written
     existing = count_trials(storage, name)
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                directions=["maximize"] * len(config.objectives),
-                                sampler=make_sampler(config, existing, worker))
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        directions=["maximize"] * len(config.objectives),
+        sampler=make_sampler(config, existing, worker),
+    )
     attrs = study.user_attrs
     if "dataset" in attrs:
         # studies from before the model and objectives keys trained the CNN on two objectives
         stored = {"model": "cnn", "objectives": list(METRIC_NAMES), **attrs}
         wanted = {key: getattr(config, key) for key in IDENTITY_ATTRS}
         wanted["objectives"] = list(config.objectives)
-        different = [f"{key} {stored.get(key)!r} (this run: {wanted[key]!r})"
-                     for key in IDENTITY_ATTRS if stored.get(key) != wanted[key]]
+        different = [
+            f"{key} {stored.get(key)!r} (this run: {wanted[key]!r})"
+            for key in IDENTITY_ATTRS
+            if stored.get(key) != wanted[key]
+        ]
         if different:
-            raise UsageError(f"study {name!r} was created with " + ", ".join(different)
-                             + "; continue it with its own settings or choose another --study-name")
+            raise UsageError(
+                f"study {name!r} was created with "
+                + ", ".join(different)
+                + "; continue it with its own settings or choose another --study-name"
+            )
     else:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
