@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PG_URL = $(shell bash scripts/postgres.sh url)
 
-.PHONY: install demo test lint dashboard bench postgres postgres-stop browser clean
+.PHONY: install demo test check lint format typecheck dashboard bench postgres postgres-stop browser clean
 
 # Reinstalls when pyproject.toml or the lock file changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,12 +20,26 @@ demo: install
 	$(BIN)/optiloss search studies/digits-demo.toml
 
 # The PostgreSQL tests run against a real local server, started here; the page
-# test drives Debian's headless Chromium, installed here when missing.
+# test drives Debian's headless Chromium, installed here when missing. Every test
+# runs: one that finds its server or browser missing fails instead of skipping.
 test: install lint postgres browser
-	OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+	OPTILOSS_TEST_REQUIRE_ALL=1 OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+
+# The contributor's quick loop (docs/contributing.md): lint, format and type checks and the tests
+# not marked slow, with no server and no browser (the tests that need them skip, saying why).
+check: install lint
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
 
 browser:
 	bash scripts/chromium.sh

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 def _complete(study):
@@ -104,7 +104,7 @@ def test_a_bad_config_exits_2_with_one_line_and_leaves_the_database_alone(tmp_pa
     database = Path(sqlite_url.removeprefix("sqlite:///"))
     bad = tmp_path / "bad.toml"
     bad.write_text(f"n_trials = 3\n{line}\n")
-    result = run_cli("search", str(bad), "--storage", sqlite_url)
+    result = run_main("search", str(bad), "--storage", sqlite_url)
     assert result.returncode == 2
     assert names in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
@@ -113,27 +113,27 @@ def test_a_bad_config_exits_2_with_one_line_and_leaves_the_database_alone(tmp_pa
     # an existing database is not touched either
     optuna.create_study(study_name="other", storage=sqlite_url)
     snapshot = database.read_bytes()
-    assert run_cli("search", str(bad), "--storage", sqlite_url).returncode == 2
+    assert run_main("search", str(bad), "--storage", sqlite_url).returncode == 2
     assert database.read_bytes() == snapshot
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, sqlite_url):
-    missing = run_cli("pareto", "nope", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    missing = run_main("pareto", "nope", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
     assert missing.returncode == 1 and "no study database at" in missing.stderr
     assert not (tmp_path / "none.db").exists()
     optuna.create_study(study_name="other", storage=sqlite_url)
-    unknown = run_cli("pareto", "nope", "--storage", sqlite_url)
+    unknown = run_main("pareto", "nope", "--storage", sqlite_url)
     assert unknown.returncode == 1 and "no study named 'nope'; studies here: other" in unknown.stderr
-    unreachable = run_cli("studies", "--storage", "postgresql://me:s3cret@127.0.0.1:9/nowhere")
+    unreachable = run_main("studies", "--storage", "postgresql://me:s3cret@127.0.0.1:9/nowhere")
     assert unreachable.returncode == 1 and "cannot open storage" in unreachable.stderr
     assert "s3cret" not in unreachable.stderr + unreachable.stdout
     for result in (missing, unknown, unreachable):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    usage = run_cli("search", "--n-trials", "many")
+    usage = run_main("search", "--n-trials", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
 
 
 def test_every_command_has_help():
     for command in ([], ["search"], ["studies"], ["pareto"], ["show"], ["dashboard"]):
-        result = run_cli(*command, "--help")
+        result = run_main(*command, "--help")
         assert result.returncode == 0 and "usage: optiloss" in result.stdout

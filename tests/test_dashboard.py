@@ -15,7 +15,7 @@ import optuna_dashboard
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 
-from conftest import ROOT, small_search
+from conftest import ROOT, missing_service, small_search
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def _get(app, path: str) -> tuple[str, bytes]:
     return status[0], body
 
 
+@pytest.mark.slow
 def test_the_dashboard_api_shows_metric_names_attrs_note_hypervolume_and_artifacts(searched):
     url, artifacts = searched
     app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
@@ -111,7 +112,8 @@ def _serve(url: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
 @pytest.mark.slow
 def test_the_study_page_renders_in_headless_chromium(searched, tmp_path):
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing: `make test` installs it (scripts/chromium.sh)"
+    if not chromium:
+        missing_service("needs Debian's chromium: `make test` installs it (scripts/chromium.sh)")
     url, artifacts = searched
     server, base = _serve(url, artifacts)
     try:

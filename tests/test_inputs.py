@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import run_cli
+from conftest import run_main
 
 GOOD = 'n_trials = 2\nepochs = 1\nmodel_width = 8\ndevice = "cpu"\n'
 
@@ -46,7 +46,7 @@ def _assert_one_line(result, code: int, fragment: str) -> None:
 def test_usage_errors_exit_2_and_write_nothing(tmp_path, sqlite_url, config_text, options, fragment):
     config = tmp_path / "study.toml"
     config.write_text(config_text)
-    result = run_cli("search", str(config), "--storage", sqlite_url, *options)
+    result = run_main("search", str(config), "--storage", sqlite_url, *options)
     _assert_one_line(result, 2, fragment)
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
 
@@ -54,7 +54,7 @@ def test_usage_errors_exit_2_and_write_nothing(tmp_path, sqlite_url, config_text
 def test_a_storage_url_typo_exits_2(tmp_path):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
-    result = run_cli("search", str(config), "--storage", f"sqlit:///{tmp_path / 'x.db'}")
+    result = run_main("search", str(config), "--storage", f"sqlit:///{tmp_path / 'x.db'}")
     _assert_one_line(result, 2, "unknown database kind in sqlit:///")
     assert list(tmp_path.iterdir()) == [config]
 
@@ -62,7 +62,7 @@ def test_a_storage_url_typo_exits_2(tmp_path):
 def test_an_unreachable_database_exits_1_without_showing_the_password(tmp_path):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
-    result = run_cli("search", str(config), "--storage", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
+    result = run_main("search", str(config), "--storage", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
     _assert_one_line(result, 1, "cannot open storage postgresql://optiloss:***@127.0.0.1:9/optiloss")
     assert "hunter2" not in result.stderr + result.stdout
 
@@ -71,7 +71,7 @@ def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
     wrong = postgres_url.replace("optiloss:optiloss@", "optiloss:not-the-password@")
-    result = run_cli("search", str(config), "--storage", wrong)
+    result = run_main("search", str(config), "--storage", wrong)
     _assert_one_line(result, 2, "the database refused the login")
     assert "not-the-password" not in result.stderr
     assert optuna.get_all_study_summaries(postgres_url) == []
@@ -80,11 +80,11 @@ def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
 def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, sqlite_url):
     config = tmp_path / "study.toml"
     config.write_text(GOOD + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\n')
-    assert run_cli("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
+    assert run_main("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
     trials = len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials)
     conflicting = tmp_path / "other.toml"
     conflicting.write_text(GOOD + "nodes = 6\n")
-    result = run_cli("search", str(conflicting), "--storage", sqlite_url)
+    result = run_main("search", str(conflicting), "--storage", sqlite_url)
     _assert_one_line(result, 2, "study 'digits-base' was created with nodes 5 (this run: 6)")
     assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
 
@@ -118,13 +118,13 @@ def test_every_command_answers_likely_bad_inputs_in_one_line(tmp_path, sqlite_ur
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
     arguments = [{"CONFIG": str(config), "URL": sqlite_url}.get(word, word) for word in arguments]
-    result = run_cli(*arguments)
+    result = run_main(*arguments)
     _assert_one_line(result, code, fragment)
     assert sorted(tmp_path.iterdir()) == [config]  # nothing written, no database created
 
 
 def test_a_mistyped_storage_option_does_not_echo_the_password(sqlite_url):
-    result = run_cli("pareto", "digits-base", "--stor", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
+    result = run_main("pareto", "digits-base", "--stor", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
     _assert_one_line(
         result, 2, "unrecognized arguments: --stor postgresql://optiloss:***@127.0.0.1:9/optiloss"
     )

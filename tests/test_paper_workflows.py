@@ -17,7 +17,7 @@ from optiloss.settings import TransferConfig
 from optiloss.studies import select_trials, trial_genome
 from optiloss.transfer import losses_to_transfer, source_augment_settings
 
-from conftest import ROOT, run_cli, small_search
+from conftest import ROOT, run_cli, run_main, small_search
 
 FOCAL = "-(y * ((1 - p)^2 * ln(|p| + eps)))"
 SQUARED = "(y - p)^2"
@@ -94,7 +94,7 @@ def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp
 )
 def test_a_bad_loss_is_one_line_exit_2_and_nothing_is_written(tmp_path, option, message):
     storage = tmp_path / "never.db"
-    result = run_cli("search", "--n-trials", "2", "--storage", f"sqlite:///{storage}", "--loss", option)
+    result = run_main("search", "--n-trials", "2", "--storage", f"sqlite:///{storage}", "--loss", option)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -102,6 +102,7 @@ def test_a_bad_loss_is_one_line_exit_2_and_nothing_is_written(tmp_path, option, 
         assert not optuna.get_all_study_summaries(f"sqlite:///{storage}")
 
 
+@pytest.mark.slow
 def test_evaluate_trains_the_loss_and_cross_entropy_and_prints_welch(tmp_path):
     result = run_cli(
         "evaluate",
@@ -129,6 +130,7 @@ def test_evaluate_trains_the_loss_and_cross_entropy_and_prints_welch(tmp_path):
     assert bad.returncode == 2 and 'unknown name "q"' in bad.stderr
 
 
+@pytest.mark.slow
 def test_accuracy_selection_keeps_one_loss_per_behaviour_across_the_whole_study(two_sources):
     url, _ = two_sources
     study = _study(url, "digits-base")
@@ -143,6 +145,7 @@ def test_accuracy_selection_keeps_one_loss_per_behaviour_across_the_whole_study(
     assert {t.number for t in select_trials(study, 4, "pareto")} <= front
 
 
+@pytest.mark.slow
 def test_pooled_sources_name_their_study_and_given_losses_join_them(two_sources):
     url, _ = two_sources
     sources = [_study(url, "digits-base"), _study(url, "digits-mixup")]
@@ -172,9 +175,8 @@ def test_pooled_sources_name_their_study_and_given_losses_join_them(two_sources)
     )
 
 
-def test_transfer_takes_the_sources_augmentation_settings_scaled_to_its_image_size(two_sources):
-    url, folder = two_sources
-    study = optuna.create_study(study_name="digits-cutout-settings", storage=url)
+def test_transfer_takes_the_sources_augmentation_settings_scaled_to_its_image_size(sqlite_url):
+    study = optuna.create_study(study_name="digits-cutout-settings", storage=sqlite_url)
     study.set_user_attr(
         "config",
         {
@@ -264,6 +266,7 @@ def test_a_pooled_transfer_with_a_given_loss_reports_where_each_loss_came_from(t
     assert "source" in header.split()
 
 
+@pytest.mark.slow
 def test_recheck_and_matrix_take_losses_by_formula(two_sources):
     url, folder = two_sources
     recheck = run_cli(

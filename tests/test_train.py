@@ -69,6 +69,7 @@ def test_a_deterministic_run_leaves_torch_global_flags_as_it_found_them():
     ) == before
 
 
+@pytest.mark.slow
 def test_the_layers_import_only_downwards():
     """search, transfer, matrix and recheck do not reach into one another, and nothing below the
     report imports it (checked in a fresh interpreter, where sys.modules shows what an import pulled in)."""
