@@ -19,12 +19,10 @@ from scipy import stats
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
 from optiloss.data import ImageSplits, load_dataset
 from optiloss.errors import UsageError
-from optiloss.models import create_model
+from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import Checkpointing, LossFunction, accuracies, backend_flags, seeded, train
 
-AIRBENCH_MINIMUM_SIZE = 16
-"""Below 16 px, airbench's three poolings leave no pixel."""
 CLEAN = "clean"
 """The uncorrupted split's key among the scored image sets (no corruption has this name)."""
 DIVERGED_VALUES = (0.0, 0.0)
@@ -122,14 +120,15 @@ class LossEvaluator:
         settings: RunSettings,
         *,
         model: str = "cnn",
-        model_width: int = 32,
+        model_width: int = DEFAULT_WIDTH,
         weights: str | None = None,
         split: str = "val",
         progress: bool = False,
     ) -> None:
-        if model == "airbench" and min(data.image_size) < AIRBENCH_MINIMUM_SIZE:
+        spec = surrogate_named(model)
+        if spec is not None and min(data.image_size) < spec.minimum_image_size:
             raise UsageError(
-                f"model airbench needs images of at least {AIRBENCH_MINIMUM_SIZE} px, "
+                f"model {model} needs images of at least {spec.minimum_image_size} px, "
                 f"{data.name} has {data.image_size[0]} px: "
                 'use model = "cnn" or set image_size'
             )
@@ -141,7 +140,7 @@ class LossEvaluator:
         self.model_width = model_width
         self.weights = weights
         self.progress = progress
-        self.flip_tta = model == "airbench"  # airbench scores with mirror test-time augmentation
+        self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
         self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
 

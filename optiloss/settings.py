@@ -31,8 +31,8 @@ from optiloss.augment import (
 )
 from optiloss.data import DATASETS, is_dataset_name
 from optiloss.errors import UsageError
-from optiloss.models import SURROGATES
-from optiloss.train import TrainSettings
+from optiloss.models import SURROGATES, surrogate_named
+from optiloss.train import Recipe, TrainSettings, recipe_named
 
 DEVICES = ("auto", "cpu", "cuda")
 _GPU_INDEX = re.compile(r"cuda:\d+")
@@ -184,8 +184,9 @@ class RunSettings(Settings):
 
     def train_settings(self) -> TrainSettings:
         """The optimisation settings of :func:`optiloss.train.train` (the one place they are built):
-        airbench's recipe for the airbench model, AdamW for every other."""
-        recipe = "airbench" if getattr(self, "model", None) == "airbench" else "adamw"
+        a surrogate's own recipe (:data:`optiloss.models.SURROGATES`), AdamW for every other model."""
+        spec = surrogate_named(getattr(self, "model", ""))
+        recipe = spec.recipe.name if spec is not None else Recipe.name
         shared = {
             field.name: getattr(self, field.name)
             for field in fields(TrainSettings)
@@ -195,9 +196,7 @@ class RunSettings(Settings):
 
 
 SURROGATE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cnn": {"batch_size": 128, "learning_rate": 2e-3, "weight_decay": 5e-4, "model_width": 32},
-    # airbench94's own: batch 1024, decoupled learning rate and weight decay per 1,024 examples
-    "airbench": {"batch_size": 1024, "learning_rate": 11.5, "weight_decay": 0.0153, "model_width": 64},
+    name: dict(spec.defaults) for name, spec in SURROGATES.items()
 }
 """Per surrogate, the values of the keys a search leaves unset (None)."""
 
@@ -290,10 +289,11 @@ class SearchConfig(RunSettings):
     def screen_options(self) -> dict[str, bool]:
         """How this study's screen fingerprints a genome (:func:`optiloss.genome.screen`): on the
         targets its augmentation trains with, and ignoring a positive scale when the surrogate's
-        optimiser does (AdamW does; airbench's SGD does not: docs/benchmarks.md, loss scale)."""
+        optimiser does (:attr:`optiloss.train.Recipe.scale_free`: AdamW does, airbench's SGD does not:
+        docs/benchmarks.md, loss scale)."""
         return {
             "soft_targets": self.augmentation in SOFT_TARGET_AUGMENTATIONS,
-            "scale_free": self.train_settings().recipe == "adamw",
+            "scale_free": recipe_named(self.train_settings().recipe).scale_free,
         }
 
     @property

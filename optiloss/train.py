@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,11 +22,6 @@ from tqdm.auto import tqdm
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AugmentationFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-DATA_INITIALISATION_IMAGES = 5000
-"""Training images handed to a model's ``initialise_from_data`` before training (airbench uses 5,000),
-a class-mixed subset (:func:`class_mixed_subset`)."""
-DATA_INITIALISATION_SEED = 0
-"""Every run of a data set initialises from the same subset, as airbench's ``images[:5000]``."""
 
 
 class Augmentation(nn.Module):
@@ -53,30 +49,6 @@ class _FunctionAugmentation(Augmentation):
         return self.function(images, labels)
 
 
-def class_mixed_subset(
-    labels: torch.Tensor, count: int, seed: int = DATA_INITIALISATION_SEED
-) -> torch.Tensor:
-    """Indices of ``count`` examples drawn at random (seeded) with every class in proportion to its
-    share of ``labels`` (largest remainders round the shares), in random order; all indices when
-    ``count`` covers the set. Data sets stored class by class need this where a prefix would hold
-    only the first classes."""
-    total = len(labels)
-    generator = torch.Generator().manual_seed(seed)
-    if count >= total:
-        return torch.randperm(total, generator=generator)
-    labels = labels.cpu()
-    classes, sizes = labels.unique(return_counts=True)
-    exact = sizes.double() * count / total
-    quota = exact.floor().long()
-    remainder_order = (exact - quota).argsort(descending=True, stable=True)
-    quota[remainder_order[: count - int(quota.sum())]] += 1
-    order = torch.randperm(total, generator=generator)
-    shuffled = labels[order]
-    chosen = [order[shuffled == label][: int(share)] for label, share in zip(classes, quota)]
-    picked = torch.cat(chosen)
-    return picked[torch.randperm(len(picked), generator=generator)]
-
-
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings. ``mixed_precision`` turns on bf16 autocast for the model (the loss always
@@ -93,95 +65,80 @@ class TrainSettings:
     compile: bool = False
     deterministic: bool = False
     recipe: str = "adamw"
-    """``"adamw"``: AdamW, linear warm-up over ``warmup_fraction`` of the steps, cosine decay.
-    ``"airbench"``: airbench94's SGD recipe (:class:`AirbenchRecipe`); ``learning_rate`` and
-    ``weight_decay`` are then airbench's decoupled values per 1,024 examples (11.5 and 0.0153)."""
+    """The name of a registered :class:`Recipe`: ``"adamw"`` (:class:`Recipe` itself) or a
+    surrogate's own (:data:`RECIPES`), which may read ``learning_rate`` and ``weight_decay`` its way."""
 
 
-RECIPES = ("adamw", "airbench")
+class RunHooks:
+    """A recipe's state and hooks for one training run; these do nothing.
 
-
-@dataclass(frozen=True)
-class AirbenchRecipe:
-    """airbench94's optimisation (Jordan, arXiv 2404.00498), for a loss averaged over the batch.
-
-    SGD with Nesterov momentum; learning rate and weight decay decoupled from
-    momentum and batch size (given per 1,024 examples); BatchNorm biases at 64x
-    the learning rate; the learning rate rises from 0.2x to 1x over the first
-    23 % of the steps, then falls linearly to 0.07x; every 5 steps the weights
-    are pulled towards a lookahead average whose decay grows with the cube of
-    the progress, and they end as that average; the whitening bias trains for
-    the first 3 epochs only.
+    :func:`train` calls :meth:`start_epoch` before each epoch's first batch and
+    :meth:`after_step` after each optimiser step (with the 1-based count of steps so far), and
+    saves :meth:`state_dict` in checkpoints, restored by :meth:`load_state_dict` on a resume.
     """
 
-    momentum: float = 0.85
-    bias_scaler: float = 64.0
-    warmup_share: float = 0.23
-    start_factor: float = 0.2
-    end_factor: float = 0.07
-    lookahead_every: int = 5
-    lookahead_decay: float = 0.95**5
-    whiten_bias_epochs: int = 3
+    def start_epoch(self, epoch: int) -> None:
+        """Called with the 0-based epoch before its first batch."""
 
-    def schedule(self, total_steps: int) -> Callable[[int], float]:
-        warmup = max(1, int(total_steps * self.warmup_share))
+    def after_step(self, step: int) -> None:
+        """Called after optimiser step ``step`` (1-based) has been taken and the schedule advanced."""
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                share = step / warmup
-                return self.start_factor * (1 - share) + share
-            share = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return (1 - share) + self.end_factor * share
+    def state_dict(self) -> dict[str, Any]:
+        return {}
 
-        return factor
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class Recipe:
+    """How a model is optimised; this base class is AdamW, a linear warm-up over ``warmup_fraction``
+    of the steps, then cosine decay to zero (the CNN surrogate's, WideResNet's and timm models').
+
+    A surrogate that trains its own way subclasses it beside its network (``models/<name>.py``),
+    overriding :meth:`optimizer`, :meth:`schedule` and :meth:`start` (per-run hooks: data-dependent
+    initialisation, per-epoch and per-step work), and is registered under its :attr:`name`
+    (:func:`register_recipe`). Recipes hold no per-run state; :meth:`start` returns it.
+    """
+
+    name: ClassVar[str] = "adamw"
+    scale_free: ClassVar[bool] = True
+    """Whether multiplying the loss by a positive constant leaves training unchanged (Adam's
+    normalised steps: yes; plain SGD: no). The screen then treats such losses as duplicates."""
 
     def optimizer(
-        self, model: nn.Module, settings: TrainSettings, device: torch.device | None = None
+        self, model: nn.Module, settings: TrainSettings, device: torch.device
     ) -> torch.optim.Optimizer:
-        kilostep = 1024 * (1 + 1 / (1 - self.momentum))
-        # airbench sums the loss over the batch; optiloss averages it, so the step is batch_size larger
-        lr = settings.learning_rate / kilostep * settings.batch_size
-        decay = settings.weight_decay * settings.batch_size / kilostep
-        biases = getattr(model, "batchnorm_biases", list)()
-        bias_ids = {id(parameter) for parameter in biases}
-        others = [p for p in model.parameters() if id(p) not in bias_ids and p.requires_grad]
-        bias_lr = lr * self.bias_scaler
-        groups = [
-            {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
-            {"params": others, "lr": lr, "weight_decay": decay / lr},
-        ]
-        # fused SGD: one kernel for every parameter's step where CUDA offers it
-        fused = device is not None and device.type == "cuda"
-        return torch.optim.SGD(
-            [group for group in groups if group["params"]],
-            momentum=self.momentum,
-            nesterov=True,
-            fused=fused or None,
+        return torch.optim.AdamW(
+            model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
 
+    def schedule(self, settings: TrainSettings, total_steps: int) -> Callable[[int], float]:
+        """The learning-rate factor of step ``step`` (0-based) of ``total_steps``."""
+        return _warmup_cosine(total_steps, settings.warmup_fraction)
 
-class Lookahead:
-    """An exponential average of the model's floating-point state that the weights are pulled back
-    onto; :meth:`update` is two ``torch._foreach_*`` calls over tensor lists made once."""
+    def start(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, total_steps: int
+    ) -> RunHooks:
+        """The run's hooks, once the model is on the device in its memory format and before the first
+        step; ``images`` (uint8) and ``labels`` are the training set, for data-dependent initialisation."""
+        return RunHooks()
 
-    def __init__(self, model: nn.Module) -> None:
-        state = model.state_dict()  # detached views of the live parameters and buffers
-        self.average = {name: value.detach().clone() for name, value in state.items()}
-        floating = [name for name, value in state.items() if value.dtype.is_floating_point]
-        self._live = [state[name] for name in floating]
-        self._averaged = [self.average[name] for name in floating]
 
-    @torch.no_grad()
-    def update(self, model: nn.Module, decay: float) -> None:
-        """average <- decay * average + (1 - decay) * weights; weights <- average."""
-        torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
-        torch._foreach_copy_(self._live, self._averaged)
+RECIPES: dict[str, Recipe] = {Recipe.name: Recipe()}
+"""Recipes by name: AdamW and those the surrogates register (:mod:`optiloss.models`)."""
 
-    @torch.no_grad()
-    def load(self, average: dict[str, torch.Tensor]) -> None:
-        """Restore a saved average (the dict of a checkpoint) into the tensors :meth:`update` uses."""
-        for name, value in average.items():
-            self.average[name].copy_(value)
+
+def register_recipe(recipe: Recipe) -> None:
+    """Make ``recipe`` available to :class:`TrainSettings` under its :attr:`~Recipe.name`."""
+    RECIPES[recipe.name] = recipe
+
+
+def recipe_named(name: str) -> Recipe:
+    """The registered recipe ``name``; an unknown name is a :class:`ValueError` listing the known ones."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; registered: {', '.join(RECIPES)}") from None
 
 
 @dataclass
@@ -296,51 +253,41 @@ class _Run:
     loss_of: LossFunction
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
+    hooks: RunHooks
     batch_size: int
     steps_per_epoch: int
     total_steps: int
     mixed_precision: bool
-    airbench: AirbenchRecipe | None = None
-    lookahead: Lookahead | None = None
     step: int = 0
 
 
 def _prepare(
-    model: nn.Module, loss_fn: LossFunction, count: int, settings: TrainSettings, device: torch.device
+    model: nn.Module,
+    loss_fn: LossFunction,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device,
 ) -> _Run:
-    """Memory format, compilation, and the optimiser and schedule of ``settings.recipe`` over every step."""
+    """Memory format, compilation, and the optimiser, schedule and hooks of ``settings.recipe`` over
+    every step."""
     mixed = compute_precision(settings, device) == "bf16"
     if mixed:
         model = model.to(memory_format=torch.channels_last)
-    forward, loss_of = model, loss_fn
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    loss_of = loss_fn
     if settings.compile:
         forward, loss_of = torch.compile(model), torch.compile(loss_fn)
-    batch_size = min(settings.batch_size, count)
-    steps_per_epoch = count // batch_size  # full batches only: BatchNorm needs more than one sample
+    batch_size = min(settings.batch_size, len(images))
+    steps_per_epoch = len(images) // batch_size  # full batches only: BatchNorm needs more than one sample
     total_steps = settings.epochs * steps_per_epoch
-    if settings.recipe == "airbench":
-        recipe = AirbenchRecipe()
-        optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size), device)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule(total_steps))
-        return _Run(
-            model,
-            forward,
-            loss_of,
-            optimizer,
-            schedule,
-            batch_size,
-            steps_per_epoch,
-            total_steps,
-            mixed,
-            airbench=recipe,
-            lookahead=Lookahead(model),
-        )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    recipe = recipe_named(settings.recipe)
+    optimizer = recipe.optimizer(model, replace(settings, batch_size=batch_size), device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule(settings, total_steps))
+    hooks = recipe.start(model, images, labels, total_steps)
+    return _Run(
+        model, forward, loss_of, optimizer, schedule, hooks, batch_size, steps_per_epoch, total_steps, mixed
     )
-    factor = _warmup_cosine(total_steps, settings.warmup_fraction)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return _Run(model, forward, loss_of, optimizer, schedule, batch_size, steps_per_epoch, total_steps, mixed)
 
 
 def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) -> int:
@@ -353,8 +300,9 @@ def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) ->
     torch.set_rng_state(state["rng"].cpu())
     if device.type == "cuda" and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    if run.lookahead is not None:
-        run.lookahead.load(state["lookahead"])
+    # checkpoints written before recipes had hooks kept the lookahead average at the top level
+    legacy = {"lookahead": state["lookahead"]} if state.get("lookahead") is not None else {}
+    run.hooks.load_state_dict(state.get("recipe", legacy))
     run.step = state["epoch"] * run.steps_per_epoch
     result.resumed_from_epoch = state["epoch"]
     result.history = state["history"]
@@ -366,8 +314,7 @@ def _train_epoch(
 ) -> tuple[float, float]:
     """One pass over shuffled full batches; (mean loss, training accuracy), read once at the end."""
     device = images.device
-    if run.airbench is not None and hasattr(run.model, "whitening_bias"):
-        run.model.whitening_bias().requires_grad = epoch < run.airbench.whiten_bias_epochs
+    run.hooks.start_epoch(epoch)
     augmentation.start_epoch(epoch)
     order = torch.randperm(len(images), device=device)
     loss_sum = torch.zeros((), device=device)
@@ -385,21 +332,10 @@ def _train_epoch(
         run.optimizer.step()
         run.schedule.step()
         run.step += 1
-        if run.lookahead is not None:
-            _pull_to_lookahead(run)
+        run.hooks.after_step(run.step)
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == labels[index]).sum()
     return loss_sum.item() / run.steps_per_epoch, correct.item() / (run.steps_per_epoch * run.batch_size)
-
-
-def _pull_to_lookahead(run: _Run) -> None:
-    """airbench's two updates: every ``lookahead_every`` steps, and at the last step (both when the
-    step count divides by the period), so the run ends as the average."""
-    recipe = run.airbench
-    if run.step % recipe.lookahead_every == 0:
-        run.lookahead.update(run.model, decay=recipe.lookahead_decay * (run.step / run.total_steps) ** 3)
-    if run.step == run.total_steps:
-        run.lookahead.update(run.model, decay=1.0)
 
 
 def _save_epoch(
@@ -414,7 +350,7 @@ def _save_epoch(
             "epoch": epoch,
             "history": history,
             "rng": torch.get_rng_state(),
-            "lookahead": run.lookahead.average if run.lookahead else None,
+            "recipe": run.hooks.state_dict(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         },
     )
@@ -435,19 +371,19 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``images`` and int64 ``labels`` (same device as the model).
 
-    Two recipes, chosen by ``settings.recipe``:
+    The recipe is the registered :class:`Recipe` named by ``settings.recipe``. Two exist:
 
-    - ``"adamw"`` (the CNN surrogate, WideResNet, timm models): AdamW, linear warm-up over
+    - ``"adamw"``, for the CNN surrogate, WideResNets and timm models: AdamW, a linear warm-up over
       ``warmup_fraction`` of the steps, then cosine decay to zero.
-    - ``"airbench"`` (the airbench surrogate, :class:`AirbenchRecipe`): SGD with Nesterov momentum
-      (fused on CUDA), decoupled learning rate and weight decay, BatchNorm biases at 64x, a
-      triangular schedule, a lookahead average every 5 steps and at the last step, the
-      whitening bias trained for the first 3 epochs only.
+    - the SGD surrogate's own (registered with its network in :mod:`optiloss.models`): SGD with
+      Nesterov momentum (fused on CUDA), learning rate and weight decay decoupled from momentum and
+      batch size, BatchNorm biases at 64x the learning rate, a triangular schedule, a lookahead
+      average pulled every 5 steps and once more at the last step, and a whitening layer set from a
+      seeded class-mixed subset of the training images whose bias trains for 3 epochs.
 
-    A model with ``initialise_from_data`` (airbench's whitening layer) first gets
-    :data:`DATA_INITIALISATION_IMAGES` training images, a seeded class-mixed subset
-    (:func:`class_mixed_subset`). ``augmentation.prepare`` then sees the training set once and
-    ``augmentation.start_epoch`` each epoch (:class:`Augmentation`).
+    The recipe's :meth:`Recipe.start` sees the model and training set before the first step;
+    ``augmentation.prepare`` sees the training set once and ``augmentation.start_epoch`` each epoch
+    (:class:`Augmentation`; plain functions are wrapped).
 
     A non-finite loss ends training
     at the end of that epoch with ``diverged`` set; the caller decides the penalty.
@@ -464,11 +400,8 @@ def train(
         augmentation = _FunctionAugmentation(augmentation)
     result = TrainResult()
     with backend_flags(settings, device):
-        if hasattr(model, "initialise_from_data"):  # e.g. airbench's whitening layer
-            subset = class_mixed_subset(labels, DATA_INITIALISATION_IMAGES).to(device)
-            model.initialise_from_data(to_float(images[subset]))
-        images = augmentation.prepare(images)  # before a resume restores the random state, as at the start
-        run = _prepare(model, loss_fn, len(images), settings, device)
+        training_images = augmentation.prepare(images)  # before a resume restores the random state
+        run = _prepare(model, loss_fn, images, labels, settings, device)
         first_epoch = 0
         if checkpointing.resume_from is not None and checkpointing.resume_from.exists():
             first_epoch = _resume(run, checkpointing.resume_from, device, result)
@@ -482,7 +415,7 @@ def train(
             initial=first_epoch,
             total=settings.epochs,
         ):
-            mean_loss, train_accuracy = _train_epoch(run, images, labels, augmentation, epoch)
+            mean_loss, train_accuracy = _train_epoch(run, training_images, labels, augmentation, epoch)
             result.history.append(
                 {
                     "epoch": epoch + 1,

@@ -5,13 +5,15 @@ import torch
 
 import optiloss.train as training
 from optiloss.augment import build_augmentation
-from optiloss.data import load_dataset
+from optiloss.data import class_mixed_subset, load_dataset
 from optiloss.errors import UsageError
 from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.models import AirbenchNet, create_model
+from optiloss.models import airbench as airbench_module
+from optiloss.models.airbench import AirbenchRecipe
 from optiloss.settings import SURROGATE_DEFAULTS, SearchConfig
-from optiloss.train import AirbenchRecipe, Checkpointing, TrainSettings, seeded, to_float, train
+from optiloss.train import Checkpointing, TrainSettings, seeded, to_float, train
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_whitening_filters_come_from_the_training_patches(sample):
 
 
 def test_the_recipe_warms_up_from_a_fifth_and_ends_at_seven_percent():
-    factor = AirbenchRecipe().schedule(100)
+    factor = AirbenchRecipe().schedule(TrainSettings(), 100)
     assert factor(0) == pytest.approx(0.2) and factor(23) == pytest.approx(1.0)
     assert factor(100) == pytest.approx(0.07) and factor(60) < factor(40) < factor(23)
 
@@ -142,15 +144,15 @@ def test_an_interrupted_airbench_run_resumes_to_the_same_weights(sample, tmp_pat
 def test_the_whitening_subset_of_a_class_ordered_folder_covers_every_class_in_proportion(sample, monkeypatch):
     labels = sample.train_labels
     assert torch.equal(labels, labels.sort().values)  # stored class by class: a prefix holds few classes
-    subset = training.class_mixed_subset(labels, 100)
+    subset = class_mixed_subset(labels, 100)
     assert len(subset) == len(set(subset.tolist())) == 100
     counts = torch.bincount(labels[subset], minlength=10)
     expected = torch.bincount(labels, minlength=10).double() * 100 / len(labels)
     assert ((counts - expected).abs() < 1).all(), counts
-    assert torch.equal(subset, training.class_mixed_subset(labels, 100))  # seeded
+    assert torch.equal(subset, class_mixed_subset(labels, 100))  # seeded
     # train() hands the model exactly those images
     seen = []
-    monkeypatch.setattr(training, "DATA_INITIALISATION_IMAGES", 100)
+    monkeypatch.setattr(airbench_module, "WHITENING_IMAGES", 100)
     monkeypatch.setattr(AirbenchNet, "initialise_from_data", lambda self, images: seen.append(images))
     train(
         create_model("airbench", 10, 3, 8),
@@ -165,13 +167,13 @@ def test_the_whitening_subset_of_a_class_ordered_folder_covers_every_class_in_pr
 
 def test_the_lookahead_updates_every_fifth_step_and_again_at_the_last(sample, monkeypatch):
     updates = []
-    original = training.Lookahead.update
+    original = airbench_module.Lookahead.update
 
     def record(self, model, decay):
         updates.append(round(decay, 6))
         original(self, model, decay)
 
-    monkeypatch.setattr(training.Lookahead, "update", record)
+    monkeypatch.setattr(airbench_module.Lookahead, "update", record)
     # 450 images in batches of 75: 6 steps an epoch, 5 epochs: 30 steps, a multiple of 5
     assert len(sample.train_labels) == 450
     train(

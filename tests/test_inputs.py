@@ -62,7 +62,9 @@ def test_a_storage_url_typo_exits_2(tmp_path):
 def test_an_unreachable_database_exits_1_without_showing_the_password(tmp_path):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
-    result = run_main("search", str(config), "--storage", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss")
+    result = run_main(
+        "search", str(config), "--storage", "postgresql://optiloss:hunter2@127.0.0.1:9/optiloss"
+    )
     _assert_one_line(result, 1, "cannot open storage postgresql://optiloss:***@127.0.0.1:9/optiloss")
     assert "hunter2" not in result.stderr + result.stdout
 

@@ -7,9 +7,10 @@ from optiloss.data.registry import (
     load_dataset,
     resolved_image_size,
 )
-from optiloss.data.splits import ImageSplits, stratified_split
+from optiloss.data.splits import ImageSplits, class_mixed_subset, stratified_split
 
 __all__ = [
+    "class_mixed_subset",
     "DATASETS",
     "ImageSplits",
     "default_data_root",

@@ -66,3 +66,25 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     indices = np.arange(len(labels))
     kept, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
     return np.sort(kept), np.sort(held_out)
+
+
+def class_mixed_subset(labels: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``count`` examples drawn at random (seeded) with every class in proportion to its
+    share of ``labels`` (largest remainders round the shares), in random order; all indices when
+    ``count`` covers the set. Data sets stored class by class need this where a prefix would hold
+    only the first classes."""
+    total = len(labels)
+    generator = torch.Generator().manual_seed(seed)
+    if count >= total:
+        return torch.randperm(total, generator=generator)
+    labels = labels.cpu()
+    classes, sizes = labels.unique(return_counts=True)
+    exact = sizes.double() * count / total
+    quota = exact.floor().long()
+    remainder_order = (exact - quota).argsort(descending=True, stable=True)
+    quota[remainder_order[: count - int(quota.sum())]] += 1
+    order = torch.randperm(total, generator=generator)
+    shuffled = labels[order]
+    chosen = [order[shuffled == label][: int(share)] for label, share in zip(classes, quota)]
+    picked = torch.cat(chosen)
+    return picked[torch.randperm(len(picked), generator=generator)]

@@ -13,35 +13,54 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from optiloss.errors import UsageError
+from optiloss.models import airbench, surrogate
 from optiloss.models.airbench import AirbenchNet
-from optiloss.models.surrogate import Normalized, SurrogateCNN
+from optiloss.models.spec import Surrogate
+from optiloss.models.surrogate import DEFAULT_WIDTH, Normalized, SurrogateCNN
 from optiloss.models.wideresnet import WideResNet
+from optiloss.train import register_recipe
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
-SURROGATES = ("cnn", "airbench")
-"""The search's surrogate networks: the small CNN (the default, for digits and CPUs) and airbench94's net."""
+SURROGATES: dict[str, Surrogate] = {spec.name: spec for spec in (surrogate.SURROGATE, airbench.SURROGATE)}
+"""The search's surrogate networks by name, the default first: a new one is a module with a
+:class:`Surrogate` and a line here (docs/contributing.md)."""
+for _spec in SURROGATES.values():
+    register_recipe(_spec.recipe)
+
+
+def surrogate_named(name: str) -> Surrogate | None:
+    """The surrogate called ``name`` (or one of its aliases), or None for another model."""
+    for spec in SURROGATES.values():
+        if name == spec.name or name in spec.aliases:
+            return spec
+    return None
+
+
 CENTRED = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def create_model(
-    name: str, num_classes: int, in_channels: int = 3, width: int = 32, weights: str | Path | None = None
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = DEFAULT_WIDTH,
+    weights: str | Path | None = None,
 ) -> nn.Module:
-    """Create a model by name: ``cnn`` (the small surrogate; ``surrogate`` is its old name),
-    ``airbench`` (airbench94's network, ``width`` 64 for its own), ``wrn-DEPTH-WIDTH`` or a timm name,
-    optionally with a pretrained tag (``tf_efficientnetv2_s.in1k``).
+    """Create a model by name: a surrogate of :data:`SURROGATES` (``cnn``, whose old name is
+    ``surrogate``; ``airbench``, ``width`` 64 for airbench94's own), ``wrn-DEPTH-WIDTH`` or a timm
+    name, optionally with a pretrained tag (``tf_efficientnetv2_s.in1k``).
 
     timm models are created untrained unless ``weights`` names a local file:
     then they load it through timm's ``pretrained_cfg_overlay`` (never from a
     hub) and normalise inputs with the mean and std of the name's pretrained
     config in timm's registry, the ones those weights were trained with.
     """
-    if name in ("cnn", "surrogate"):
-        return SurrogateCNN(num_classes, in_channels, width)
-    if name == "airbench":
-        return AirbenchNet(num_classes, in_channels, width)
+    spec = surrogate_named(name)
+    if spec is not None:
+        return spec.build(num_classes, in_channels, width)
     match = _WRN.match(name)
     if match:
         if weights:
@@ -55,7 +74,7 @@ def create_model(
 
     if not timm.is_model(name):
         raise UsageError(
-            f"unknown model {name!r}: use cnn, airbench, wrn-DEPTH-WIDTH (e.g. wrn-28-10) "
+            f"unknown model {name!r}: use {', '.join(SURROGATES)}, wrn-DEPTH-WIDTH (e.g. wrn-28-10) "
             "or a timm model name (e.g. resnet18, tf_efficientnetv2_s.in1k)"
         )
     config = pretrained_config(name)
@@ -135,7 +154,10 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
 
 
 __all__ = [
+    "DEFAULT_WIDTH",
     "SURROGATES",
+    "Surrogate",
+    "surrogate_named",
     "AirbenchNet",
     "Normalized",
     "SurrogateCNN",

@@ -7,16 +7,24 @@ groups of conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU (widths 64, 256, 256),
 max-pooling, a bias-free linear head and a fixed 1/9 output scale. BatchNorm
 weights are frozen at one; their biases train. The recipe that goes with it
 (SGD with Nesterov momentum, decoupled hyperparameters, a 23 % warm-up then a
-linear warm-down, a lookahead average of the weights) is
-:class:`optiloss.train.AirbenchRecipe`; label smoothing is a loss of the zoo,
-not part of the trainer, so the search can find (or beat) it.
+linear warm-down, a lookahead average of the weights) is :class:`AirbenchRecipe`;
+label smoothing is a loss of the zoo, not part of the trainer, so the search can
+find (or beat) it. :data:`SURROGATE` puts network, recipe and defaults together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from optiloss.data import class_mixed_subset
+from optiloss.models.spec import Surrogate
+from optiloss.train import Recipe, RunHooks, TrainSettings, to_float
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -25,6 +33,11 @@ WHITEN_KERNEL = 2
 BATCHNORM_MOMENTUM = 0.6
 OUTPUT_SCALE = 1 / 9
 WHITEN_EPSILON = 5e-4
+WHITENING_IMAGES = 5000
+"""Training images the whitening layer is set from (airbench's ``images[:5000]``, here a seeded
+class-mixed subset, since folder data sets are stored class by class)."""
+MINIMUM_IMAGE_SIZE = 16
+"""Below 16 px, the three poolings leave no pixel."""
 
 
 class _BatchNorm(nn.BatchNorm2d):
@@ -61,9 +74,12 @@ class AirbenchNet(nn.Module):
     """airbench94's network for 32x32 images in [0, 1] (normalised inside with CIFAR-10's statistics).
 
     Call :meth:`initialise_from_data` with training images before training: it sets the whitening
-    convolution from their 2x2 patches (:func:`optiloss.train.train` does it for every model that has
-    the method). ``width`` scales the three groups (64 gives airbench's 64/256/256).
+    convolution from their 2x2 patches (:class:`AirbenchRecipe` does it when training starts).
+    ``width`` scales the three groups (64 gives airbench's 64/256/256).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
@@ -112,3 +128,138 @@ class AirbenchNet(nn.Module):
     def batchnorm_biases(self) -> list[nn.Parameter]:
         """The parameters airbench trains with a 64x learning rate (and no extra weight decay)."""
         return [module.bias for module in self.modules() if isinstance(module, _BatchNorm)]
+
+
+@dataclass(frozen=True)
+class AirbenchRecipe(Recipe):
+    """airbench94's optimisation (Jordan, arXiv 2404.00498), for a loss averaged over the batch.
+
+    SGD with Nesterov momentum; learning rate and weight decay decoupled from
+    momentum and batch size (given per 1,024 examples); BatchNorm biases at 64x
+    the learning rate; the learning rate rises from 0.2x to 1x over the first
+    23 % of the steps, then falls linearly to 0.07x; every 5 steps the weights
+    are pulled towards a lookahead average whose decay grows with the cube of
+    the progress, and they end as that average; the whitening bias trains for
+    the first 3 epochs only.
+    """
+
+    name: ClassVar[str] = "airbench"
+    scale_free: ClassVar[bool] = False  # plain SGD: a loss twice as large takes steps twice as long
+
+    momentum: float = 0.85
+    bias_scaler: float = 64.0
+    warmup_share: float = 0.23
+    start_factor: float = 0.2
+    end_factor: float = 0.07
+    lookahead_every: int = 5
+    lookahead_decay: float = 0.95**5
+    whiten_bias_epochs: int = 3
+
+    def schedule(self, settings: TrainSettings, total_steps: int) -> Callable[[int], float]:
+        warmup = max(1, int(total_steps * self.warmup_share))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                share = step / warmup
+                return self.start_factor * (1 - share) + share
+            share = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return (1 - share) + self.end_factor * share
+
+        return factor
+
+    def optimizer(
+        self, model: nn.Module, settings: TrainSettings, device: torch.device
+    ) -> torch.optim.Optimizer:
+        kilostep = 1024 * (1 + 1 / (1 - self.momentum))
+        # airbench sums the loss over the batch; optiloss averages it, so the step is batch_size larger
+        lr = settings.learning_rate / kilostep * settings.batch_size
+        decay = settings.weight_decay * settings.batch_size / kilostep
+        biases = model.batchnorm_biases() if isinstance(model, AirbenchNet) else []
+        bias_ids = {id(parameter) for parameter in biases}
+        others = [p for p in model.parameters() if id(p) not in bias_ids and p.requires_grad]
+        bias_lr = lr * self.bias_scaler
+        groups = [
+            {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
+            {"params": others, "lr": lr, "weight_decay": decay / lr},
+        ]
+        # fused SGD: one kernel for every parameter's step where CUDA offers it
+        fused = device.type == "cuda"
+        return torch.optim.SGD(
+            [group for group in groups if group["params"]],
+            momentum=self.momentum,
+            nesterov=True,
+            fused=fused or None,
+        )
+
+    def start(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, total_steps: int
+    ) -> RunHooks:
+        """Whitening from a seeded class-mixed subset of the training images, then the lookahead average."""
+        if isinstance(model, AirbenchNet):
+            subset = class_mixed_subset(labels, WHITENING_IMAGES).to(images.device)
+            model.initialise_from_data(to_float(images[subset]))
+        return _AirbenchRun(self, model, total_steps)
+
+
+class _AirbenchRun(RunHooks):
+    """One run's lookahead average and the whitening bias's training window."""
+
+    def __init__(self, recipe: AirbenchRecipe, model: nn.Module, total_steps: int) -> None:
+        self.recipe, self.model, self.total_steps = recipe, model, total_steps
+        self.lookahead = Lookahead(model)
+
+    def start_epoch(self, epoch: int) -> None:
+        if isinstance(self.model, AirbenchNet):
+            self.model.whitening_bias().requires_grad = epoch < self.recipe.whiten_bias_epochs
+
+    def after_step(self, step: int) -> None:
+        """airbench's two updates: every ``lookahead_every`` steps, and at the last step (both when the
+        step count divides by the period), so the run ends as the average."""
+        recipe = self.recipe
+        if step % recipe.lookahead_every == 0:
+            self.lookahead.update(self.model, decay=recipe.lookahead_decay * (step / self.total_steps) ** 3)
+        if step == self.total_steps:
+            self.lookahead.update(self.model, decay=1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lookahead": self.lookahead.average}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("lookahead") is not None:
+            self.lookahead.load(state["lookahead"])
+
+
+class Lookahead:
+    """An exponential average of the model's floating-point state that the weights are pulled back
+    onto; :meth:`update` is two ``torch._foreach_*`` calls over tensor lists made once."""
+
+    def __init__(self, model: nn.Module) -> None:
+        state = model.state_dict()  # detached views of the live parameters and buffers
+        self.average = {name: value.detach().clone() for name, value in state.items()}
+        floating = [name for name, value in state.items() if value.dtype.is_floating_point]
+        self._live = [state[name] for name in floating]
+        self._averaged = [self.average[name] for name in floating]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        """average <- decay * average + (1 - decay) * weights; weights <- average."""
+        torch._foreach_lerp_(self._averaged, self._live, 1 - decay)
+        torch._foreach_copy_(self._live, self._averaged)
+
+    @torch.no_grad()
+    def load(self, average: dict[str, torch.Tensor]) -> None:
+        """Restore a saved average (the dict of a checkpoint) into the tensors :meth:`update` uses."""
+        for name, value in average.items():
+            self.average[name].copy_(value)
+
+
+SURROGATE = Surrogate(
+    name="airbench",
+    build=lambda num_classes, in_channels, width: AirbenchNet(num_classes, in_channels, width),
+    recipe=AirbenchRecipe(),
+    # airbench94's own: batch 1024, decoupled learning rate and weight decay per 1,024 examples
+    defaults={"batch_size": 1024, "learning_rate": 11.5, "weight_decay": 0.0153, "model_width": 64},
+    description="airbench94's network and SGD recipe (arXiv 2404.00498); images of at least 16 px",
+    minimum_image_size=MINIMUM_IMAGE_SIZE,
+    flip_tta=True,
+)

@@ -7,6 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optiloss.models.spec import Surrogate
+from optiloss.train import RECIPES, TrainSettings
+
+DEFAULT_WIDTH = 32
+"""Channels of the first stage (64 and 128 follow)."""
+
 
 def _conv_block(inputs: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(
@@ -20,7 +26,7 @@ class SurrogateCNN(nn.Module):
     Takes float images in [0, 1]; centring happens inside so every caller feeds the same range.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = DEFAULT_WIDTH) -> None:
         super().__init__()
         self.features = nn.Sequential(
             _conv_block(in_channels, width),
@@ -41,6 +47,9 @@ class SurrogateCNN(nn.Module):
 class Normalized(nn.Module):
     """``model((x - mean) / std)`` for images in [0, 1]."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
@@ -49,3 +58,19 @@ class Normalized(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model((images - self.mean) / self.std)
+
+
+SURROGATE = Surrogate(
+    name="cnn",
+    build=lambda num_classes, in_channels, width: SurrogateCNN(num_classes, in_channels, width),
+    recipe=RECIPES["adamw"],
+    # the AdamW recipe's own defaults, written once on TrainSettings
+    defaults={
+        "batch_size": TrainSettings.batch_size,
+        "learning_rate": TrainSettings.learning_rate,
+        "weight_decay": TrainSettings.weight_decay,
+        "model_width": DEFAULT_WIDTH,
+    },
+    description="a small CNN trained with AdamW, warm-up and cosine decay (the default; for digits and CPUs)",
+    aliases=("surrogate",),
+)
