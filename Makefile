@@ -22,12 +22,12 @@ demo: install
 # The PostgreSQL tests run against a real local server, started here; the page
 # test drives Debian's headless Chromium, installed here when missing. Every test
 # runs: one that finds its server or browser missing fails instead of skipping.
-test: install lint postgres browser
+test: install lint typecheck postgres browser
 	OPTILOSS_TEST_REQUIRE_ALL=1 OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
 
 # The contributor's quick loop (docs/contributing.md): lint, format and type checks and the tests
 # not marked slow, with no server and no browser (the tests that need them skip, saying why).
-check: install lint
+check: install lint typecheck
 	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: install

@@ -8,7 +8,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from optiloss.errors import OptilossError, UsageError
 
@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the project's error shape: one line naming what to do, exit code 2. No
     abbreviated options, so a storage URL is always behind ``--storage`` (and masked when echoed)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 

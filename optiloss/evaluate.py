@@ -20,6 +20,7 @@ from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted
 from optiloss.data import ImageSplits, load_dataset
 from optiloss.errors import UsageError
 from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
+from optiloss.records import TrainingRecord
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import Checkpointing, LossFunction, accuracies, backend_flags, seeded, train
 
@@ -102,6 +103,26 @@ class Evaluation:
     resumed_from_epoch: int | None = None
     history: list[dict] = field(default_factory=list)
 
+    def record(self, precision: str) -> TrainingRecord:
+        """What a trial or transfer run stores about this run (:class:`optiloss.records.TrainingRecord`);
+        a diverged run records no scores, curve or final loss."""
+        if self.diverged:
+            return TrainingRecord(
+                self.training_seconds,
+                precision,
+                resumed_from_epoch=self.resumed_from_epoch,
+                diverged=self.diverged,
+            )
+        return TrainingRecord(
+            self.training_seconds,
+            precision,
+            resumed_from_epoch=self.resumed_from_epoch,
+            evaluation_seconds=self.evaluation_seconds,
+            final_train_loss=self.final_train_loss,
+            train_accuracy_by_epoch=tuple(row["train_accuracy"] for row in self.history),
+            robustness_by_corruption=dict(self.per_corruption),
+        )
+
 
 class LossEvaluator:
     """Trains a model with any loss and scores it on one split and its corrupted copies.
@@ -149,6 +170,7 @@ class LossEvaluator:
         cls, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = False
     ) -> LossEvaluator:
         """The surrogate of a search config, scored on the validation split."""
+        assert config.model_width is not None  # SearchConfig.__post_init__ fills it from the surrogate
         return cls(
             data,
             device,

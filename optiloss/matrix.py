@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 import optuna
+from optuna.storages import BaseStorage
 from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
@@ -19,6 +20,7 @@ from optiloss.errors import OptilossError
 from optiloss.evaluate import LossEvaluator, load_data, resolve_device
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
+from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
 from optiloss.studies import select_trials, trial_genome
@@ -49,13 +51,13 @@ class MatrixResult:
         ]
 
 
-def augmentation_studies(storage, dataset: str) -> dict[str, optuna.Study]:
+def augmentation_studies(storage: BaseStorage, dataset: str) -> dict[str, optuna.Study]:
     """The search study of each augmentation for ``dataset`` (``{dataset}-{augmentation}`` preferred)."""
     found: dict[str, optuna.Study] = {}
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         attrs = summary.user_attrs
-        augmentation = attrs.get("augmentation")
-        if attrs.get("dataset") != dataset or augmentation not in AUGMENTATIONS:
+        augmentation = attrs.get(StudyKey.AUGMENTATION)
+        if attrs.get(StudyKey.DATASET) != dataset or augmentation not in AUGMENTATIONS:
             continue
         if augmentation not in found or summary.study_name == f"{dataset}-{augmentation}":
             found[augmentation] = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -76,7 +78,7 @@ def _losses(
             if genome.structure_hash in seen:
                 continue
             seen.add(genome.structure_hash)
-            chosen[trial.user_attrs.get("zoo") or f"{augmentation}#{trial.number}"] = genome
+            chosen[SearchTrialRecord.from_trial(trial).zoo or f"{augmentation}#{trial.number}"] = genome
             taken += 1
             if taken == top_k:
                 break
@@ -112,19 +114,19 @@ def loss_augmentation_matrix(
             f"run `optiloss search --dataset {dataset} --augmentation all5` first"
         )
     first = next(iter(studies.values()))
-    config = SearchConfig.from_mapping(first.user_attrs["config"], f"study {first.study_name} config")
+    config = SearchConfig.from_mapping(first.user_attrs[StudyKey.CONFIG], f"study {first.study_name} config")
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
-    losses = _losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
-    result = MatrixResult(dataset, {label: genome.formula for label, genome in losses.items()}, AUGMENTATIONS)
+    chosen = _losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
+    result = MatrixResult(dataset, {label: genome.formula for label, genome in chosen.items()}, AUGMENTATIONS)
     runs = [
         (label, augmentation, seed)
-        for label in losses
+        for label in chosen
         for augmentation in AUGMENTATIONS
         for seed in range(seeds)
     ]
     pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
     for label, augmentation, seed in tqdm(runs, desc="matrix runs", unit="run", disable=not progress):
-        evaluation = evaluator.evaluate(losses[label], pipelines[augmentation], config.seed + 1000 * seed)
+        evaluation = evaluator.evaluate(chosen[label], pipelines[augmentation], config.seed + 1000 * seed)
         result.accuracies.setdefault((label, augmentation), []).append(evaluation.accuracy)
     return result

@@ -11,12 +11,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from optiloss.errors import OptilossError
-from optiloss.evaluate import LossEvaluator, load_data, resolve_device, welch_p_value
+from optiloss.evaluate import Evaluation, LossEvaluator, load_data, resolve_device, welch_p_value
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
+from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
-from optiloss.studies import load_study, pareto_trials, trial_genome, trial_robustness
+from optiloss.studies import load_study, pareto_trials, trial_genome
 
 RECHECK_SEED_STRIDE = 7919
 """Recheck seed k is ``config.seed + 7919 * k`` (k >= 1): never a seed the search trained with."""
@@ -42,24 +43,26 @@ def recheck(
     the difference in its standard deviations; ``p_welch``). Writes nothing to the storage."""
     storage = open_storage(storage_url, create=False)
     study = load_study(storage, study_name)
-    if "config" not in study.user_attrs:
+    if StudyKey.CONFIG not in study.user_attrs:
         raise OptilossError(f"study {study_name!r} is not an optiloss search study (no config user attr)")
-    config = SearchConfig.from_mapping(study.user_attrs["config"], f"study {study_name} config")
+    config = SearchConfig.from_mapping(study.user_attrs[StudyKey.CONFIG], f"study {study_name} config")
     given = named_losses(losses or {}, config.nodes)
     target = resolve_device(device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
     augmentation = evaluator.augmentation(config.augmentation)
-    entries: list[tuple[int | None, str, Genome, float | None, float | None, str]] = [
-        (
-            trial.number,
-            trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name") or "",
-            trial_genome(study, trial),
-            trial.values[0],
-            trial_robustness(trial),
-            trial.user_attrs.get("formula", ""),
+    entries: list[tuple[int | None, str, Genome, float | None, float | None, str]] = []
+    for trial in pareto_trials(study):
+        record = SearchTrialRecord.from_trial(trial)
+        entries.append(
+            (
+                trial.number,
+                record.name or "",
+                trial_genome(study, trial),
+                trial.values[0],
+                record.robustness,
+                record.formula,
+            )
         )
-        for trial in pareto_trials(study)
-    ]
     entries += [(None, name, genome, None, None, genome.formula) for name, genome in given.items()]
     cross_entropy = screen(zoo(config.nodes)["cross_entropy"]).genome
     if cross_entropy.structure_hash not in {entry[2].structure_hash for entry in entries}:
@@ -133,7 +136,7 @@ class Comparison:
         )
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
         p = self.p_value
-        tests = {
+        tests: dict[str, dict[str, Any]] = {
             "loss": {"difference_points": round(difference, 2), "p_welch": None if math.isnan(p) else p},
             "cross_entropy": {"difference_points": None, "p_welch": None},
         }
@@ -176,11 +179,12 @@ def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progres
     baseline = screen(zoo(config.nodes)["cross_entropy"]).genome
     target = resolve_device(config.device)
     data = load_data(config, progress).to(target)
+    assert config.model_width is not None  # filled from the surrogate's defaults
     evaluator = LossEvaluator(
         data, target, config, model=config.model, model_width=config.model_width, split="test", progress=False
     )
     augmentation = evaluator.augmentation(config.augmentation)
-    runs = {"loss": [], "cross_entropy": []}
+    runs: dict[str, list[Evaluation]] = {"loss": [], "cross_entropy": []}
     jobs = [(name, seed) for seed in range(seeds) for name in runs]
     for name, seed in tqdm(jobs, desc="training runs", unit="run", disable=not progress):
         runs[name].append(

@@ -107,7 +107,8 @@ class Settings:
         if unknown:
             raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(cls.keys())}")
         values = {key: _legacy_value(key, value) for key, value in values.items()}
-        hints = _type_hints(cls)
+        owner: type = cls  # functools.cache wants a Hashable, which mypy does not see type[Self] as
+        hints = _type_hints(owner)
         checked = {key: _check_value(source, key, value, hints[key]) for key, value in values.items()}
         settings = cls(**checked)
         if rules:
@@ -159,9 +160,11 @@ class RunSettings(Settings):
     augmentation: str = "base"
     validation_fraction: float = 0.2
     epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    weight_decay: float = 5e-4
+    # optional here so that SearchConfig may leave them unset (None: the surrogate's value);
+    # TransferConfig narrows them back, and validation reads each class's own annotation
+    batch_size: int | None = TrainSettings.batch_size
+    learning_rate: float | None = TrainSettings.learning_rate
+    weight_decay: float | None = TrainSettings.weight_decay
     corruption_severity: int = 3
     # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
     hflip: str = AugmentSettings.hflip
@@ -275,6 +278,7 @@ class SearchConfig(RunSettings):
                 f'{source}: objectives must be ["accuracy"] or ["accuracy", "robustness"], '
                 f"got {list(self.objectives)}"
             )
+        assert self.tournament_size is not None  # __post_init__ fills it
         if self.sampler == "evolution" and self.tournament_size > self.population_size:
             raise UsageError(
                 f"{source}: tournament_size ({self.tournament_size}) must not exceed "
@@ -333,7 +337,9 @@ class TransferConfig(RunSettings):
     top_k: int = 3
     seeds: int = 3
     epochs: int = 200
+    batch_size: int = TrainSettings.batch_size  # never None in a transfer (RunSettings' are optional)
     learning_rate: float = 1e-3
+    weight_decay: float = TrainSettings.weight_decay
     validation_fraction: float = 0.1
     weights: str | None = None
     pretrained: bool = False
@@ -431,7 +437,7 @@ def _check_list(where: str, key: str, value: Any) -> tuple[str, ...]:
     allowed = LIMITS.get(key, ())
     for item in value:
         if allowed and item not in allowed:
-            raise UsageError(f"{where}: {item!r} is not one of {', '.join(allowed)}")
+            raise UsageError(f"{where}: {item!r} is not one of {', '.join(map(str, allowed))}")
     return tuple(value)
 
 

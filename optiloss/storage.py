@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -66,7 +67,7 @@ def open_storage(
             "(expected e.g. sqlite:///storage/optiloss.db or "
             "postgresql://user@host/db)"
         ) from None
-    engine_kwargs = {}
+    engine_kwargs: dict[str, Any] = {}
     if path is not None:
         if not path.exists():
             if not create:
@@ -82,7 +83,7 @@ def open_storage(
                 ) from None
         # a dashboard or another worker may hold the lock for a while
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    heartbeat = {}
+    heartbeat: dict[str, Any] = {}
     if heartbeat_interval:
         warnings.filterwarnings(
             "ignore",

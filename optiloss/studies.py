@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome
+from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 
 ORPHAN_AFTER_SECONDS = 30.0
 """A live worker records itself milliseconds after its trial starts; 30 s without a record means it died."""
@@ -55,10 +56,10 @@ def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
 def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
     """The oriented genome a search trial trained, decoded from its parameters."""
     try:
-        genome = Genome.from_params(trial.params, study.user_attrs.get("nodes"))
+        genome = Genome.from_params(trial.params, study.user_attrs.get(StudyKey.NODES))
     except ValueError as error:
         raise OptilossError(f"trial {trial.number} does not hold a loss genome ({error})") from None
-    return genome.with_orientation(trial.user_attrs.get("orientation") == "negated")
+    return genome.with_orientation(SearchTrialRecord.from_trial(trial).negated)
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -79,18 +80,18 @@ def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> 
     accuracy is dropped when another beats it on robustness. Diverged trials are never chosen.
     """
     if select == "pareto":
-        return [trial for trial in pareto_trials(study) if "diverged" not in trial.user_attrs][:top_k]
+        return [trial for trial in pareto_trials(study) if TrialKey.DIVERGED not in trial.user_attrs][:top_k]
     if select != "accuracy":
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ranked = sorted(
-        (trial for trial in complete if "diverged" not in trial.user_attrs),
+        (trial for trial in complete if TrialKey.DIVERGED not in trial.user_attrs),
         key=lambda trial: (-trial.values[0], trial.number),
     )
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
     for trial in ranked:
-        fingerprint = trial.user_attrs.get("fingerprint") or f"trial {trial.number}"
+        fingerprint = trial.user_attrs.get(TrialKey.FINGERPRINT) or f"trial {trial.number}"
         if fingerprint not in seen:
             seen.add(fingerprint)
             chosen.append(trial)
@@ -102,18 +103,16 @@ def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> 
 def trial_robustness(trial: FrozenTrial) -> float | None:
     """A search trial's robustness: its second objective, or its ``robustness`` user attr in a
     single-objective (accuracy-only) study."""
-    if trial.values is not None and len(trial.values) > 1:
-        return trial.values[1]
-    return trial.user_attrs.get("robustness")
+    return SearchTrialRecord.from_trial(trial).robustness
 
 
 def trial_label(trial: FrozenTrial) -> str:
     """How reports name a search trial's loss: its zoo or given name, else ``trial_<number>``."""
-    return trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name") or f"trial_{trial.number}"
+    return SearchTrialRecord.from_trial(trial).label()
 
 
-NOISE_FLOOR_ATTR = "cross_entropy_seeds"
-"""Study user attr: cross-entropy's runs with extra seeds, ``[{"seed", "accuracy", "robustness"}, ...]``."""
+NOISE_FLOOR_ATTR = StudyKey.NOISE_FLOOR
+"""Study user attr: cross-entropy's runs with extra seeds (:attr:`optiloss.records.StudyKey.NOISE_FLOOR`)."""
 BEYOND_NOISE = 2.0
 """A difference from cross-entropy counts as beyond its noise at more than this many standard deviations."""
 
@@ -168,7 +167,9 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     beyond = [
         trial.number
         for trial in trials
-        if trial.values and floor.beyond(trial.values[0]) and trial.user_attrs.get("zoo") != "cross_entropy"
+        if trial.values
+        and floor.beyond(trial.values[0])
+        and trial.user_attrs.get(TrialKey.ZOO) != "cross_entropy"
     ]
     if not beyond:
         return (
@@ -219,7 +220,7 @@ def death_reason(
     """
     host = host or socket.gethostname()
     now = now or datetime.datetime.now()
-    record = trial.user_attrs.get("worker")
+    record = trial.user_attrs.get(TrialKey.WORKER)
     if isinstance(record, dict) and record.get("trial") == trial.number:
         if record.get("host") == host and not process_alive(int(record["pid"])):
             return f"worker process {record['pid']} on {host} died"
@@ -243,7 +244,7 @@ def fail_dead_trials(storage: BaseStorage, study: optuna.Study) -> list[FrozenTr
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial_id, TrialKey.FAIL_REASON, reason)
             if storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 failed.append(storage.get_trial(trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -21,6 +21,7 @@ import math
 import shutil
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ from optiloss.evaluate import (
     welch_p_value,
 )
 from optiloss.genome import Genome, screen, zoo
+from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
 from optiloss.models import create_model
+from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, TrialKey, run_key
 from optiloss.settings import SearchConfig, TransferConfig
 from optiloss.storage import open_storage
 from optiloss.studies import (
@@ -50,7 +53,6 @@ from optiloss.studies import (
     load_study,
     select_trials,
     trial_genome,
-    trial_label,
     worker_record,
 )
 from optiloss.train import Checkpointing, compute_precision
@@ -99,18 +101,19 @@ def losses_to_transfer(
     for source in sources:
         # the zoo is transferred anyway: the top-k slots go to evolved losses
         ranked = select_trials(source, len(source.trials), select)
-        for trial in [trial for trial in ranked if "zoo" not in trial.user_attrs][:top_k]:
-            label = trial_label(trial)
+        for trial in [trial for trial in ranked if TrialKey.ZOO not in trial.user_attrs][:top_k]:
+            label = SearchTrialRecord.from_trial(trial).label()
             if len(sources) > 1 and label.startswith("trial_"):
                 label = f"{source.study_name}:{label}"
             loss = LossToTransfer(trial_genome(source, trial), source.study_name, trial.values[0])
             by_structure.setdefault(loss.genome.structure_hash, (label, loss))
         for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if "zoo" in trial.user_attrs and trial.user_attrs["zoo"] not in zoo_accuracy:
-                zoo_accuracy[trial.user_attrs["zoo"]] = trial.values[0]
+            name = trial.user_attrs.get(TrialKey.ZOO)
+            if name is not None and name not in zoo_accuracy:
+                zoo_accuracy[name] = trial.values[0]
     for name, genome in (given or {}).items():
         by_structure.setdefault(genome.structure_hash, (name, LossToTransfer(genome)))
-    nodes = sources[0].user_attrs.get("nodes", 5)
+    nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     for name, genome in zoo(nodes).items():
         oriented = screen(genome).genome
         by_structure.setdefault(
@@ -132,12 +135,12 @@ def source_augment_settings(source: optuna.Study, config: TransferConfig, image_
     ``image_size`` user attr, else worked out from its config); a key the transfer config sets wins.
     A source without a stored config leaves the transfer's own.
     """
-    stored = source.user_attrs.get("config")
+    stored = source.user_attrs.get(StudyKey.CONFIG)
     own = config.augment_settings()
     if not stored:
         return own
     searched = SearchConfig.from_mapping(stored, f"study {source.study_name} config")
-    source_size = source.user_attrs.get("image_size") or resolved_image_size(
+    source_size = source.user_attrs.get(StudyKey.IMAGE_SIZE) or resolved_image_size(
         searched.dataset, searched.image_size
     )
     chosen = {}
@@ -158,7 +161,7 @@ def run_transfer(
     storage_url: str | None = None,
     *,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
 
@@ -173,7 +176,7 @@ def run_transfer(
     source_names = [source_name] if isinstance(source_name, str) else list(dict.fromkeys(source_name))
     storage = open_storage(storage_url, create=False)
     sources = [load_study(storage, one) for one in source_names]
-    nodes = sources[0].user_attrs.get("nodes", 5)
+    nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     losses = losses_to_transfer(sources, config.top_k, config.select, named_losses(config.losses, nodes))
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
@@ -191,7 +194,7 @@ def run_transfer(
         )
         study.set_metric_names(["test_accuracy", "test_robustness"])
     # how losses were chosen and trained is fixed when the study is created: a resume must match it
-    recorded = {"select": config.select, "augment_settings": dataclasses.asdict(augment)}
+    recorded = {StudyKey.SELECT: config.select, StudyKey.AUGMENT_SETTINGS: dataclasses.asdict(augment)}
     different = [
         f"{key} {study.user_attrs[key]!r} (this run: {value!r})"
         for key, value in recorded.items()
@@ -203,18 +206,20 @@ def run_transfer(
             + "; ".join(different)
             + ": continue it with the same settings, or use another --storage"
         )
-    study.set_user_attr("source_study", source_names[0] if len(source_names) == 1 else source_names)
-    study.set_user_attr("model", config.model)
-    study.set_user_attr("dataset", config.dataset)
+    study.set_user_attr(StudyKey.SOURCE_STUDY, source_names[0] if len(source_names) == 1 else source_names)
+    study.set_user_attr(StudyKey.MODEL, config.model)
+    study.set_user_attr(StudyKey.DATASET, config.dataset)
     for key, value in recorded.items():
         study.set_user_attr(key, value)
     fail_dead_trials(storage, study)
-    done = {t.user_attrs["run"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    done = {
+        t.user_attrs[TrialKey.RUN] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
     runs = [
         (label, seed)
         for label in losses
         for seed in range(config.seeds)
-        if f"{config.augmentation}/{label}/seed{seed}" not in done
+        if run_key(config.augmentation, label, seed) not in done
     ]
     log(
         f"{name}: {len(losses)} losses x {config.seeds} seeds under {config.augmentation}; "
@@ -223,19 +228,14 @@ def run_transfer(
     augmentation = evaluator.augmentation(config.augmentation)
     for label, seed in tqdm(runs, desc="transfer runs", unit="run", disable=not progress):
         genome = losses[label].genome
-        run = f"{config.augmentation}/{label}/seed{seed}"
+        record = TransferRunRecord(
+            label, config.augmentation, seed, genome.formula, losses[label].source_study or ""
+        )
         trial = study.ask()
-        trial.set_user_attr("worker", worker_record(trial.number))
-        for key, value in (
-            ("run", run),
-            ("loss", label),
-            ("augmentation", config.augmentation),
-            ("seed", seed),
-            ("formula", genome.formula),
-            ("source_study", losses[label].source_study or ""),
-        ):
+        trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
+        for key, value in record.to_user_attrs().items():
             trial.set_user_attr(key, value)
-        checkpoint = Path(config.checkpoint_dir) / name / run.replace("/", "-") / "checkpoint.pt"
+        checkpoint = Path(config.checkpoint_dir) / name / record.run.replace("/", "-") / "checkpoint.pt"
         checkpointing = Checkpointing(save_to=checkpoint, resume_from=checkpoint)
         try:
             result = evaluator.evaluate(
@@ -246,18 +246,13 @@ def run_transfer(
                 checkpointing=checkpointing,
             )
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", INTERRUPTED)  # its checkpoint stays for the resume
+            trial.set_user_attr(TrialKey.FAIL_REASON, INTERRUPTED)  # its checkpoint stays for the resume
             study.tell(trial, state=TrialState.FAIL)
             raise
         shutil.rmtree(checkpoint.parent, ignore_errors=True)
-        trial.set_user_attr("training_seconds", round(result.training_seconds, 2))
-        if result.resumed_from_epoch:
-            trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
-        trial.set_user_attr("precision", compute_precision(evaluator.train_settings, device))
-        if result.diverged:
-            trial.set_user_attr("diverged", result.diverged)
-        for corruption, value in result.per_corruption.items():
-            trial.set_user_attr(f"robustness_{corruption}", value)
+        training = result.record(compute_precision(evaluator.train_settings, device))
+        for key, value in training.to_user_attrs().items():
+            trial.set_user_attr(key, value)
         study.tell(trial, [result.accuracy, result.robustness])
     return study
 
@@ -288,12 +283,12 @@ def transfer_table(
     formulas: dict[str, str] = {}
     origins: dict[str, str] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        key = (trial.user_attrs["loss"], trial.user_attrs["augmentation"])
-        entry = runs.setdefault(key, {"accuracy": [], "robustness": []})
+        run = TransferRunRecord.from_trial(trial)
+        entry = runs.setdefault((run.loss, run.augmentation), {"accuracy": [], "robustness": []})
         entry["accuracy"].append(trial.values[0])
         entry["robustness"].append(trial.values[1])
-        formulas[trial.user_attrs["loss"]] = trial.user_attrs["formula"]
-        origins[trial.user_attrs["loss"]] = trial.user_attrs.get("source_study", "")
+        formulas[run.loss] = run.formula
+        origins[run.loss] = run.source_study
     table = TransferTable(
         augmentations=sorted({augmentation for _, augmentation in runs}, key=AUGMENTATIONS.index)
     )

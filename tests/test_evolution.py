@@ -29,17 +29,13 @@ def genome_of(trial: optuna.trial.FrozenTrial) -> Genome:
 
 
 def make_objective(sampler, n_objectives: int = 2, champion: Genome | None = None, extra_param: bool = False):
-    """Suggests the genome, stores the lineage as the search objective does, scores the structure;
+    """Suggests the genome (the sampler writes the lineage on the trial), scores the structure;
     ``champion`` scores 2 (better than anything else)."""
 
     def objective(trial: optuna.Trial):
         genome = Genome.suggest(trial, NODES)
         if extra_param:
             trial.set_user_attr("x", trial.suggest_float("x", 0.0, 1.0))
-        lineage = sampler.take_lineage(trial.number)
-        if lineage is not None:
-            trial.set_user_attr("parent", lineage["parent"])
-            trial.set_user_attr("mutation", lineage["mutation"])
         value = 2.0 if champion is not None and genome.structure == champion.structure else score(genome)
         return value if n_objectives == 1 else (value, 1.0 - value)
 
@@ -111,7 +107,7 @@ def test_every_call_draws_a_fresh_child_and_the_kinds_are_70_15_15():
     sampler = RegularizedEvolutionSampler(NODES, population_size=8, tournament_size=3, seed=1)
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
     trials = run(study, sampler, 8)
-    trial = study.ask()
+    study.ask()
     frozen = study.get_trials(deepcopy=False)[-1]
     space = sampler.infer_relative_search_space(study, frozen)
     assert space == genome_search_space(NODES)
@@ -120,14 +116,13 @@ def test_every_call_draws_a_fresh_child_and_the_kinds_are_70_15_15():
     for _ in range(3000):
         child = sampler.sample_relative(study, frozen, space)
         assert child.keys() == space.keys()
-        lineage = sampler.take_lineage(trial.number)
+        lineage = study._storage.get_trial(frozen._trial_id).user_attrs  # written by this draw
         assert lineage["parent"] in range(8)
         assert_one_mutation(
             genome_of(trials[lineage["parent"]]), Genome.from_params(child, NODES), lineage["mutation"]
         )
         kinds[lineage["mutation"]] += 1
         children.add(tuple(child.items()))
-    assert sampler.take_lineage(trial.number) is None  # taken once
     assert len(children) > 300  # the one-mutation neighbours of 8 parents number a few hundred
     assert abs(kinds["operator"] / 3000 - 0.70) < 0.03
     assert abs(kinds["input"] / 3000 - 0.15) < 0.03
@@ -191,7 +186,7 @@ def test_the_population_is_the_most_recent_completions_by_completion_time():
     assert [t.number for t in sampler.population(study)] == [0, 3, 1]
     child = study.ask()
     Genome.suggest(child, NODES)
-    assert sampler.take_lineage(child.number)["parent"] in (0, 3, 1)
+    assert study.get_trials()[child.number].user_attrs["parent"] in (0, 3, 1)  # written by the sampler
 
 
 def test_a_new_sampler_on_the_same_storage_continues_the_stored_population(tmp_path):
@@ -244,7 +239,7 @@ def test_wrapped_by_the_screening_sampler_it_still_produces_valid_screened_child
     trials = run(study, inner, 24)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 24
     assert all(screen(genome_of(t)).accepted for t in trials)
-    assert sum(sum(sampler.take_screened_out(t.number).values()) for t in trials) > 0  # redraws happened
+    assert sum(sum(t.user_attrs.get("screened_out", {}).values()) for t in trials) > 0  # redraws happened
     assert not any("parent" in t.user_attrs for t in trials[:6])
     for child in trials[6:]:
         parent = trials[child.user_attrs["parent"]]  # the lineage of the draw that passed

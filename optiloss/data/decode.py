@@ -16,8 +16,8 @@ MAX_BAD_SHARE = 0.01
 
 
 def _load(path: Path, size: int | None) -> np.ndarray:
-    with Image.open(path) as image:
-        image = image.convert("RGB")  # grayscale, palette and CMYK images become RGB
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")  # grayscale, palette and CMYK images become RGB
         if size is not None and image.size != (size, size):
             # shorter side to `size`, then a centred square crop
             scale = size / min(image.size)

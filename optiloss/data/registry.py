@@ -72,11 +72,14 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _read(name: str, data_root: Path, image_size: int, download: bool, progress: bool) -> dict[str, Any]:
-    if name.startswith(FOLDER_PREFIX):
-        reader, root = sources.read_folder, Path(name[len(FOLDER_PREFIX) :]).expanduser()
+    folder = name.startswith(FOLDER_PREFIX)
+    reader: Callable[..., dict[str, Any]] = sources.read_folder if folder else READERS[name]
+    source: Path | None
+    if folder:
+        root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
         source = root
     else:
-        reader, root = READERS[name], data_root
+        root = data_root
         source = root / SOURCE_FOLDER[name] if name in SOURCE_FOLDER else None
         if download and name != "digits":
             sources.download(name, root)
@@ -148,14 +151,14 @@ def load_dataset(
             f"{name}: cannot split {len(labels)} training images stratified "
             f"({error}); use a larger subset or validation fraction"
         ) from None
-    kept, held_out = torch.from_numpy(kept), torch.from_numpy(held_out)
+    kept_rows, held_out_rows = torch.from_numpy(kept), torch.from_numpy(held_out)
     return ImageSplits(
         name=name,
         classes=tuple(raw["classes"]),
-        train_images=train_images[kept],
-        train_labels=train_labels[kept],
-        val_images=train_images[held_out],
-        val_labels=train_labels[held_out],
+        train_images=train_images[kept_rows],
+        train_labels=train_labels[kept_rows],
+        val_images=train_images[held_out_rows],
+        val_labels=train_labels[held_out_rows],
         test_images=test_images,
         test_labels=test_labels,
     )

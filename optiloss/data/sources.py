@@ -8,6 +8,7 @@ labels. Missing files raise :class:`UsageError` naming what was expected where.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ def _require(path: Path, what: str, how: str) -> None:
         raise UsageError(f"{what} not found: expected {path}; {how}")
 
 
-def _result(classes, train_images, train_labels, test_images, test_labels) -> dict[str, Any]:
+def _result(
+    classes: Iterable[object],
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+) -> dict[str, Any]:
     as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
     return {
         "classes": [str(name) for name in classes],
@@ -239,14 +246,15 @@ def read_caltech101(root: Path, image_size: int | None, progress: bool = True, *
     classes = sorted(
         path.name for path in base.iterdir() if path.is_dir() and path.name != "BACKGROUND_Google"
     )
-    paths, labels = [], []
+    paths: list[Path] = []
+    found_labels: list[int] = []
     for label, name in enumerate(classes):
         found = _images_in(base / name)
         paths += found
-        labels += [label] * len(found)
+        found_labels += [label] * len(found)
     if len(classes) < 2 or not paths:
         raise UsageError(f"{base} needs at least two category folders with images")
-    images, labels = _decode_labelled(paths, labels, image_size, "decoding caltech101", progress)
+    images, labels = _decode_labelled(paths, found_labels, image_size, "decoding caltech101", progress)
     train, test = stratified_split(labels, 0.2, SPLIT_SEED)
     return _result(classes, images[train], labels[train], images[test], labels[test])
 

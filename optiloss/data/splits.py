@@ -36,7 +36,8 @@ class ImageSplits:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.train_images.shape[2:])
+        height, width = self.train_images.shape[2:]
+        return height, width
 
     def to(self, device: torch.device | str) -> ImageSplits:
         """A copy with every tensor on ``device`` (still uint8: batches become float on the fly).

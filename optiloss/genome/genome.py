@@ -17,10 +17,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 
 from optiloss.genome.operators import OPERATOR_NAMES, OPERATORS
+
+if TYPE_CHECKING:
+    from optuna.trial import BaseTrial
 
 LEAVES: tuple[str, ...] = ("y", "p", "1", "-1")
 DEFAULT_NODES = 5
@@ -66,7 +70,7 @@ class Genome:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def suggest(cls, trial, n_nodes: int = DEFAULT_NODES) -> Genome:
+    def suggest(cls, trial: BaseTrial, n_nodes: int = DEFAULT_NODES) -> Genome:
         """Suggest every gene of an ``n_nodes`` genome from an Optuna trial.
 
         Every gene is a categorical parameter with a fixed name and fixed

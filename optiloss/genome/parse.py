@@ -156,15 +156,23 @@ class _Token:
         return f'{self.kind} "{self.text}"' if self.kind == "name" else f"number {self.text}"
 
 
+def _skip_space(text: str, position: int = 0) -> int:
+    """The position of the first non-blank character from ``position`` on (``\\s*`` always matches)."""
+    blanks = _SPACE.match(text, position)
+    assert blanks is not None
+    return blanks.end()
+
+
 def _tokens(text: str) -> Iterator[_Token]:
     """The tokens of ``text``, then an "end" token; lazily, so errors come in reading order."""
-    position = _SPACE.match(text).end()
+    position = _skip_space(text)
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
             raise FormulaError(f'unexpected character "{text[position]}"', position + 1)
+        assert match.lastgroup is not None  # every alternative of _TOKEN is a named group
         yield _Token(match.lastgroup, match.group(), position + 1)
-        position = _SPACE.match(text, match.end()).end()
+        position = _skip_space(text, match.end())
     yield _Token("end", "", len(text) + 1)
 
 
@@ -497,9 +505,9 @@ def _binary_form(numerator: _Expr, denominator: _Expr) -> _Term | None:
         case _Binary(op="+", left=b, right=_Symbol(name="eps")):
             return ("div", _lower(numerator), _lower(b))
         case _Call(name="sqrt", args=(_Binary(op="+", left=_Number(value=1), right=b_squared),)) if (
-            b := _without_final_square(b_squared)
+            unsquared := _without_final_square(b_squared)
         ) is not None:
-            return ("div_sqrt1p_sq", _lower(numerator), _lower(b))
+            return ("div_sqrt1p_sq", _lower(numerator), _lower(unsquared))
     return None
 
 
@@ -514,11 +522,11 @@ def _lower_juxtaposition(product: _Binary) -> _Term:
     return ("mul", _lower(product.left), _lower(product.right))
 
 
-def _nodes(term: _Term) -> list[tuple[str, ...]]:
+def _nodes(term: _Term) -> list[tuple[str, str] | tuple[str, str, str]]:
     """``(operator, *inputs)`` of each distinct operator term, inputs first, ``term`` last."""
     if isinstance(term, str):
         term = ("mul", term, "1")  # a bare leaf, times 1: exactly its values
-    nodes: list[tuple[str, ...]] = []
+    nodes: list[tuple[str, str] | tuple[str, str, str]] = []
     refs: dict[_Term, str] = {}
 
     def place(term: _Term) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -134,7 +134,8 @@ def _pretrained(
             f"it must be that model's pretrained state dict, head included"
         ) from None
     if num_classes != config.num_classes:
-        model.reset_classifier(num_classes)
+        # every timm model has reset_classifier, but create_model is typed as returning nn.Module
+        cast(Any, model).reset_classifier(num_classes)
     return Normalized(model, _per_channel(config.mean, in_channels), _per_channel(config.std, in_channels))
 
 

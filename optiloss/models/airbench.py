@@ -89,7 +89,7 @@ class AirbenchNet(nn.Module):
             self.register_buffer(name, torch.tensor(values[:in_channels]).view(1, -1, 1, 1), persistent=False)
         self.whiten = nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
-        nn.init.zeros_(self.whiten.bias)
+        nn.init.zeros_(self.whitening_bias())
         self.groups = nn.Sequential(
             _ConvGroup(whiten_width, widths[0]),
             _ConvGroup(widths[0], widths[1]),
@@ -123,7 +123,9 @@ class AirbenchNet(nn.Module):
 
     def whitening_bias(self) -> nn.Parameter:
         """The whitening convolution's bias: trained for the first epochs, then frozen."""
-        return self.whiten.bias
+        bias = self.whiten.bias
+        assert isinstance(bias, nn.Parameter)  # the convolution is built with bias=True
+        return bias
 
     def batchnorm_biases(self) -> list[nn.Parameter]:
         """The parameters airbench trains with a 64x learning rate (and no extra weight decay)."""

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import optuna
@@ -21,6 +22,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, screen, zoo
+from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
 from optiloss.studies import noise_floor, noise_floor_verdict, pareto_trials, trial_robustness
@@ -36,7 +38,7 @@ def artifact_store(path: str | Path = DEFAULT_ARTIFACT_DIR) -> FileSystemArtifac
     return FileSystemArtifactStore(str(path))
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
@@ -115,10 +117,11 @@ def study_note(study: optuna.Study) -> str:
     attrs = study.user_attrs
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    redrawn = sum(sum(trial.user_attrs.get("screened_out", {}).values()) for trial in complete)
+    redrawn = sum(sum(SearchTrialRecord.from_trial(trial).screened_out.values()) for trial in complete)
     lines = [
         f"# {study.study_name}",
-        f"Loss-function search on **{attrs.get('dataset')}** with the **{attrs.get('augmentation')}** "
+        f"Loss-function search on **{attrs.get(StudyKey.DATASET)}** with the "
+        f"**{attrs.get(StudyKey.AUGMENTATION)}** "
         f"augmentation: {len(complete)} trained losses, {len(pruned) + redrawn} genomes rejected "
         f"before training or early in it"
         + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
@@ -133,9 +136,8 @@ def study_note(study: optuna.Study) -> str:
     floor = noise_floor(study)
     front = pareto_trials(study) if complete else []
     for trial in front:
-        formula = trial.user_attrs.get("formula", "").replace("|", "\\|")
-        name = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name")
-        robustness = trial_robustness(trial)
+        record = SearchTrialRecord.from_trial(trial)
+        formula, name, robustness = record.formula.replace("|", "\\|"), record.name, record.robustness
         spreads = floor.spreads(trial.values[0]) if floor is not None else None
         lines.append(
             f"| {trial.number} | {trial.values[0]:.4f} | "
@@ -145,7 +147,7 @@ def study_note(study: optuna.Study) -> str:
         )
     lines += ["", "## Noise floor", "", noise_floor_verdict(study, front).capitalize() + "."]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
-    lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get("config") or {}).items())]
+    lines += [f"| {key} | `{value}` |" for key, value in sorted((attrs.get(StudyKey.CONFIG) or {}).items())]
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +180,9 @@ def hypervolume_history(trials: Sequence[FrozenTrial]) -> tuple[list[int], list[
     """Trial numbers of the COMPLETE two-objective ``trials`` and the hypervolume of all of them
     up to each, in number order. Only the running Pareto front is kept, so the cost grows with
     the number of trials times the front's size (what Optuna's plot would deep-copy every trial for)."""
-    numbers, volumes, front = [], [], []
+    numbers: list[int] = []
+    volumes: list[float] = []
+    front: list[tuple[float, float]] = []
     for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number):
         point = (trial.values[0], trial_robustness(trial) or 0.0)
         if not any(other[0] >= point[0] and other[1] >= point[1] for other in front):

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optiloss.matrix import MatrixResult
+from optiloss.records import TransferRunRecord
 from optiloss.report.dashboard import pyplot
 from optiloss.report.tables import format_rows
 from optiloss.transfer import TransferTable
@@ -58,7 +59,9 @@ def save_transfer_report(study: optuna.Study, table: TransferTable, folder: str 
     labels = list(dict.fromkeys(row["loss"] for row in table.rows))
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 3.8))
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = [[t.values[0] for t in trials if t.user_attrs["loss"] == label] for label in labels]
+    values = [
+        [t.values[0] for t in trials if TransferRunRecord.from_trial(t).loss == label] for label in labels
+    ]
     axes.boxplot(values, widths=0.5)
     for index, points in enumerate(values, start=1):
         jitter = np.linspace(-0.08, 0.08, len(points))

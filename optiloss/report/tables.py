@@ -17,13 +17,13 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
+from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.studies import (
     get_trial,
     noise_floor,
     noise_floor_verdict,
     pareto_trials,
     trial_genome,
-    trial_robustness,
 )
 
 
@@ -42,13 +42,14 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for trial in pareto_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update({name: round(value, 4) for name, value in zip(names, trial.values)})
-        if "robustness" not in row and trial_robustness(trial) is not None:
-            row["robustness"] = round(trial_robustness(trial), 4)
+        record = SearchTrialRecord.from_trial(trial)
+        if "robustness" not in row and record.robustness is not None:
+            row["robustness"] = round(record.robustness, 4)
         if floor is not None:
             spreads = floor.spreads(trial.values[0])
             row["vs_ce"] = "" if spreads is None else f"{spreads:+.1f} sd"
-        row["loss"] = trial.user_attrs.get("zoo") or trial.user_attrs.get("loss_name", "")
-        row["formula"] = trial.user_attrs.get("formula", "")
+        row["loss"] = record.name or ""
+        row["formula"] = record.formula
         rows.append(row)
     return rows
 
@@ -66,8 +67,8 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
         trials = storage.get_all_trials(study_id, deepcopy=False)
         row: dict[str, Any] = {
             "study": summary.study_name,
-            "dataset": summary.user_attrs.get("dataset", ""),
-            "augmentation": summary.user_attrs.get("augmentation", ""),
+            "dataset": summary.user_attrs.get(StudyKey.DATASET, ""),
+            "augmentation": summary.user_attrs.get(StudyKey.AUGMENTATION, ""),
         }
         for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
             row[state.name.lower()] = sum(1 for trial in trials if trial.state == state)
@@ -77,6 +78,20 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
             row[f"best_{name}"] = round(max(t.values[index] for t in complete), 4) if complete else ""
         rows.append(row)
     return rows
+
+
+SHOWN_TRIAL_KEYS = (
+    TrialKey.ZOO,
+    TrialKey.LOSS_NAME,
+    TrialKey.ROBUSTNESS,
+    TrialKey.PARENT,
+    TrialKey.MUTATION,
+    TrialKey.REJECTED,
+    TrialKey.DIVERGED,
+    TrialKey.ORIENTATION,
+    TrialKey.FINGERPRINT,
+)
+"""The trial user attrs ``optiloss show`` prints, in this order, where a trial has them."""
 
 
 def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
@@ -104,38 +119,30 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
                 f"accuracy vs {floor.describe()}: {accuracy - floor.mean:+.4f}, "
                 f"{floor.spreads(accuracy):+.1f} standard deviations ({where})"
             )
-    for key in (
-        "zoo",
-        "loss_name",
-        "robustness",
-        "parent",
-        "mutation",
-        "rejected",
-        "diverged",
-        "orientation",
-        "fingerprint",
-    ):
+    for key in SHOWN_TRIAL_KEYS:
         if key in trial.user_attrs:
             lines.append(f"{key}: {trial.user_attrs[key]}")
     return "\n".join(lines)
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "table") -> str:
-    """Rows as an aligned text table, CSV or JSON; None is an empty cell (null in JSON)."""
+    """Rows as an aligned text table, CSV or JSON; None is an empty cell (null in JSON). The columns are
+    every key of any row, in the order first seen (a search and a transfer study name their metrics
+    differently); a row without one has an empty cell."""
     if fmt == "json":
         return json.dumps(list(rows), indent=2)
     if not rows:
         return "" if fmt == "csv" else "(none)"
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(column for row in rows for column in row))
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue().rstrip("\n")
     if fmt != "table":
         raise UsageError(f"unknown format {fmt!r}; use table, csv or json")
-    cells = [["" if row[column] is None else str(row[column]) for column in columns] for row in rows]
+    cells = [["" if row.get(column) is None else str(row[column]) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[k]) for line in cells)) for k, column in enumerate(columns)]
     render = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([render(columns), render(["-" * w for w in widths]), *map(render, cells)])

@@ -40,9 +40,9 @@ How it differs, and why:
   as the parent (an input replaced by a node that prints alike) is drawn again,
   up to :data:`MAX_MUTATION_DRAWS` times. Unary operators keep their second
   input gene, so an arity mutation from unary to binary starts reading it.
-- **Lineage** is kept per trial number for the objective to store
-  (:meth:`RegularizedEvolutionSampler.take_lineage`): the parent's trial
-  number and the mutation kind. Generation-0 genomes have none.
+- **Lineage** is written on the child's trial by the sampler itself: the user
+  attrs ``parent`` (the parent's trial number) and ``mutation`` (its kind,
+  :class:`optiloss.records.TrialKey`). Generation-0 genomes have none.
 
 Trials with a genome already (enqueued ``fixed_params``, or a retried trial's
 params) keep it. It can be wrapped by :class:`~optiloss.search.sampler.ScreeningSampler`,
@@ -65,7 +65,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import BINARY_OPERATORS, UNARY_OPERATORS, Genome, Node, input_choices
 from optiloss.genome.operators import OPERATORS
-from optiloss.search.sampler import genome_search_space
+from optiloss.records import TrialKey
+from optiloss.search.sampler import genome_search_space, record_on_trial
 
 MUTATION_KINDS: tuple[str, ...] = ("operator", "input", "arity")
 MUTATION_PROBABILITIES: tuple[float, ...] = (0.70, 0.15, 0.15)
@@ -97,7 +98,6 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         self._space = genome_search_space(nodes)
         self._rng = np.random.RandomState(seed)
         self._random_sampler = optuna.samplers.RandomSampler(seed=seed)
-        self._lineage: dict[int, dict[str, Any]] = {}
         # the population read for the trial being sampled, so that a wrapper's redraws read it once
         self._population_cache: tuple[tuple[str, int], list[FrozenTrial]] | None = None
 
@@ -118,7 +118,6 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        self._lineage.pop(trial.number, None)
         if not search_space:
             return {}
         if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued loss or a retry
@@ -130,7 +129,9 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             parent = self._tournament(study, population)
             kind, child = self._mutate(Genome.from_params(parent.params, self._nodes))
             params = child.to_params()
-            self._lineage[trial.number] = {"parent": parent.number, "mutation": kind}
+            # a wrapper that redraws calls this again: the genome it keeps wrote its lineage last
+            record_on_trial(study, trial, TrialKey.PARENT, parent.number)
+            record_on_trial(study, trial, TrialKey.MUTATION, kind)
         return {name: params[name] for name in search_space if name in params}
 
     def sample_independent(
@@ -150,12 +151,6 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self._rng.seed()
         self._random_sampler.reseed_rng()
-
-    # -------------------------------------------------------------- lineage
-    def take_lineage(self, trial_number: int) -> dict[str, Any] | None:
-        """``{"parent": trial number, "mutation": kind}`` of trial ``trial_number``'s genome, once;
-        None for a generation-0, enqueued or retried genome."""
-        return self._lineage.pop(trial_number, None)
 
     # ----------------------------------------------------------- population
     def population(self, study: optuna.Study) -> list[FrozenTrial]:

@@ -3,7 +3,7 @@
 Every trial of a search trains with one seed, so a loss one validation image
 ahead of cross-entropy may be luck. Generation 0 therefore also trains
 cross-entropy with ``config.baseline_seeds`` more seeds; each run is stored in
-the study user attr :data:`~optiloss.studies.NOISE_FLOOR_ATTR` as soon as it
+the study user attr :attr:`~optiloss.records.StudyKey.NOISE_FLOOR` as soon as it
 finishes, so a restart trains only the missing ones. These runs are not trials:
 no sampler sees them and they use none of the budget. Reports state each
 loss's accuracy difference from cross-entropy in units of its spread.
@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from optiloss.data import ImageSplits
 from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
+from optiloss.records import StudyKey
 from optiloss.settings import SearchConfig
-from optiloss.studies import NOISE_FLOOR_ATTR
 
 NOISE_FLOOR_SEED_STRIDE = 104729
 """Noise-floor seed k is ``config.seed + 104729 * k`` (k >= 1): neither the search's seed nor recheck's."""
@@ -30,7 +30,7 @@ def train_noise_floor(
 ) -> int:
     """Train cross-entropy with each of ``config.baseline_seeds`` seeds not yet in the study; returns how
     many runs were trained. ``data`` must be on ``device``."""
-    runs = list(study.user_attrs.get(NOISE_FLOOR_ATTR) or [])
+    runs = list(study.user_attrs.get(StudyKey.NOISE_FLOOR) or [])
     done = {run["seed"] for run in runs}
     seeds = [config.seed + NOISE_FLOOR_SEED_STRIDE * k for k in range(1, config.baseline_seeds + 1)]
     missing = [seed for seed in seeds if seed not in done]
@@ -42,5 +42,5 @@ def train_noise_floor(
     for seed in tqdm(missing, desc="cross-entropy noise floor", unit="seed", disable=not progress):
         result = evaluator.evaluate(cross_entropy, augmentation, seed)
         runs.append({"seed": seed, "accuracy": result.accuracy, "robustness": result.robustness})
-        study.set_user_attr(NOISE_FLOOR_ATTR, runs)
+        study.set_user_attr(StudyKey.NOISE_FLOOR, runs)
     return len(missing)

@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 from optiloss.data import ImageSplits
 from optiloss.evaluate import DIVERGED_VALUES, LossEvaluator
 from optiloss.genome import Genome, screen
+from optiloss.records import SECONDS_DIGITS, SearchTrialRecord, TrialKey, given_name
 from optiloss.search.hooks import TrialTrained
 from optiloss.search.recovery import INTERRUPTED
-from optiloss.search.sampler import SCREENED_OUT_ATTR
 from optiloss.settings import SearchConfig
 from optiloss.studies import worker_record
 from optiloss.train import Checkpointing, compute_precision
@@ -27,10 +27,6 @@ __all__ = ["DIVERGED_VALUES", "LossSearchObjective", "Rejected"]
 class Rejected(optuna.TrialPruned):
     """A genome rejected before or early in training; the trial ends PRUNED with
     ``user_attrs['rejected']``."""
-
-
-CURVE_ATTR = "train_accuracy_by_epoch"
-"""Trial user attr: training accuracy after each epoch (what early rejection compares with)."""
 
 
 def early_rejection_epoch(config: SearchConfig) -> int | None:
@@ -66,48 +62,48 @@ class LossSearchObjective:
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        trial.set_user_attr("worker", worker_record(trial.number))  # first, so a dead worker is seen at once
+        # first, so that a dead worker is seen at once
+        trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
         try:
             return self._run(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", INTERRUPTED)  # retried when the search resumes
+            trial.set_user_attr(TrialKey.FAIL_REASON, INTERRUPTED)  # retried when the search resumes
             raise
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
-        trial.relative_params  # noqa: B018 -- makes an enqueued trial join NSGA-II's generation
-        take_screened_out = getattr(trial.study.sampler, "take_screened_out", None)
-        screened_out = take_screened_out(trial.number) if take_screened_out else None
-        # genomes the sampler redrew before this one (screen_in_sampler); a retry's inherited count is reset
-        if screened_out or (take_screened_out and SCREENED_OUT_ATTR in trial.user_attrs):
-            trial.set_user_attr(SCREENED_OUT_ATTR, dict(screened_out))
-        take_lineage = getattr(trial.study.sampler, "take_lineage", None)
-        lineage = take_lineage(trial.number) if take_lineage else None
-        for key, value in (lineage or {}).items():  # regularized evolution: parent and mutation
-            trial.set_user_attr(key, value)
+        # the sampler draws the genome here, and writes its own bookkeeping (lineage, redraws) on the trial
+        trial.relative_params  # noqa: B018 -- also makes an enqueued trial join NSGA-II's generation
         genome = Genome.suggest(trial, self.config.nodes)
         screened = screen(genome, **self.config.screen_options())
-        trial.set_user_attr("formula", screened.genome.formula)
+        trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
         if not screened.accepted:
-            self._reject(trial, screened.reason)
+            self._reject(trial, screened.reason or "rejected by the screen")
+        assert screened.fingerprint is not None  # an accepted genome has one
         duplicate = self._trial_with_fingerprint(trial, screened.fingerprint)
         if duplicate is not None:
             self._reject(trial, f"duplicate of trial {duplicate}")
         genome = screened.genome
-        trial.set_user_attr("fingerprint", screened.fingerprint)
-        trial.set_user_attr("latex", genome.latex)
-        trial.set_user_attr("orientation", "negated" if genome.negated else "as written")
+        identity = SearchTrialRecord(
+            trial.number,
+            formula=genome.formula,
+            latex=genome.latex,
+            fingerprint=screened.fingerprint,
+            negated=genome.negated,
+        )
+        for key, value in identity.identity_attrs().items():
+            trial.set_user_attr(key, value)
         return self.train_and_score(trial, genome)
 
     @staticmethod
     def _reject(trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr("rejected", reason)
+        trial.set_user_attr(TrialKey.REJECTED, reason)
         raise Rejected(reason)
 
     @staticmethod
     def _trial_with_fingerprint(trial: optuna.Trial, fingerprint: str) -> int | None:
         """Number of an evaluated (or running) trial with the same behaviour, if any."""
         for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if other.number != trial.number and other.user_attrs.get("fingerprint") == fingerprint:
+            if other.number != trial.number and other.user_attrs.get(TrialKey.FINGERPRINT) == fingerprint:
                 return other.number
         return None
 
@@ -115,24 +111,21 @@ class LossSearchObjective:
         """The epoch hook that rejects a slow learner, or None (early rejection off, a zoo loss,
         or no finished cross-entropy trial with a training curve to compare with yet)."""
         epoch = early_rejection_epoch(self.config)
-        if epoch is None or "zoo" in trial.user_attrs or "loss_name" in trial.user_attrs:
+        if epoch is None or given_name(trial.user_attrs) is not None:
             return None
-        reference = next(
-            (
-                t.user_attrs[CURVE_ATTR]
-                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("zoo") == "cross_entropy"
-                and len(t.user_attrs.get(CURVE_ATTR, ())) >= epoch
-            ),
-            None,
+        curves = (
+            t.user_attrs.get(TrialKey.TRAIN_ACCURACY_BY_EPOCH, ())
+            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get(TrialKey.ZOO) == "cross_entropy"
         )
+        reference = next((curve for curve in curves if len(curve) >= epoch), None)
         if reference is None:
             return None
         threshold = self.config.early_rejection_ratio * reference[epoch - 1]
 
         def check(row: dict[str, float]) -> None:
             if row["epoch"] == epoch and row["train_accuracy"] < threshold:
-                trial.set_user_attr("training_seconds", round(row["seconds"], 3))
+                trial.set_user_attr(TrialKey.TRAINING_SECONDS, round(row["seconds"], SECONDS_DIGITS))
                 self._reject(
                     trial,
                     f"slow learner: training accuracy {row['train_accuracy']:.4f} after "
@@ -146,9 +139,9 @@ class LossSearchObjective:
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, ...]:
         """Train with checkpoints; a retry resumes from its failed predecessor's last epoch.
         A slow learner (see :class:`~optiloss.settings.SearchConfig`) ends as :class:`Rejected`."""
-        inherited = trial.user_attrs.get("checkpoint")  # copied from the trial this one retries
+        inherited = trial.user_attrs.get(TrialKey.CHECKPOINT)  # copied from the trial this one retries
         own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
-        trial.set_user_attr("checkpoint", str(own))
+        trial.set_user_attr(TrialKey.CHECKPOINT, str(own))
         checkpointing = Checkpointing(
             save_to=own,
             resume_from=Path(inherited) if inherited else None,
@@ -167,27 +160,19 @@ class LossSearchObjective:
             self._remove_checkpoints(own, inherited)
             raise
         self._remove_checkpoints(own, inherited)
-        if result.resumed_from_epoch:
-            trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
         if self.trial_trained is not None and result.history:
             self.trial_trained(trial, genome, result.history)
-        trial.set_user_attr("training_seconds", round(result.training_seconds, 3))
         precision = compute_precision(self.evaluator.train_settings, self.evaluator.device)
-        trial.set_user_attr("precision", precision)
+        for key, value in result.record(precision).to_user_attrs().items():
+            trial.set_user_attr(key, value)
         if result.diverged:
-            trial.set_user_attr("diverged", result.diverged)
             return self._objective_values(*DIVERGED_VALUES, trial)
-        trial.set_user_attr("final_train_loss", result.final_train_loss)
-        trial.set_user_attr(CURVE_ATTR, [round(row["train_accuracy"], 4) for row in result.history])
-        for name, value in result.per_corruption.items():
-            trial.set_user_attr(f"robustness_{name}", value)
-        trial.set_user_attr("evaluation_seconds", round(result.evaluation_seconds, 3))
         return self._objective_values(result.accuracy, result.robustness, trial)
 
     def _objective_values(self, accuracy: float, robustness: float, trial: optuna.Trial) -> tuple[float, ...]:
         if "robustness" in self.config.objectives:
             return accuracy, robustness
-        trial.set_user_attr("robustness", robustness)
+        trial.set_user_attr(TrialKey.ROBUSTNESS, robustness)
         return (accuracy,)
 
     @staticmethod

@@ -5,7 +5,7 @@ grace period, and :class:`RetryHeartbeatStaleTrialCallback` re-enqueues it.
 That covers workers on other machines. :func:`sweep_dead_trials` adds what the
 heartbeat cannot see, so that a restart on the same machine loses nothing:
 
-- a trial whose recorded worker process (``user_attrs["worker"]``: host, pid
+- a trial whose recorded worker process (the user attr ``worker``: host, pid
   and the trial's own number) ran on this host and no longer exists is failed
   at once, without waiting for the grace period;
 - a trial with no worker record of its own after
@@ -24,6 +24,7 @@ import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from optiloss.records import TrialKey
 from optiloss.studies import fail_dead_trials
 
 INTERRUPTED = "interrupted"
@@ -44,7 +45,7 @@ def sweep_dead_trials(storage: BaseStorage, study: optuna.Study, max_retry: int 
         trial
         for trial in trials
         if trial.state == TrialState.FAIL
-        and trial.user_attrs.get("fail_reason") == INTERRUPTED
+        and trial.user_attrs.get(TrialKey.FAIL_REASON) == INTERRUPTED
         and trial.number not in retried
         and trial.number not in failed_now
     ]

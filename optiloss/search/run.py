@@ -6,10 +6,12 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
 import torch
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
@@ -18,11 +20,11 @@ from optiloss.augment import AUGMENTATIONS
 from optiloss.data import ImageSplits
 from optiloss.errors import OptilossError, UsageError
 from optiloss.evaluate import load_data, resolve_device
+from optiloss.records import TrialKey
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
-from optiloss.search.sampler import SCREENED_OUT_ATTR
 from optiloss.search.study import open_search_study
 from optiloss.settings import SearchConfig
 from optiloss.storage import mask_url, open_storage, resolve_storage_url
@@ -56,7 +58,7 @@ class _Progress:
         self.stopped_early: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.rejected += sum(trial.user_attrs.get(SCREENED_OUT_ATTR, {}).values())
+        self.rejected += sum(trial.user_attrs.get(TrialKey.SCREENED_OUT, {}).values())
         if trial.state == TrialState.COMPLETE:
             self.consecutive_rejections = 0
             self.bar.update(1)
@@ -80,7 +82,7 @@ def run_searches(
     storage_url: str | None = None,
     *,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
     hooks: SearchHooks = NO_HOOKS,
 ) -> list[SearchOutcome]:
     """:func:`run_search` for each study of ``config`` (five for ``augmentation = "all5"``), in turn.
@@ -99,7 +101,7 @@ def run_search(
     storage_url: str | None = None,
     *,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
     data: ImageSplits | None = None,
     hooks: SearchHooks = NO_HOOKS,
 ) -> SearchOutcome:
@@ -157,7 +159,7 @@ def run_search(
     return SearchOutcome(name, url, after, rejected, stopped_early)
 
 
-def _open_study(config: SearchConfig, url: str, worker: int):
+def _open_study(config: SearchConfig, url: str, worker: int) -> tuple[RDBStorage, optuna.Study]:
     storage = open_storage(
         url,
         heartbeat_interval=config.heartbeat_interval,
@@ -167,7 +169,9 @@ def _open_study(config: SearchConfig, url: str, worker: int):
     return storage, open_search_study(config, storage, worker)
 
 
-def upkeep_callback(config: SearchConfig, storage, hooks: SearchHooks = NO_HOOKS):
+def upkeep_callback(
+    config: SearchConfig, storage: BaseStorage, hooks: SearchHooks = NO_HOOKS
+) -> Callable[[optuna.Study, FrozenTrial], None]:
     """The study callback every search runs after each trial: the dead-worker sweep and the
     report hook, each on its own clock (both scan every trial of the study)."""
     last_sweep = last_report = time.monotonic()
@@ -190,7 +194,7 @@ def upkeep_callback(config: SearchConfig, storage, hooks: SearchHooks = NO_HOOKS
 
 def _optimize(
     config: SearchConfig,
-    storage,
+    storage: BaseStorage,
     study: optuna.Study,
     data: ImageSplits,
     device: torch.device,
@@ -252,7 +256,13 @@ def _worker_main(
 
 
 def _run_workers(
-    config: SearchConfig, url: str, storage, name: str, done: int, progress: bool, hooks: SearchHooks
+    config: SearchConfig,
+    url: str,
+    storage: BaseStorage,
+    name: str,
+    done: int,
+    progress: bool,
+    hooks: SearchHooks,
 ) -> tuple[int, str | None]:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // config.workers)

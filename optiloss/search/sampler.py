@@ -8,7 +8,8 @@ random sampling, screens the genome (:func:`optiloss.genome.screen`, and the
 fingerprints of trained and running trials) and redraws until one passes, at
 most ``max_draws`` times. Only the genome that passes becomes a trial, so the
 study stores no PRUNED trial per rejected genome; the trial records how many
-genomes were redrawn before it, by reason, in ``user_attrs["screened_out"]``.
+genomes were redrawn before it, by reason, in the user attr ``screened_out``
+(:attr:`optiloss.records.TrialKey.SCREENED_OUT`), written by the sampler itself.
 
 It wraps rather than subclasses :class:`~optuna.samplers.NSGAIISampler`:
 NSGA-II keys its generation bookkeeping on its class name, so the studies stay
@@ -28,8 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, gene_names, input_choices, screen
 from optiloss.genome.operators import OPERATOR_NAMES
+from optiloss.records import TrialKey
 
-SCREENED_OUT_ATTR = "screened_out"
+
+def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """A sampler's bookkeeping written onto the trial being sampled, as Optuna's GA samplers write
+    theirs (through the study's storage: the sampler sees only a :class:`FrozenTrial`)."""
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def genome_search_space(nodes: int) -> dict[str, CategoricalDistribution]:
@@ -65,7 +71,6 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         self._space = genome_search_space(nodes)
         self._rng = np.random.RandomState(seed)
         self._max_draws = max(1, max_draws)
-        self._screened_out: dict[int, Counter] = {}
         self._screen_options = screen_options or {}
 
     def infer_relative_search_space(
@@ -80,9 +85,11 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
             return {}
         if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued zoo loss or a retry
             self._inner.sample_relative(study, trial, search_space)  # keeps its genome, joins its generation
+            if TrialKey.SCREENED_OUT in trial.user_attrs:  # a retry's inherited count: nothing was redrawn
+                record_on_trial(study, trial, TrialKey.SCREENED_OUT, {})
             return {}
         alive = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        trained = {t.user_attrs.get("fingerprint") for t in alive}
+        trained = {t.user_attrs.get(TrialKey.FINGERPRINT) for t in alive}
         screened_out: Counter = Counter()
         for _ in range(self._max_draws):
             child = self._inner.sample_relative(study, trial, search_space)
@@ -96,20 +103,13 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
                 break
             screened_out[_reason_kind(reason)] += 1
         # after max_draws the last genome goes to the objective, which rejects it as a trial
-        self._screened_out[trial.number] = screened_out
+        if screened_out:
+            record_on_trial(study, trial, TrialKey.SCREENED_OUT, dict(screened_out))
         return params
 
-    def take_screened_out(self, trial_number: int) -> Counter:
-        """How many genomes were redrawn before trial ``trial_number``'s, by reason (once)."""
-        return self._screened_out.pop(trial_number, Counter())
-
-    def take_lineage(self, trial_number: int) -> dict | None:
-        """The inner sampler's record of the passing genome's parent, if it keeps one."""
-        take = getattr(self._inner, "take_lineage", None)
-        return take(trial_number) if take else None
-
     def _random_choice(self, distribution: BaseDistribution) -> Any:
-        choices = distribution.choices  # every gene is categorical
+        assert isinstance(distribution, CategoricalDistribution)  # every gene is categorical
+        choices = distribution.choices
         return choices[self._rng.randint(len(choices))]
 
     def sample_independent(

@@ -10,6 +10,7 @@ needs optiloss to be read.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import optuna
@@ -19,13 +20,20 @@ from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
 from optiloss.genome import zoo
 from optiloss.genome.named import named_losses
+from optiloss.records import StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import ScreeningSampler
 from optiloss.settings import SearchConfig
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
-IDENTITY_ATTRS = ("dataset", "augmentation", "nodes", "model", "objectives")
+IDENTITY_ATTRS = (
+    StudyKey.DATASET,
+    StudyKey.AUGMENTATION,
+    StudyKey.NODES,
+    StudyKey.MODEL,
+    StudyKey.OBJECTIVES,
+)
 """Study user attrs that a continuing search must match: a study answers one question."""
 
 
@@ -40,7 +48,9 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     objectives is TPE): ``nsga2``, ``evolution`` (regularized evolution), ``random`` or ``tpe``; with
     ``config.screen_in_sampler``, wrapped so that rejected genomes are redrawn, not stored."""
     seed = sampler_seed(config.seed, trials_in_study, worker)
+    sampler: optuna.samplers.BaseSampler
     if config.sampler == "evolution":
+        assert config.tournament_size is not None  # SearchConfig.__post_init__ fills it
         sampler = RegularizedEvolutionSampler(
             config.nodes, config.population_size, config.tournament_size, seed=seed
         )
@@ -53,6 +63,19 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     if config.screen_in_sampler:
         return ScreeningSampler(sampler, config.nodes, seed, screen_options=config.screen_options())
     return sampler
+
+
+def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
+    """The study user attrs a new search study records: what question it answers, and its whole config."""
+    return {
+        StudyKey.DATASET: config.dataset,
+        StudyKey.AUGMENTATION: config.augmentation,
+        StudyKey.NODES: config.nodes,
+        StudyKey.MODEL: config.model,
+        StudyKey.OBJECTIVES: list(config.objectives),
+        StudyKey.IMAGE_SIZE: resolved_image_size(config.dataset, config.image_size),
+        StudyKey.CONFIG: config.as_dict(),
+    }
 
 
 def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 0) -> optuna.Study:
@@ -75,11 +98,11 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
         sampler=make_sampler(config, existing, worker),
     )
     attrs = study.user_attrs
-    if "dataset" in attrs:
+    if StudyKey.DATASET in attrs:
         # studies from before the model and objectives keys trained the CNN on two objectives
-        stored = {"model": "cnn", "objectives": list(METRIC_NAMES), **attrs}
-        wanted = {key: getattr(config, key) for key in IDENTITY_ATTRS}
-        wanted["objectives"] = list(config.objectives)
+        stored = {StudyKey.MODEL: "cnn", StudyKey.OBJECTIVES: list(METRIC_NAMES), **attrs}
+        wanted = {key: getattr(config, key) for key in IDENTITY_ATTRS}  # the keys are config fields
+        wanted[StudyKey.OBJECTIVES] = list(config.objectives)
         different = [
             f"{key} {stored.get(key)!r} (this run: {wanted[key]!r})"
             for key in IDENTITY_ATTRS
@@ -95,15 +118,12 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(config.objectives))
-        study.set_user_attr("dataset", config.dataset)
-        study.set_user_attr("augmentation", config.augmentation)
-        study.set_user_attr("nodes", config.nodes)
-        study.set_user_attr("model", config.model)
-        study.set_user_attr("objectives", list(config.objectives))
-        study.set_user_attr("image_size", resolved_image_size(config.dataset, config.image_size))
-        study.set_user_attr("config", config.as_dict())
+        for key, value in search_study_attrs(config).items():
+            study.set_user_attr(key, value)
         for loss_name, genome in zoo(config.nodes).items():
-            study.enqueue_trial(genome.to_params(), user_attrs={"zoo": loss_name}, skip_if_exists=True)
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
     for loss_name, genome in given.items():
-        study.enqueue_trial(genome.to_params(), user_attrs={"loss_name": loss_name}, skip_if_exists=True)
+        study.enqueue_trial(
+            genome.to_params(), user_attrs={TrialKey.LOSS_NAME: loss_name}, skip_if_exists=True
+        )
     return study

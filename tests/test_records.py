@@ -1,0 +1,125 @@
+"""The stored record: one schema (optiloss.records) for every writer and reader, and old studies read."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optiloss.records import (
+    SearchTrialRecord,
+    StudyKey,
+    TrainingRecord,
+    TransferRunRecord,
+    TrialKey,
+)
+from optiloss.studies import noise_floor, select_trials, trial_genome
+from optiloss.transfer import transfer_table
+
+from conftest import ROOT, run_main
+
+OLD = ROOT / "tests" / "data" / "studies-v0.1"
+"""A database written by optiloss 0.1 and what that version printed of it (see its README)."""
+
+
+@pytest.fixture
+def old_storage(tmp_path):
+    database = tmp_path / "studies.db"
+    shutil.copy(OLD / "studies.db", database)
+    return f"sqlite:///{database}"
+
+
+def test_a_study_written_by_version_0_1_reads_as_that_version_read_it(old_storage):
+    pareto = run_main("pareto", "digits-base", "--format", "json", "--storage", old_storage)
+    assert pareto.returncode == 0, pareto.stderr
+    printed = pareto.stdout[: pareto.stdout.rindex("]") + 1]
+    assert json.loads(printed) == json.loads((OLD / "pareto.json").read_text())
+    for number in (0, 8):
+        shown = run_main("show", "digits-base", str(number), "--storage", old_storage)
+        assert shown.returncode == 0, shown.stderr
+        expected = (OLD / f"show-{number}.txt").read_text().splitlines()
+        kept = [
+            line
+            for line in expected
+            if re.match(r"(trial|formula|zoo|orientation|fingerprint|accuracy \d)", line)
+        ]
+        assert kept and all(line in shown.stdout.splitlines() for line in kept), (kept, shown.stdout)
+    transfer = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=old_storage)
+    assert transfer_table(transfer).rows == json.loads((OLD / "transfer-rows.json").read_text())
+    studies = run_main("studies", "--storage", old_storage)  # a search and a transfer study side by side
+    assert (
+        studies.returncode == 0
+        and "best_test_accuracy" in studies.stdout
+        and "digits-base " in studies.stdout
+    )
+
+
+def test_old_trials_give_their_records(old_storage):
+    search = optuna.load_study(study_name="digits-base", storage=old_storage)
+    records = {t.number: SearchTrialRecord.from_trial(t) for t in search.get_trials(deepcopy=False)}
+    zoo_names = {r.zoo for r in records.values() if r.zoo}
+    assert zoo_names == {"cross_entropy", "focal", "poly1", "mse", "baikal", "label_smoothing"}
+    assert records[0].label() == "cross_entropy" and records[8].label() == "trial_8"
+    assert records[8].formula == "(erfc(y) * (p + y))" and records[8].training.precision in (
+        "bf16",
+        "float32",
+    )
+    assert (
+        len(records[8].training.train_accuracy_by_epoch) == 1
+        and len(records[8].training.robustness_by_corruption) == 10
+    )
+    pruned = [r for t, r in zip(search.trials, records.values()) if t.state == TrialState.PRUNED]
+    assert pruned and all(r.rejected and r.training is None for r in pruned)
+    assert noise_floor(search) is not None and len(search.user_attrs[StudyKey.NOISE_FLOOR]) == 2
+    assert [t.number for t in select_trials(search, 2)] and trial_genome(search, search.trials[8]).formula
+    transfer = optuna.load_study(study_name="digits-base-transfer-wrn-10-1-digits", storage=old_storage)
+    runs = [TransferRunRecord.from_trial(t) for t in transfer.trials]
+    assert {run.loss for run in runs} >= {"cross_entropy", "trial_8"} and all(run.training for run in runs)
+    assert all(run.run == t.user_attrs[TrialKey.RUN] for run, t in zip(runs, transfer.trials))
+
+
+def test_a_training_record_round_trips_through_user_attrs_with_seconds_to_the_millisecond():
+    record = TrainingRecord(
+        training_seconds=1.23456,
+        precision="float32",
+        evaluation_seconds=0.98765,
+        resumed_from_epoch=2,
+        final_train_loss=0.5,
+        train_accuracy_by_epoch=(0.123456, 0.5),
+        robustness_by_corruption={"fog": 0.25, "gaussian_noise": 0.5},
+    )
+    attrs = record.to_user_attrs()
+    assert attrs[TrialKey.TRAINING_SECONDS] == 1.235 and attrs[TrialKey.EVALUATION_SECONDS] == 0.988
+    assert attrs["robustness_fog"] == 0.25 and attrs[TrialKey.TRAIN_ACCURACY_BY_EPOCH] == [0.1235, 0.5]
+    assert TrialKey.DIVERGED not in attrs
+    back = TrainingRecord.from_user_attrs(attrs)
+    assert back.robustness_by_corruption == {"fog": 0.25, "gaussian_noise": 0.5}
+    assert (back.training_seconds, back.resumed_from_epoch, back.train_accuracy_by_epoch) == (
+        1.235,
+        2,
+        (0.1235, 0.5),
+    )
+    assert TrainingRecord.from_user_attrs({TrialKey.FORMULA: "y"}) is None
+
+
+def test_no_module_but_records_writes_a_user_attribute_key_as_a_literal():
+    found = subprocess.run(
+        [
+            "git",
+            "grep",
+            "--untracked",
+            "-n",
+            "-E",
+            r'set_user_attr\("|user_attrs(\.get)?[\[(]"|user_attrs=\{"',
+            "--",
+            "optiloss",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    literal = [line for line in found.stdout.splitlines() if not line.startswith("optiloss/records.py")]
+    assert not literal, literal
