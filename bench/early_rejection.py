@@ -27,13 +27,13 @@ from optuna.trial import TrialState
 
 from optiloss.data import load_dataset
 from optiloss.report.dashboard import hypervolume
-from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
+from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.search.objective import early_rejection_epoch
 
 
 def run(early: bool, seed: int, args: argparse.Namespace, folder: str) -> dict:
     name = f"{'on' if early else 'off'}-{seed}"
-    config = make_config(
+    config = SearchConfig.from_mapping(
         {
             "n_trials": args.trials,
             "population_size": args.population,

@@ -24,7 +24,7 @@ import torch
 
 from optiloss.data import load_dataset
 from optiloss.genome import Genome
-from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
+from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.search.run import upkeep_callback
 
 
@@ -71,7 +71,7 @@ def main() -> None:
         )
         baseline = report("optuna", timed(plain, lambda trial: _values(Genome.suggest(trial)), args.trials))
 
-        config = make_config(
+        config = SearchConfig.from_mapping(
             {
                 "population_size": args.population,
                 "n_trials": args.trials,

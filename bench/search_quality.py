@@ -30,14 +30,14 @@ from optuna.trial import TrialState
 
 from optiloss.evaluate import load_data
 from optiloss.report.dashboard import hypervolume
-from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
+from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.studies import trial_robustness
 
 
 def run(sampler_name: str, seed: int, args: argparse.Namespace, folder: str) -> dict:
     overrides = tomllib.loads("\n".join(args.set))
     objectives = ["accuracy"] if sampler_name == "evolution" else ["accuracy", "robustness"]
-    config = make_config(
+    config = SearchConfig.from_mapping(
         {
             "dataset": args.dataset,
             "n_trials": args.trials,

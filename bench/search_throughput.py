@@ -24,7 +24,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from optiloss.search import SearchHooks, load_config, run_search
+from optiloss.search import SearchConfig, SearchHooks, run_search
 from optiloss.studies import load_study
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory() as folder:
         for workers in args.workers:
-            config = load_config(
+            config = SearchConfig.load(
                 args.config,
                 {
                     "dataset": args.dataset,

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from optiloss.evaluate import load_data, resolve_device
 from optiloss.genome import Genome, screen
-from optiloss.search import LossSearchObjective, load_config, open_search_study, open_storage
+from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=20, help="COMPLETE trials to measure")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_config(args.config, {"n_trials": args.n_trials})
+    config = SearchConfig.load(args.config, {"n_trials": args.n_trials})
     device = resolve_device(config.device)
     with tempfile.TemporaryDirectory() as folder:
         storage = open_storage(f"sqlite:///{folder}/bench.db")

@@ -79,7 +79,73 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+SEARCH_OPTIONS = (
+    "dataset",
+    "data_root",
+    "image_size",
+    "subset",
+    "download",
+    "augmentation",
+    "n_trials",
+    "study_name",
+    "seed",
+    "device",
+    "workers",
+    "sampler",
+)
+"""The search config keys ``optiloss search`` takes as options (every key can be set in its TOML)."""
+TRANSFER_OPTIONS = (
+    "model",
+    "dataset",
+    "augmentation",
+    "top_k",
+    "seeds",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "image_size",
+    "subset",
+    "data_root",
+    "weights",
+    "device",
+    "select",
+)
+EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
+_OPTION_TYPES = {"device": _device}
+"""Option values argparse checks beyond the key's type (a device names a GPU index)."""
+
+
+def add_setting_options(parser: argparse.ArgumentParser, owner: type, keys: Sequence[str]) -> None:
+    """One ``--key-name`` option per settings key, built from the field (type, choices, help, metavar).
+    An option left out is None, which :meth:`~optiloss.settings.Settings.load` ignores, so the TOML
+    file's value or the default stays."""
+    from optiloss.settings import key_info
+
+    for key in keys:
+        info = key_info(owner, key)
+        flag = "--" + key.replace("_", "-")
+        if info.kind is bool:
+            parser.add_argument(flag, dest=key, action="store_true", default=None, help=info.help)
+            continue
+        # allowed words are shown, and checked by the settings like the TOML's (one message for both)
+        words = info.limits if info.limits and isinstance(info.limits[0], str) else None
+        parser.add_argument(
+            flag,
+            dest=key,
+            type=_OPTION_TYPES.get(key, info.kind),
+            metavar=info.metavar or ("{" + ",".join(map(str, words)) + "}" if words else key.upper()),
+            help=info.help,
+        )
+
+
+def setting_values(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
+    """The values of the options :func:`add_setting_options` added (None where not given)."""
+    return {key: getattr(args, key) for key in keys}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from optiloss.settings import SearchConfig, TransferConfig  # the options come from their fields
+
     parser = _Parser(
         prog="optiloss",
         description="Search loss functions for image classifiers with Optuna's NSGA-II, "
@@ -94,46 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-trials COMPLETE trials, then print its Pareto set.",
     )
     search.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
-    search.add_argument(
-        "--dataset",
-        help="digits, cifar10, cifar100, flowers102, stanford_cars, "
-        "caltech101 or folder:PATH (default: digits)",
-    )
-    search.add_argument(
-        "--data-root",
-        metavar="DIR",
-        help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)",
-    )
-    search.add_argument("--image-size", type=int, metavar="PX", help="resize images to PX x PX")
-    search.add_argument(
-        "--subset", type=int, metavar="N", help="use a stratified subset of N training images"
-    )
-    search.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="fetch the data set with torchvision's downloader if missing (needs the network)",
-    )
-    search.add_argument(
-        "--augmentation", help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)"
-    )
-    search.add_argument(
-        "--n-trials", type=int, metavar="N", help="total COMPLETE trials the study should hold"
-    )
+    add_setting_options(search, SearchConfig, SEARCH_OPTIONS)
     _storage_option(search)
-    search.add_argument("--study-name", metavar="NAME", help="default: {dataset}-{augmentation}")
-    search.add_argument("--seed", type=int, metavar="S", help="base seed")
-    search.add_argument(
-        "--device",
-        type=_device,
-        help="auto, cpu, cuda (workers spread over every GPU) or cuda:N (default: auto)",
-    )
-    search.add_argument("--workers", type=int, metavar="N", help="processes sharing the study (default 1)")
-    search.add_argument(
-        "--sampler",
-        choices=("nsga2", "evolution", "random", "tpe"),
-        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe",
-    )
     _loss_option(search, "trained in the first generation beside the zoo")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -175,32 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STUDY",
         help="a source study; repeat to pool the losses of several (e.g. all five augmentation studies)",
     )
-    transfer.add_argument(
-        "--select",
-        choices=("accuracy", "pareto"),
-        help="accuracy (default): top-k by accuracy over all trained losses, one per "
-        "behaviour; pareto: top-k of the Pareto set",
-    )
     _loss_option(transfer, "transferred beside the selected ones")
     transfer.add_argument(
         "--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it"
     )
     _storage_option(transfer)
-    transfer.add_argument(
-        "--model", help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (tf_efficientnetv2_s.in1k)"
-    )
-    transfer.add_argument("--dataset", help="data set to train and test on")
-    transfer.add_argument("--augmentation", help="training augmentation (default base)")
-    transfer.add_argument("--top-k", type=int, metavar="K")
-    transfer.add_argument("--seeds", type=int, metavar="S")
-    transfer.add_argument("--epochs", type=int, metavar="E")
-    transfer.add_argument("--batch-size", type=int, metavar="B")
-    transfer.add_argument("--learning-rate", type=float, metavar="LR")
-    transfer.add_argument("--image-size", type=int, metavar="PX")
-    transfer.add_argument("--subset", type=int, metavar="N")
-    transfer.add_argument("--data-root", metavar="DIR")
-    transfer.add_argument("--weights", metavar="FILE", help="local pretrained weights for a timm model")
-    transfer.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
+    add_setting_options(transfer, TransferConfig, TRANSFER_OPTIONS)
     transfer.add_argument(
         "--output",
         default="storage/reports",
@@ -225,14 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)")
     evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
-    evaluate.add_argument("--dataset", help="as for search (default: digits)")
-    evaluate.add_argument("--augmentation", help="base, cutout, mixup, randaug or all (default: base)")
     evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
-    evaluate.add_argument("--epochs", type=int, metavar="E")
-    evaluate.add_argument("--subset", type=int, metavar="N")
-    evaluate.add_argument("--image-size", type=int, metavar="PX")
-    evaluate.add_argument("--data-root", metavar="DIR")
-    evaluate.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N")
+    add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS)
     evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     matrix = commands.add_parser(
@@ -290,28 +292,12 @@ def _command_line(argv: Sequence[str]) -> str:
 
 def _search(args: argparse.Namespace) -> int:
     from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict
-    from optiloss.search import load_config, run_searches
+    from optiloss.search import run_searches
+    from optiloss.settings import SearchConfig
     from optiloss.storage import mask_url, open_storage
     from optiloss.studies import load_study
 
-    config = load_config(
-        args.config,
-        {
-            "dataset": args.dataset,
-            "data_root": args.data_root,
-            "image_size": args.image_size,
-            "subset": args.subset,
-            "download": args.download,
-            "augmentation": args.augmentation,
-            "workers": args.workers,
-            "n_trials": args.n_trials,
-            "sampler": args.sampler,
-            "study_name": args.study_name,
-            "seed": args.seed,
-            "device": args.device,
-            "losses": _losses(args),
-        },
-    )
+    config = SearchConfig.load(args.config, {**setting_values(args, SEARCH_OPTIONS), "losses": _losses(args)})
     outcomes = run_searches(
         config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config)
     )
@@ -368,29 +354,13 @@ def _export(args: argparse.Namespace) -> int:
 def _transfer(args: argparse.Namespace) -> int:
     from optiloss.report import format_rows
     from optiloss.report.experiments import paper_table, save_transfer_report
+    from optiloss.settings import TransferConfig
     from optiloss.storage import open_storage
     from optiloss.studies import load_study
-    from optiloss.transfer import load_transfer_config, run_transfer, transfer_table
+    from optiloss.transfer import run_transfer, transfer_table
 
-    config = load_transfer_config(
-        args.config,
-        {
-            "model": args.model,
-            "dataset": args.dataset,
-            "augmentation": args.augmentation,
-            "top_k": args.top_k,
-            "seeds": args.seeds,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "image_size": args.image_size,
-            "subset": args.subset,
-            "data_root": args.data_root,
-            "weights": args.weights,
-            "device": args.device,
-            "select": args.select,
-            "losses": _losses(args),
-        },
+    config = TransferConfig.load(
+        args.config, {**setting_values(args, TRANSFER_OPTIONS), "losses": _losses(args)}
     )
     sources = ([args.source] if args.source else []) + (args.sources or [])
     if not sources:
@@ -435,18 +405,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    config = SearchConfig.load(
-        args.config,
-        {
-            "dataset": args.dataset,
-            "augmentation": args.augmentation,
-            "epochs": args.epochs,
-            "subset": args.subset,
-            "image_size": args.image_size,
-            "data_root": args.data_root,
-            "device": args.device,
-        },
-    )
+    config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
     if len(config.per_augmentation()) > 1:
         raise UsageError("evaluate trains under one augmentation: base, cutout, mixup, randaug or all")
     comparison = evaluate_loss(args.formula, config, args.seeds)

@@ -2,9 +2,12 @@
 
 Every field of a settings class is a key of its TOML file. Values are checked
 against the field's annotation (``int``, ``float``, ``bool``, ``str``, each
-optionally ``| None``) and against :data:`LIMITS`, one table for every class,
-so a key means the same thing and is refused the same way (one line naming the
-key, :class:`~optiloss.errors.UsageError`, exit code 2) wherever it appears.
+optionally ``| None``) and against the limits declared with it (:func:`setting`,
+kept by a subclass that changes only the default, :func:`redefault`), so a key
+means the same thing and is refused the same way (one line naming the key,
+:class:`~optiloss.errors.UsageError`, exit code 2) wherever it appears. A key's
+help is declared there too; the CLI builds its options from the fields
+(:func:`optiloss.cli.add_setting_options`).
 """
 
 from __future__ import annotations
@@ -37,45 +40,63 @@ from optiloss.train import Recipe, TrainSettings, recipe_named
 DEVICES = ("auto", "cpu", "cuda")
 _GPU_INDEX = re.compile(r"cuda:\d+")
 
-LIMITS: dict[str, tuple[float, float | None] | tuple[str, ...]] = {
-    "image_size": (8, 512),
-    "subset": (20, None),
-    "augmentation": (*AUGMENTATIONS, ALL_AUGMENTATIONS),
-    "crop_padding": (0, 256),
-    "crop_padding_mode": PADDING_MODES,
-    "hflip": FLIP_MODES,
-    "checkpoint_interval": (0.0, None),
-    "cutout_size": (1, 512),
-    "mixup_alpha": (1e-3, 100.0),
-    "randaug_n": (1, 14),
-    "randaug_m": (1, 29),
-    "n_trials": (1, None),
-    "population_size": (2, None),
-    "nodes": (4, 32),
-    "epochs": (1, None),
-    "batch_size": (2, None),
-    "learning_rate": (1e-8, 100.0),
-    "weight_decay": (0.0, 1.0),
-    "model_width": (1, 1024),
-    "validation_fraction": (0.01, 0.9),
-    "corruption_severity": (1, 5),
-    "seed": (0, 2**31 - 1),
-    "max_consecutive_rejections": (1, None),
-    "workers": (1, 64),
-    "heartbeat_interval": (1, 3600),
-    "grace_period": (2, 86400),
-    "max_retry": (0, 100),
-    "top_k": (1, None),
-    "early_rejection_at": (0.0, 0.9),
-    "early_rejection_ratio": (0.0, 1.0),
-    "seeds": (1, None),
-    "sampler": ("nsga2", "evolution", "random", "tpe"),
-    "objectives": ("accuracy", "robustness"),
-    "select": ("accuracy", "pareto"),
-    "tournament_size": (2, None),
-    "baseline_seeds": (0, 100),
-}
-"""key -> (minimum, maximum or None) for numbers, or the allowed values for strings."""
+Limits = tuple[float, float | None] | tuple[str, ...]
+"""(minimum, maximum or None) for a number, or the allowed values of a string (or of each list item)."""
+SAMPLERS = ("nsga2", "evolution", "random", "tpe")
+SELECTIONS = ("accuracy", "pareto")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    limits: Limits | None = None,
+    help: str = "",
+    metavar: str | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A settings field: its default, its limits (checked wherever the key appears, TOML or option)
+    and its help (the CLI option's, the docs'), declared once beside the field."""
+    metadata = {"limits": limits, "help": help, "metavar": metavar}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata, hash=False)
+    return field(default=default, metadata=metadata)
+
+
+def redefault(owner: type, name: str, default: Any) -> Any:
+    """Field ``name`` of the settings class ``owner`` with another default (a subclass's), its limits
+    and help kept."""
+    base = next(item for item in fields(owner) if item.name == name)
+    return field(default=default, metadata=base.metadata)
+
+
+def field_limits(item: dataclasses.Field) -> Limits | None:
+    limits: Limits | None = item.metadata.get("limits")
+    return limits
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a settings key is, for a command-line option or documentation: its value type (``int``,
+    ``float``, ``str``, ``bool``, ``tuple`` or ``dict``, None allowed or not), limits, help, metavar."""
+
+    name: str
+    kind: type
+    limits: Limits | None
+    help: str
+    metavar: str | None
+
+
+def key_info(owner: type, name: str) -> KeyInfo:
+    """The :class:`KeyInfo` of key ``name`` of the settings class ``owner``."""
+    item = next(entry for entry in fields(owner) if entry.name == name)
+    annotation = _type_hints(owner)[name]
+    if isinstance(annotation, types.UnionType):
+        annotation = next(arg for arg in annotation.__args__ if arg is not type(None))
+    kind = typing.get_origin(annotation) or annotation
+    return KeyInfo(
+        name, kind, field_limits(item), item.metadata.get("help", ""), item.metadata.get("metavar")
+    )
+
 
 _TYPE_WORDS = {
     int: "an integer",
@@ -109,7 +130,11 @@ class Settings:
         values = {key: _legacy_value(key, value) for key, value in values.items()}
         owner: type = cls  # functools.cache wants a Hashable, which mypy does not see type[Self] as
         hints = _type_hints(owner)
-        checked = {key: _check_value(source, key, value, hints[key]) for key, value in values.items()}
+        declared = {item.name: item for item in fields(cls)}
+        checked = {
+            key: _check_value(source, key, value, hints[key], field_limits(declared[key]))
+            for key, value in values.items()
+        }
         settings = cls(**checked)
         if rules:
             settings.check(source)
@@ -152,35 +177,73 @@ class Settings:
 class RunSettings(Settings):
     """What every run that trains networks shares: data, augmentation, optimisation, device, checkpoints."""
 
-    dataset: str = "digits"
-    data_root: str | None = None
-    image_size: int | None = None
-    subset: int | None = None
-    download: bool = False
-    augmentation: str = "base"
-    validation_fraction: float = 0.2
-    epochs: int = 10
+    dataset: str = setting(
+        "digits",
+        help="digits, cifar10, cifar100, flowers102, stanford_cars, caltech101 or folder:PATH",
+    )
+    data_root: str | None = setting(
+        None,
+        metavar="DIR",
+        help="where named data sets live (default: $OPTILOSS_DATA or ~/.cache/optiloss/data)",
+    )
+    image_size: int | None = setting(None, limits=(8, 512), metavar="PX", help="resize images to PX x PX")
+    subset: int | None = setting(
+        None, limits=(20, None), metavar="N", help="use a stratified subset of N training images"
+    )
+    download: bool = setting(
+        False, help="fetch the data set with torchvision's downloader if missing (needs the network)"
+    )
+    augmentation: str = setting(
+        "base",
+        limits=(*AUGMENTATIONS, ALL_AUGMENTATIONS),
+        help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)",
+    )
+    validation_fraction: float = setting(
+        0.2, limits=(0.01, 0.9), help="share of the training part held out for validation"
+    )
+    epochs: int = setting(10, limits=(1, None), metavar="E", help="training epochs")
     # optional here so that SearchConfig may leave them unset (None: the surrogate's value);
     # TransferConfig narrows them back, and validation reads each class's own annotation
-    batch_size: int | None = TrainSettings.batch_size
-    learning_rate: float | None = TrainSettings.learning_rate
-    weight_decay: float | None = TrainSettings.weight_decay
-    corruption_severity: int = 3
+    batch_size: int | None = setting(
+        TrainSettings.batch_size, limits=(2, None), metavar="B", help="batch size"
+    )
+    learning_rate: float | None = setting(
+        TrainSettings.learning_rate, limits=(1e-8, 100.0), metavar="LR", help="peak learning rate"
+    )
+    weight_decay: float | None = setting(TrainSettings.weight_decay, limits=(0.0, 1.0), help="weight decay")
+    warmup_fraction: float = setting(
+        TrainSettings.warmup_fraction,
+        limits=(0.0, 0.9),
+        help="share of the steps the AdamW recipe warms the learning rate up over",
+    )
+    corruption_severity: int = setting(3, limits=(1, 5), help="severity 1-5 of the robustness corruptions")
     # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
-    hflip: str = AugmentSettings.hflip
-    crop_padding: int | None = AugmentSettings.crop_padding
-    crop_padding_mode: str = AugmentSettings.crop_padding_mode
-    cutout_size: int | None = AugmentSettings.cutout_size
-    mixup_alpha: float = AugmentSettings.mixup_alpha
-    randaug_n: int = AugmentSettings.randaug_n
-    randaug_m: int = AugmentSettings.randaug_m
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_dir: str = "storage/checkpoints"
-    compile: bool = False
-    mixed_precision: bool = True
-    deterministic: bool = False
-    losses: dict[str, str] = field(default_factory=dict, hash=False)
+    hflip: str = setting(AugmentSettings.hflip, limits=FLIP_MODES, help="random, alternate or none")
+    crop_padding: int | None = setting(
+        AugmentSettings.crop_padding, limits=(0, 256), help="translation in pixels (4 at 32 px)"
+    )
+    crop_padding_mode: str = setting(
+        AugmentSettings.crop_padding_mode, limits=PADDING_MODES, help="constant (zeros) or reflect"
+    )
+    cutout_size: int | None = setting(
+        AugmentSettings.cutout_size, limits=(1, 512), help="side of the erased square (16 at 32 px)"
+    )
+    mixup_alpha: float = setting(
+        AugmentSettings.mixup_alpha, limits=(1e-3, 100.0), help="mixup's lambda ~ Beta(alpha, alpha)"
+    )
+    randaug_n: int = setting(AugmentSettings.randaug_n, limits=(1, 14), help="RandAugment's operations")
+    randaug_m: int = setting(AugmentSettings.randaug_m, limits=(1, 29), help="RandAugment's magnitude")
+    seed: int = setting(0, limits=(0, 2**31 - 1), metavar="S", help="base seed")
+    device: str = setting(
+        "auto", help="auto, cpu, cuda (with several workers, spread over every GPU) or cuda:N (default: auto)"
+    )
+    checkpoint_dir: str = setting("storage/checkpoints", help="where running trainings keep checkpoints")
+    compile: bool = setting(False, help="torch.compile the model and the loss")
+    mixed_precision: bool = setting(True, help="bf16 autocast and channels-last where they pay")
+    deterministic: bool = setting(False, help="deterministic kernels")
+    losses: dict[str, str] = setting(
+        default_factory=dict, help='a table name = "formula" of losses written by hand'
+    )
 
     def augment_settings(self) -> AugmentSettings:
         return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
@@ -234,30 +297,48 @@ class SearchConfig(RunSettings):
     values from :data:`SURROGATE_DEFAULTS`, so the stored config holds what ran.
     """
 
-    model: str = "cnn"
-    study_name: str | None = None
-    n_trials: int = 30
-    population_size: int = 10
-    nodes: int = 5
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    weight_decay: float | None = None
-    model_width: int | None = None
-    max_consecutive_rejections: int = 2000
-    early_rejection_at: float = 0.2
-    early_rejection_ratio: float = 0.5
-    screen_in_sampler: bool = False
-    objectives: tuple[str, ...] = ("accuracy", "robustness")
-    sampler: str = "nsga2"
-    tournament_size: int | None = None
-    baseline_seeds: int = 3
-    workers: int = 1
-    heartbeat_interval: int = 10
-    grace_period: int = 60
-    max_retry: int = 3
-    artifacts: bool = True
-    artifact_dir: str = "storage/artifacts"
-    checkpoint_interval: float = 30.0
+    model: str = setting("cnn", help="the surrogate: " + ", ".join(SURROGATES))
+    study_name: str | None = setting(None, metavar="NAME", help="default: {dataset}-{augmentation}")
+    n_trials: int = setting(
+        30, limits=(1, None), metavar="N", help="total COMPLETE trials the study should hold"
+    )
+    population_size: int = setting(10, limits=(2, None), help="NSGA-II generation size")
+    nodes: int = setting(5, limits=(4, 32), help="genome nodes")
+    batch_size: int | None = redefault(RunSettings, "batch_size", None)
+    learning_rate: float | None = redefault(RunSettings, "learning_rate", None)
+    weight_decay: float | None = redefault(RunSettings, "weight_decay", None)
+    model_width: int | None = setting(None, limits=(1, 1024), help="channels of the surrogate's first stage")
+    max_consecutive_rejections: int = setting(
+        2000, limits=(1, None), help="stop when this many genomes in a row are rejected"
+    )
+    early_rejection_at: float = setting(
+        0.2, limits=(0.0, 0.9), help="share of the epochs after which slow learners are stopped (0: never)"
+    )
+    early_rejection_ratio: float = setting(
+        0.5, limits=(0.0, 1.0), help="a slow learner trains below this times cross-entropy's accuracy"
+    )
+    screen_in_sampler: bool = setting(False, help="redraw rejected genomes inside the sampler")
+    objectives: tuple[str, ...] = setting(
+        ("accuracy", "robustness"), limits=("accuracy", "robustness"), help="the maximised objectives"
+    )
+    sampler: str = setting(
+        "nsga2",
+        limits=SAMPLERS,
+        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe",
+    )
+    tournament_size: int | None = setting(
+        None, limits=(2, None), help="the evolution sampler's tournament (default: a fifth of the population)"
+    )
+    baseline_seeds: int = setting(3, limits=(0, 100), help="cross-entropy's extra seeds, the noise floor")
+    workers: int = setting(1, limits=(1, 64), metavar="N", help="processes sharing the study (default 1)")
+    heartbeat_interval: int = setting(10, limits=(1, 3600), help="seconds between a trial's heartbeats")
+    grace_period: int = setting(60, limits=(2, 86400), help="silence after which a trial is failed")
+    max_retry: int = setting(3, limits=(0, 100), help="retries of a trial whose worker died")
+    artifacts: bool = setting(True, help="per-trial plots for the dashboard")
+    artifact_dir: str = setting("storage/artifacts", help="where the dashboard's artifacts go")
+    checkpoint_interval: float = setting(
+        30.0, limits=(0.0, None), help="seconds between a trial's checkpoints (0: after every epoch)"
+    )
 
     def __post_init__(self) -> None:
         for key, value in SURROGATE_DEFAULTS.get(self.model, SURROGATE_DEFAULTS["cnn"]).items():
@@ -332,18 +413,25 @@ class TransferConfig(RunSettings):
     shapes a stratified ``subset``) and scores the test part.
     """
 
-    model: str = "wrn-28-10"
-    dataset: str = "cifar10"
-    top_k: int = 3
-    seeds: int = 3
-    epochs: int = 200
-    batch_size: int = TrainSettings.batch_size  # never None in a transfer (RunSettings' are optional)
-    learning_rate: float = 1e-3
-    weight_decay: float = TrainSettings.weight_decay
-    validation_fraction: float = 0.1
-    weights: str | None = None
-    pretrained: bool = False
-    select: str = "accuracy"
+    model: str = setting(
+        "wrn-28-10", help="wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm name (tf_efficientnetv2_s.in1k)"
+    )
+    dataset: str = redefault(RunSettings, "dataset", "cifar10")
+    top_k: int = setting(3, limits=(1, None), metavar="K", help="evolved losses taken from each source study")
+    seeds: int = setting(3, limits=(1, None), metavar="S", help="training seeds per loss")
+    epochs: int = redefault(RunSettings, "epochs", 200)
+    batch_size: int = redefault(RunSettings, "batch_size", TrainSettings.batch_size)  # never None here
+    learning_rate: float = redefault(RunSettings, "learning_rate", 1e-3)
+    weight_decay: float = redefault(RunSettings, "weight_decay", TrainSettings.weight_decay)
+    validation_fraction: float = redefault(RunSettings, "validation_fraction", 0.1)
+    weights: str | None = setting(None, metavar="FILE", help="local pretrained weights for a timm model")
+    pretrained: bool = setting(False, help="the model is fine-tuned from weights (needs weights)")
+    select: str = setting(
+        "accuracy",
+        limits=SELECTIONS,
+        help="accuracy (default): top-k by accuracy over all trained losses, one per behaviour; "
+        "pareto: top-k of the Pareto set",
+    )
 
     def check(self, source: str) -> None:
         if self.pretrained and not self.weights:
@@ -389,8 +477,8 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it has the annotation's type and is within :data:`LIMITS` (ints pass as floats)."""
+def _check_value(source: str, key: str, value: Any, annotation: Any, limits: Limits | None) -> Any:
+    """``value`` if it has the annotation's type and is within ``limits`` (ints pass as floats)."""
     where = f"{source}: {key}"
     optional = isinstance(annotation, types.UnionType) and type(None) in annotation.__args__
     kind = next(arg for arg in annotation.__args__ if arg is not type(None)) if optional else annotation
@@ -398,7 +486,7 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
         return value
     kind = typing.get_origin(kind) or kind
     if kind is tuple:
-        return _check_list(where, key, value)
+        return _check_list(where, value, limits)
     if kind is dict:
         return _check_losses(where, value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
@@ -418,7 +506,6 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
         if not (value in DEVICES or _GPU_INDEX.fullmatch(value)):
             raise UsageError(f"{where} must be one of auto, cpu, cuda, cuda:N (a GPU index), got {value!r}")
         return value
-    limits = LIMITS.get(key)
     if limits and isinstance(limits[0], str):
         if value not in limits:
             raise UsageError(f"{where} must be one of {', '.join(limits)}, got {value!r}")
@@ -430,11 +517,11 @@ def _check_value(source: str, key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def _check_list(where: str, key: str, value: Any) -> tuple[str, ...]:
-    """A list of strings, each among :data:`LIMITS` of ``key``, as a tuple."""
+def _check_list(where: str, value: Any, limits: Limits | None) -> tuple[str, ...]:
+    """A list of strings, each among ``limits`` (when given), as a tuple."""
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
         raise UsageError(f"{where} must be {_TYPE_WORDS[tuple]}, got {value!r}")
-    allowed = LIMITS.get(key, ())
+    allowed = limits or ()
     for item in value:
         if allowed and item not in allowed:
             raise UsageError(f"{where}: {item!r} is not one of {', '.join(map(str, allowed))}")

@@ -61,11 +61,6 @@ BASELINE = "cross_entropy"
 INTERRUPTED = "interrupted"
 
 
-def load_transfer_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TransferConfig:
-    """A :class:`TransferConfig` from a TOML file and CLI overrides (None values ignored)."""
-    return TransferConfig.load(path, overrides)
-
-
 def transfer_study_name(source: str | list[str], config: TransferConfig) -> str:
     """``{source}-transfer-{model}-{dataset}``; pooled sources are joined by ``+``."""
     joined = source if isinstance(source, str) else "+".join(source)

@@ -11,12 +11,12 @@ from optiloss.data import load_dataset
 from optiloss.errors import UsageError
 from optiloss.evaluate import DIVERGED_VALUES, worker_device
 from optiloss.genome import Genome
-from optiloss.search import LossSearchObjective, make_config, open_search_study, open_storage
+from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.search.study import sampler_seed
 
 
 def test_nsga2_children_take_their_genes_from_their_parents():
-    config = make_config({"population_size": 8, "seed": 1})
+    config = SearchConfig.from_mapping({"population_size": 8, "seed": 1})
     study = optuna.create_study(
         directions=["maximize", "maximize"], sampler=optuna.samplers.NSGAIISampler(population_size=8, seed=1)
     )
@@ -46,7 +46,7 @@ def test_sampler_seed_changes_with_the_trial_count_and_worker():
 
 
 def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path):
-    config = make_config(
+    config = SearchConfig.from_mapping(
         {
             "epochs": 2,
             "model_width": 8,
@@ -74,11 +74,13 @@ def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path)
 
 def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    open_search_study(make_config({"study_name": "mine"}), storage)
+    open_search_study(SearchConfig.from_mapping({"study_name": "mine"}), storage)
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 6  # the zoo, enqueued
-    open_search_study(make_config({"study_name": "mine", "epochs": 3}), storage)  # budget knobs may change
+    open_search_study(
+        SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage
+    )  # budget knobs may change
     with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
-        open_search_study(make_config({"study_name": "mine", "nodes": 6}), storage)
+        open_search_study(SearchConfig.from_mapping({"study_name": "mine", "nodes": 6}), storage)
 
 
 @pytest.mark.parametrize(
@@ -109,10 +111,10 @@ def test_a_missing_gpu_is_a_usage_error(device, gpus, message):
 
 
 def test_a_gpu_index_is_a_valid_device_setting():
-    assert make_config({"device": "cuda:3"}).device == "cuda:3"
+    assert SearchConfig.from_mapping({"device": "cuda:3"}).device == "cuda:3"
     message = "device must be one of auto, cpu, cuda, cuda:N (a GPU index), got 'cuda:x'"
     with pytest.raises(UsageError, match=re.escape(message)):
-        make_config({"device": "cuda:x"})
+        SearchConfig.from_mapping({"device": "cuda:x"})
 
 
 def _study_with_cross_entropy_curve(curve: list[float]) -> optuna.Study:
@@ -143,7 +145,7 @@ def _study_with_cross_entropy_curve(curve: list[float]) -> optuna.Study:
 def test_a_slow_learner_stops_early_and_is_rejected_naming_both_accuracies(tmp_path, reference, rejected):
     from optiloss.genome import zoo
 
-    config = make_config(
+    config = SearchConfig.from_mapping(
         {
             "epochs": 5,
             "model_width": 8,
@@ -176,7 +178,7 @@ def test_screening_in_the_sampler_stores_only_genomes_that_pass_and_counts_the_r
     from optiloss.genome import screen
     from optiloss.search.sampler import ScreeningSampler
 
-    config = make_config(
+    config = SearchConfig.from_mapping(
         {
             "n_trials": 16,
             "population_size": 8,
@@ -225,4 +227,4 @@ def test_the_screening_sampler_leaves_a_waiting_trial_with_a_genome_as_it_is():
 def test_a_device_that_names_no_gpu_index_is_refused(device):
     message = f"device must be one of auto, cpu, cuda, cuda:N (a GPU index), got '{device}'"
     with pytest.raises(UsageError, match=re.escape(message)):
-        make_config({"device": device})
+        SearchConfig.from_mapping({"device": device})

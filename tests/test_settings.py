@@ -97,3 +97,32 @@ def test_a_transfer_file_with_a_bad_device_exits_2_in_one_line(tmp_path, sqlite_
 def test_a_search_surrogate_is_not_a_transfer_model():
     with pytest.raises(UsageError, match="model 'airbench' is a search surrogate; transfer to wrn-DEPTH"):
         TransferConfig.from_mapping({"model": "airbench"})
+
+
+def test_every_key_declares_its_help_once_and_the_cli_options_come_from_the_fields():
+    from optiloss.cli import EVALUATE_OPTIONS, SEARCH_OPTIONS, TRANSFER_OPTIONS, build_parser
+    from optiloss.settings import key_info
+
+    for owner in (SearchConfig, TransferConfig):
+        undocumented = [key for key in owner.keys() if not key_info(owner, key).help]
+        assert not undocumented, (owner.__name__, undocumented)
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for command, owner, keys in (
+        ("search", SearchConfig, SEARCH_OPTIONS),
+        ("transfer", TransferConfig, TRANSFER_OPTIONS),
+        ("evaluate", SearchConfig, EVALUATE_OPTIONS),
+    ):
+        options = {action.dest: action for action in commands[command]._actions}
+        for key in keys:
+            assert options[key].help == key_info(owner, key).help, (command, key)
+            assert options[key].option_strings == ["--" + key.replace("_", "-")]
+
+
+def test_warmup_is_a_setting_and_a_subclass_keeps_the_limits_of_a_key_it_redefaults():
+    assert SearchConfig.from_mapping({"warmup_fraction": 0.3}).train_settings().warmup_fraction == 0.3
+    with pytest.raises(UsageError, match="warmup_fraction must be between 0.0 and 0.9, got 1.5"):
+        SearchConfig.from_mapping({"warmup_fraction": 1.5})
+    for owner in (SearchConfig, TransferConfig):  # batch_size is redeclared in both with another default
+        with pytest.raises(UsageError, match="batch_size must be >= 2, got 1"):
+            owner.from_mapping({"batch_size": 1})

@@ -1,11 +1,11 @@
 """Loss-search studies: configuration, the study, the objective, recovery and the search loop."""
 
 from optiloss.evaluate import load_data
-from optiloss.search.config import SearchConfig, load_config, make_config
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.run import SearchOutcome, run_search, run_searches
 from optiloss.search.study import METRIC_NAMES, make_sampler, open_search_study, sampler_seed
+from optiloss.settings import SearchConfig
 from optiloss.storage import DEFAULT_STORAGE, mask_url, open_storage, resolve_storage_url
 
 __all__ = [
@@ -15,9 +15,7 @@ __all__ = [
     "SearchConfig",
     "SearchHooks",
     "SearchOutcome",
-    "load_config",
     "load_data",
-    "make_config",
     "make_sampler",
     "mask_url",
     "open_search_study",
