@@ -32,7 +32,7 @@ from types import ModuleType
 import torch
 
 from optiloss.data import ImageSplits
-from optiloss.evaluate import load_data
+from optiloss.scoring import load_data
 from optiloss.settings import SearchConfig
 
 TIMED_TTA_LEVEL = 1

@@ -34,10 +34,12 @@ import optuna
 from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
-from optiloss.evaluate import LossEvaluator, load_data, resolve_device, welch_p_value
+from optiloss.devices import resolve_device
 from optiloss.genome import Genome, screen, zoo
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.search import run_search
 from optiloss.settings import SearchConfig
+from optiloss.statistics import welch_p_value
 from optiloss.storage import open_storage
 from optiloss.studies import load_study, select_trials, trial_genome
 

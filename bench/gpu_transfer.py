@@ -14,8 +14,8 @@ import dataclasses
 import torch
 
 from optiloss.data import load_dataset
-from optiloss.evaluate import LossEvaluator, merge_validation_into_training
 from optiloss.genome import screen, zoo
+from optiloss.scoring import LossEvaluator, merge_validation_into_training
 from optiloss.settings import TransferConfig
 
 

@@ -33,9 +33,9 @@ from collections.abc import Callable
 import torch
 
 from optiloss.augment.pipelines import one_hot
-from optiloss.evaluate import LossEvaluator, load_data
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.train import LossFunction, seeded, train
 

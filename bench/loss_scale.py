@@ -23,8 +23,8 @@ import tomllib
 
 import torch
 
-from optiloss.evaluate import LossEvaluator, load_data
 from optiloss.genome.named import named_losses
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 
 from _shared import cifar10_jpeg_folder

@@ -28,8 +28,8 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from optiloss.evaluate import load_data
 from optiloss.report.dashboard import hypervolume
+from optiloss.scoring import load_data
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.studies import trial_robustness
 

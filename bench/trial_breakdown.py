@@ -24,8 +24,9 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from optiloss.evaluate import load_data, resolve_device
+from optiloss.devices import resolve_device
 from optiloss.genome import Genome, screen
+from optiloss.scoring import load_data
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

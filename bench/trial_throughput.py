@@ -27,9 +27,9 @@ from augment_throughput import PilImages
 from torch.utils.data import DataLoader
 
 from optiloss.data import load_dataset
-from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.models import create_model
+from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
 from optiloss.train import TrainSettings, _warmup_cosine, accuracy, seeded
 

@@ -302,7 +302,9 @@ def _search(args: argparse.Namespace) -> int:
         config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config)
     )
     for outcome in outcomes:
-        study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
+        study = outcome.study
+        if study is None:
+            study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
         print(
             f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
             f"{outcome.rejected} genomes rejected this run):"
@@ -399,7 +401,7 @@ def _recheck(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from optiloss.recheck import evaluate_loss
+    from optiloss.evaluate import evaluate_loss
     from optiloss.report import format_rows
     from optiloss.settings import SearchConfig
 

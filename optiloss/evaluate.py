@@ -1,264 +1,117 @@
-"""Turning (loss, augmentation, seed) into scores: what search, recheck, matrix and transfer share.
+"""One loss against cross-entropy (``optiloss evaluate``): is it better here at all?
 
-:class:`LossEvaluator` trains a fresh model with a loss and scores it on one
-split and its corrupted copies; :func:`resolve_device` and :func:`load_data`
-give every command the same device and data for its settings.
+Both are trained on the search surrogate with the same new seeds and scored on
+the test split, which no search sees, with Welch's test between them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-import torch
-from scipy import stats
+from tqdm.auto import tqdm
 
-from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
-from optiloss.data import ImageSplits, load_dataset
-from optiloss.errors import UsageError
-from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
-from optiloss.records import TrainingRecord
-from optiloss.settings import RunSettings, SearchConfig, TransferConfig
-from optiloss.train import Checkpointing, LossFunction, accuracies, backend_flags, seeded, train
-
-CLEAN = "clean"
-"""The uncorrupted split's key among the scored image sets (no corruption has this name)."""
-DIVERGED_VALUES = (0.0, 0.0)
-"""Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
+from optiloss.devices import resolve_device
+from optiloss.genome import screen, zoo
+from optiloss.genome.named import named_losses
+from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
+from optiloss.settings import SearchConfig
+from optiloss.statistics import sample_std, welch_p_value
 
 
-def welch_p_value(values: list[float], baseline: list[float]) -> float:
-    """Two-sided Welch's t-test p-value of ``values`` against ``baseline``; NaN with fewer than two
-    values on a side or no spread on either."""
-    if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
-        return float("nan")
-    return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+@dataclass(frozen=True)
+class Comparison:
+    """One loss against cross-entropy, trained with the same seeds and scored on the test split."""
 
+    formula: str
+    accuracies: list[float]
+    baseline_accuracies: list[float]
+    robustness: list[float]
+    baseline_robustness: list[float]
 
-def worker_device(name: str, worker: int, gpu_count: int) -> str:
-    """The device worker ``worker`` trains on, for a ``--device`` of ``auto``, ``cpu``, ``cuda`` or
-    ``cuda:N`` on a machine with ``gpu_count`` GPUs: ``cuda`` (and ``auto`` with GPUs) spreads the
-    workers over every GPU (worker i on GPU i mod count); ``cuda:N`` pins them all to GPU N.
-    Asking for a GPU that is not there is a :class:`UsageError`."""
-    if name == "cpu" or (name == "auto" and gpu_count == 0):
-        return "cpu"
-    if gpu_count == 0:
-        raise UsageError(f"--device {name} was asked for, but torch sees no CUDA device; use --device cpu")
-    if name in ("auto", "cuda"):
-        return f"cuda:{worker % gpu_count}"
-    try:
-        index = int(name.removeprefix("cuda:"))
-    except ValueError:
-        raise UsageError(f"--device {name}: use auto, cpu, cuda or cuda:N with N a GPU index") from None
-    if index >= gpu_count:
-        raise UsageError(
-            f"--device {name} was asked for, but torch sees {gpu_count} CUDA device(s) "
-            f"(cuda:0 to cuda:{gpu_count - 1})"
+    @property
+    def p_value(self) -> float:
+        """Welch's two-sided p-value of the accuracies (NaN with one seed)."""
+        return welch_p_value(self.accuracies, self.baseline_accuracies)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Both losses' mean and spread; the given loss's row also holds the accuracy difference in
+        points and Welch's p-value (None for cross-entropy, and for p without two seeds)."""
+        pairs = (
+            ("loss", self.accuracies, self.robustness, self.formula),
+            (
+                "cross_entropy",
+                self.baseline_accuracies,
+                self.baseline_robustness,
+                screen(zoo()["cross_entropy"]).genome.formula,
+            ),
         )
-    return name
+        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
+        p = self.p_value
+        tests: dict[str, dict[str, Any]] = {
+            "loss": {"difference_points": round(difference, 2), "p_welch": None if math.isnan(p) else p},
+            "cross_entropy": {"difference_points": None, "p_welch": None},
+        }
+        return [
+            {
+                "loss": label,
+                "seeds": len(accuracies),
+                "test_accuracy": round(statistics.mean(accuracies), 4),
+                "accuracy_std": round(sample_std(accuracies), 4),
+                "robustness": round(statistics.mean(robustness), 4),
+                "robustness_std": round(sample_std(robustness), 4),
+                **tests[label],
+                "formula": formula,
+            }
+            for label, accuracies, robustness, formula in pairs
+        ]
+
+    def verdict(self) -> str:
+        """One line: the difference in accuracy points, the p-value and what it means at 0.05."""
+        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
+        p = self.p_value
+        if math.isnan(p):
+            return (
+                f"difference {difference:+.2f} points; no p-value with {len(self.accuracies)} seed(s) "
+                "or no spread: use --seeds 3 or more"
+            )
+        meaning = (
+            ("better than cross-entropy" if difference > 0 else "worse than cross-entropy")
+            if p < 0.05
+            else "not distinguishable from cross-entropy"
+        )
+        return f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} at the 0.05 level"
 
 
-def resolve_device(name: str, worker: int = 0) -> torch.device:
-    """The device of ``worker`` on this machine (:func:`worker_device`)."""
-    gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return torch.device(worker_device(name, worker, gpu_count))
-
-
-def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
-    """The data set of ``settings``, on the CPU, split train / validation / test."""
-    return load_dataset(
-        settings.dataset,
-        settings.validation_fraction,
-        data_root=settings.data_root,
-        image_size=settings.image_size,
-        subset=settings.subset,
-        download=settings.download,
-        progress=progress,
+def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> Comparison:
+    """Train ``formula`` and cross-entropy on ``config``'s surrogate with ``seeds`` seeds each (the
+    same seeds for both), on the training part, and score them on the test split, which no search
+    sees. A formula that does not parse or fails the screen is a :class:`UsageError`."""
+    genome = named_losses({"loss": formula}, config.nodes)["loss"]
+    baseline = screen(zoo(config.nodes)["cross_entropy"]).genome
+    target = resolve_device(config.device)
+    data = load_data(config, progress).to(target)
+    assert config.model_width is not None  # filled from the surrogate's defaults
+    evaluator = LossEvaluator(
+        data, target, config, model=config.model, model_width=config.model_width, split="test", progress=False
     )
-
-
-def merge_validation_into_training(data: ImageSplits) -> ImageSplits:
-    """The splits with the validation part added to the training part (for runs that select nothing)."""
-    return dataclasses.replace(
-        data,
-        train_images=torch.cat([data.train_images, data.val_images]),
-        train_labels=torch.cat([data.train_labels, data.val_labels]),
-    )
-
-
-@dataclass
-class Evaluation:
-    """One training run scored on a split and its corrupted copies."""
-
-    accuracy: float
-    robustness: float
-    per_corruption: dict[str, float] = field(default_factory=dict)
-    diverged: str | None = None
-    training_seconds: float = 0.0
-    evaluation_seconds: float = 0.0
-    final_train_loss: float | None = None
-    resumed_from_epoch: int | None = None
-    history: list[dict] = field(default_factory=list)
-
-    def record(self, precision: str) -> TrainingRecord:
-        """What a trial or transfer run stores about this run (:class:`optiloss.records.TrainingRecord`);
-        a diverged run records no scores, curve or final loss."""
-        if self.diverged:
-            return TrainingRecord(
-                self.training_seconds,
-                precision,
-                resumed_from_epoch=self.resumed_from_epoch,
-                diverged=self.diverged,
-            )
-        return TrainingRecord(
-            self.training_seconds,
-            precision,
-            resumed_from_epoch=self.resumed_from_epoch,
-            evaluation_seconds=self.evaluation_seconds,
-            final_train_loss=self.final_train_loss,
-            train_accuracy_by_epoch=tuple(row["train_accuracy"] for row in self.history),
-            robustness_by_corruption=dict(self.per_corruption),
-        )
-
-
-class LossEvaluator:
-    """Trains a model with any loss and scores it on one split and its corrupted copies.
-
-    The one place that turns (loss, augmentation, seed) into scores, shared by
-    the search objective, recheck, the loss x augmentation matrix and the
-    transfer stage, so they all measure the same thing. ``data`` must already
-    be on ``device``; the corrupted copies of the scored split (``"val"`` for
-    the search, ``"test"`` for transfer) are made, or read from the cache, once.
-    """
-
-    def __init__(
-        self,
-        data: ImageSplits,
-        device: torch.device,
-        settings: RunSettings,
-        *,
-        model: str = "cnn",
-        model_width: int = DEFAULT_WIDTH,
-        weights: str | None = None,
-        split: str = "val",
-        progress: bool = False,
-    ) -> None:
-        spec = surrogate_named(model)
-        if spec is not None and min(data.image_size) < spec.minimum_image_size:
-            raise UsageError(
-                f"model {model} needs images of at least {spec.minimum_image_size} px, "
-                f"{data.name} has {data.image_size[0]} px: "
-                'use model = "cnn" or set image_size'
-            )
-        self.data = data
-        self.device = device
-        self.settings = settings
-        self.train_settings = settings.train_settings()
-        self.model = model
-        self.model_width = model_width
-        self.weights = weights
-        self.progress = progress
-        self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
-        self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
-
-    @classmethod
-    def for_search(
-        cls, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = False
-    ) -> LossEvaluator:
-        """The surrogate of a search config, scored on the validation split."""
-        assert config.model_width is not None  # SearchConfig.__post_init__ fills it from the surrogate
-        return cls(
-            data,
-            device,
-            config,
-            model=config.model,
-            model_width=config.model_width,
-            split="val",
-            progress=progress,
-        )
-
-    @classmethod
-    def for_transfer(
-        cls, config: TransferConfig, data: ImageSplits, device: torch.device, progress: bool = False
-    ) -> LossEvaluator:
-        """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split."""
-        return cls(
-            data, device, config, model=config.model, weights=config.weights, split="test", progress=progress
-        )
-
-    def augmentation(self, name: str) -> TrainingAugmentation:
-        return build_augmentation(
-            name, self.data.image_size, self.data.num_classes, self.settings.augment_settings()
-        )
-
-    def score(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
-        """(accuracy per corruption, clean accuracy) of a trained ``model`` on the scored split, under
-        the training run's backend flags, read back from the device once."""
-        sets = {**self.corrupted, CLEAN: self.images}
-        with backend_flags(self.train_settings, self.device):
-            scores = accuracies(
-                model,
-                sets,
-                self.labels,
-                mixed_precision=self.train_settings.mixed_precision,
-                flip_tta=self.flip_tta,
-            )
-        clean = scores.pop(CLEAN)
-        return scores, clean
-
-    def evaluate(
-        self,
-        loss: LossFunction,
-        augmentation: TrainingAugmentation,
-        seed: int,
-        description: str = "epochs",
-        checkpointing: Checkpointing | None = None,
-        after_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> Evaluation:
-        """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
-
-        With ``checkpointing``, training saves every epoch and resumes from an
-        existing checkpoint (``Evaluation.resumed_from_epoch``); ``after_epoch`` as
-        in :func:`optiloss.train.train` (it may stop training by raising).
-        """
-        data = self.data
-        with seeded(seed, self.device):
-            model = create_model(
-                self.model, data.num_classes, data.channels, self.model_width, self.weights
-            ).to(self.device)
-            result = train(
-                model,
-                data.train_images,
-                data.train_labels,
-                loss,
+    augmentation = evaluator.augmentation(config.augmentation)
+    runs: dict[str, list[Evaluation]] = {"loss": [], "cross_entropy": []}
+    jobs = [(name, seed) for seed in range(seeds) for name in runs]
+    for name, seed in tqdm(jobs, desc="training runs", unit="run", disable=not progress):
+        runs[name].append(
+            evaluator.evaluate(
+                genome if name == "loss" else baseline,
                 augmentation,
-                self.train_settings,
-                progress=self.progress,
-                description=description,
-                checkpointing=checkpointing,
-                after_epoch=after_epoch,
+                config.seed + RECHECK_SEED_STRIDE * (seed + 1),
             )
-        if result.diverged:
-            return Evaluation(
-                *DIVERGED_VALUES,
-                diverged=result.diverged,
-                training_seconds=result.seconds,
-                resumed_from_epoch=result.resumed_from_epoch,
-                history=result.history,
-            )
-        started = time.perf_counter()
-        per_corruption, clean = self.score(model)
-        return Evaluation(
-            accuracy=clean,
-            robustness=sum(per_corruption.values()) / len(per_corruption),
-            per_corruption=per_corruption,
-            training_seconds=result.seconds,
-            evaluation_seconds=time.perf_counter() - started,
-            final_train_loss=result.history[-1]["loss"],
-            resumed_from_epoch=result.resumed_from_epoch,
-            history=result.history,
         )
+    return Comparison(
+        genome.formula,
+        [r.accuracy for r in runs["loss"]],
+        [r.accuracy for r in runs["cross_entropy"]],
+        [r.robustness for r in runs["loss"]],
+        [r.robustness for r in runs["cross_entropy"]],
+    )

@@ -16,11 +16,12 @@ from optuna.storages import BaseStorage
 from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
+from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
-from optiloss.evaluate import LossEvaluator, load_data, resolve_device
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
 from optiloss.studies import select_trials, trial_genome

@@ -33,29 +33,20 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS, AugmentSettings
 from optiloss.data import resolved_image_size
+from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
-from optiloss.evaluate import (
-    LossEvaluator,
-    load_data,
-    merge_validation_into_training,
-    resolve_device,
-    welch_p_value,
-)
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
+from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.models import create_model
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, TrialKey, run_key
+from optiloss.scoring import LossEvaluator, load_data, merge_validation_into_training
 from optiloss.settings import SearchConfig, TransferConfig
+from optiloss.statistics import welch_p_value
 from optiloss.storage import open_storage
-from optiloss.studies import (
-    fail_dead_trials,
-    load_study,
-    select_trials,
-    trial_genome,
-    worker_record,
-)
-from optiloss.train import Checkpointing, compute_precision
+from optiloss.studies import load_study, select_trials, trial_genome
+from optiloss.train import Checkpointing
 
 BASELINE = "cross_entropy"
 INTERRUPTED = "interrupted"
@@ -245,7 +236,7 @@ def run_transfer(
             study.tell(trial, state=TrialState.FAIL)
             raise
         shutil.rmtree(checkpoint.parent, ignore_errors=True)
-        training = result.record(compute_precision(evaluator.train_settings, device))
+        training = result.record(evaluator.precision)
         for key, value in training.to_user_attrs().items():
             trial.set_user_attr(key, value)
         study.tell(trial, [result.accuracy, result.robustness])

@@ -7,11 +7,11 @@ import optiloss.train as training
 from optiloss.augment import build_augmentation
 from optiloss.data import class_mixed_subset, load_dataset
 from optiloss.errors import UsageError
-from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.models import AirbenchNet, create_model
 from optiloss.models import airbench as airbench_module
 from optiloss.models.airbench import AirbenchRecipe
+from optiloss.scoring import LossEvaluator
 from optiloss.settings import SURROGATE_DEFAULTS, SearchConfig
 from optiloss.train import Checkpointing, TrainSettings, seeded, to_float, train
 

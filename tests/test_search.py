@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from optiloss.data import load_dataset
+from optiloss.devices import worker_device
 from optiloss.errors import UsageError
-from optiloss.evaluate import DIVERGED_VALUES, worker_device
 from optiloss.genome import Genome
+from optiloss.scoring import DIVERGED_VALUES
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.search.study import sampler_seed
 
@@ -228,3 +229,40 @@ def test_a_device_that_names_no_gpu_index_is_refused(device):
     message = f"device must be one of auto, cpu, cuda, cuda:N (a GPU index), got '{device}'"
     with pytest.raises(UsageError, match=re.escape(message)):
         SearchConfig.from_mapping({"device": device})
+
+
+def test_one_search_builds_one_evaluator_and_copies_the_data_to_the_device_once(tmp_path, monkeypatch):
+    """The noise floor and the trials share the search's evaluator: one device copy, one set of
+    corrupted copies, one precision."""
+    from optiloss.data import ImageSplits
+    from optiloss.scoring import LossEvaluator
+    from optiloss.search import run_search
+
+    copies, evaluators = [], []
+    original_to, original_init = ImageSplits.to, LossEvaluator.__init__
+
+    def counting_to(self, device):
+        copies.append(device)
+        return original_to(self, device)
+
+    def counting_init(self, *args, **kwargs):
+        evaluators.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageSplits, "to", counting_to)
+    monkeypatch.setattr(LossEvaluator, "__init__", counting_init)
+    config = SearchConfig.from_mapping(
+        {
+            "n_trials": 2,
+            "population_size": 4,
+            "epochs": 1,
+            "model_width": 8,
+            "device": "cpu",
+            "baseline_seeds": 2,
+            "artifacts": False,
+            "checkpoint_dir": str(tmp_path / "checkpoints"),
+        }
+    )
+    outcome = run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
+    assert outcome.complete_after == 2 and len(outcome.study.user_attrs["cross_entropy_seeds"]) == 2
+    assert len(copies) == 1 and len(evaluators) == 1

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from optiloss.data import load_dataset
-from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.models import SURROGATES, create_model, surrogate_named
+from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
 from optiloss.train import RECIPES, recipe_named
 

@@ -77,11 +77,45 @@ def test_the_layers_import_only_downwards():
     import sys
 
     probes = {
-        "optiloss.search": ("optiloss.report", "optiloss.transfer", "optiloss.matrix", "optiloss.recheck"),
-        "optiloss.transfer": ("optiloss.report", "optiloss.search", "optiloss.matrix", "optiloss.recheck"),
-        "optiloss.matrix": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.recheck"),
-        "optiloss.recheck": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.matrix"),
-        "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate"),
+        "optiloss.search": (
+            "optiloss.report",
+            "optiloss.transfer",
+            "optiloss.matrix",
+            "optiloss.recheck",
+            "optiloss.evaluate",
+        ),
+        "optiloss.transfer": (
+            "optiloss.report",
+            "optiloss.search",
+            "optiloss.matrix",
+            "optiloss.recheck",
+            "optiloss.evaluate",
+        ),
+        "optiloss.matrix": (
+            "optiloss.report",
+            "optiloss.search",
+            "optiloss.transfer",
+            "optiloss.recheck",
+            "optiloss.evaluate",
+        ),
+        "optiloss.recheck": (
+            "optiloss.report",
+            "optiloss.search",
+            "optiloss.transfer",
+            "optiloss.matrix",
+            "optiloss.evaluate",
+        ),
+        "optiloss.evaluate": (
+            "optiloss.report",
+            "optiloss.search",
+            "optiloss.transfer",
+            "optiloss.matrix",
+            "optiloss.recheck",
+        ),
+        "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate", "optiloss.scoring"),
+        "optiloss.scoring": ("optiloss.report", "optiloss.search", "optiloss.studies", "optiloss.liveness"),
+        "optiloss.liveness": ("optiloss.report", "optiloss.search", "optiloss.scoring", "optiloss.studies"),
+        "optiloss.train": ("optiloss.models", "optiloss.augment", "optiloss.scoring", "optiloss.settings"),
     }
     for module, forbidden in probes.items():
         code = (

@@ -18,13 +18,7 @@ from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
-from optiloss.studies import (
-    get_trial,
-    noise_floor,
-    noise_floor_verdict,
-    pareto_trials,
-    trial_genome,
-)
+from optiloss.studies import get_trial, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
 
 
 def _metric_names(study: optuna.Study) -> list[str]:

@@ -1,6 +1,6 @@
 """Loss-search studies: configuration, the study, the objective, recovery and the search loop."""
 
-from optiloss.evaluate import load_data
+from optiloss.scoring import load_data
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.run import SearchOutcome, run_search, run_searches

@@ -12,13 +12,11 @@ loss's accuracy difference from cross-entropy in units of its spread.
 from __future__ import annotations
 
 import optuna
-import torch
 from tqdm.auto import tqdm
 
-from optiloss.data import ImageSplits
-from optiloss.evaluate import LossEvaluator
 from optiloss.genome import screen, zoo
 from optiloss.records import StudyKey
+from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
 
 NOISE_FLOOR_SEED_STRIDE = 104729
@@ -26,17 +24,16 @@ NOISE_FLOOR_SEED_STRIDE = 104729
 
 
 def train_noise_floor(
-    study: optuna.Study, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = True
+    study: optuna.Study, config: SearchConfig, evaluator: LossEvaluator, progress: bool = True
 ) -> int:
     """Train cross-entropy with each of ``config.baseline_seeds`` seeds not yet in the study; returns how
-    many runs were trained. ``data`` must be on ``device``."""
+    many runs were trained. ``evaluator`` is the search's own (:meth:`LossEvaluator.for_search`)."""
     runs = list(study.user_attrs.get(StudyKey.NOISE_FLOOR) or [])
     done = {run["seed"] for run in runs}
     seeds = [config.seed + NOISE_FLOOR_SEED_STRIDE * k for k in range(1, config.baseline_seeds + 1)]
     missing = [seed for seed in seeds if seed not in done]
     if not missing:
         return 0
-    evaluator = LossEvaluator.for_search(config, data, device)
     augmentation = evaluator.augmentation(config.augmentation)
     cross_entropy = screen(zoo(config.nodes)["cross_entropy"]).genome
     for seed in tqdm(missing, desc="cross-entropy noise floor", unit="seed", disable=not progress):

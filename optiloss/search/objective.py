@@ -12,14 +12,14 @@ import torch
 from optuna.trial import TrialState
 
 from optiloss.data import ImageSplits
-from optiloss.evaluate import DIVERGED_VALUES, LossEvaluator
 from optiloss.genome import Genome, screen
+from optiloss.liveness import worker_record
 from optiloss.records import SECONDS_DIGITS, SearchTrialRecord, TrialKey, given_name
+from optiloss.scoring import DIVERGED_VALUES, LossEvaluator
 from optiloss.search.hooks import TrialTrained
 from optiloss.search.recovery import INTERRUPTED
 from optiloss.settings import SearchConfig
-from optiloss.studies import worker_record
-from optiloss.train import Checkpointing, compute_precision
+from optiloss.train import Checkpointing
 
 __all__ = ["DIVERGED_VALUES", "LossSearchObjective", "Rejected"]
 
@@ -49,15 +49,23 @@ class LossSearchObjective:
     def __init__(
         self,
         config: SearchConfig,
-        data: ImageSplits,
-        device: torch.device,
+        data: ImageSplits | None = None,
+        device: torch.device | None = None,
         progress: bool = False,
         trial_trained: TrialTrained | None = None,
+        *,
+        evaluator: LossEvaluator | None = None,
     ) -> None:
-        """``trial_trained(trial, genome, history)`` runs after each trained trial (see
+        """Scores with ``evaluator`` when given (a search builds one and shares it with its noise
+        floor), else with a new one on ``data`` (already on ``device``).
+        ``trial_trained(trial, genome, history)`` runs after each trained trial (see
         :class:`~optiloss.search.hooks.SearchHooks`), e.g. to attach the dashboard's plots."""
         self.config = config
-        self.evaluator = LossEvaluator.for_search(config, data, device, progress)
+        if evaluator is None:
+            if data is None or device is None:
+                raise ValueError("LossSearchObjective needs an evaluator, or data and a device")
+            evaluator = LossEvaluator.for_search(config, data, device, progress)
+        self.evaluator = evaluator
         self.trial_trained = trial_trained
         self.augmentation = self.evaluator.augmentation(config.augmentation)
 
@@ -162,8 +170,7 @@ class LossSearchObjective:
         self._remove_checkpoints(own, inherited)
         if self.trial_trained is not None and result.history:
             self.trial_trained(trial, genome, result.history)
-        precision = compute_precision(self.evaluator.train_settings, self.evaluator.device)
-        for key, value in result.record(precision).to_user_attrs().items():
+        for key, value in result.record(self.evaluator.precision).to_user_attrs().items():
             trial.set_user_attr(key, value)
         if result.diverged:
             return self._objective_values(*DIVERGED_VALUES, trial)

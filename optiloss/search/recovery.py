@@ -24,8 +24,8 @@ import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from optiloss.liveness import fail_dead_trials
 from optiloss.records import TrialKey
-from optiloss.studies import fail_dead_trials
 
 INTERRUPTED = "interrupted"
 

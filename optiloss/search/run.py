@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 import torch
@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.data import ImageSplits
+from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError, UsageError
-from optiloss.evaluate import load_data, resolve_device
 from optiloss.records import TrialKey
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
@@ -45,6 +46,8 @@ class SearchOutcome:
     complete_after: int
     rejected: int
     stopped_early: str | None = None
+    study: optuna.Study | None = field(default=None, compare=False, repr=False)
+    """The study as this process holds it open, for a report right after the search."""
 
 
 class _Progress:
@@ -131,14 +134,16 @@ def run_search(
             f"{name}: trial(s) {', '.join(map(str, recovered))} lost their worker; "
             "failed and queued for retry"
         )
-    trained = train_noise_floor(study, config, data.to(device), device, progress)
+    # the data go to the device once; the noise floor and the trials share one evaluator
+    evaluator = LossEvaluator.for_search(config, data.to(device), device, progress)
+    trained = train_noise_floor(study, config, evaluator, progress)
     if trained:
         log(f"{name}: trained cross-entropy with {trained} more seed(s) for the study's noise floor")
     complete = count_trials(storage, name, (TrialState.COMPLETE,))
     remaining = config.n_trials - complete
     if remaining <= 0:
         log(f"{name}: {complete}/{config.n_trials} complete, nothing to run")
-        return SearchOutcome(name, url, complete, 0)
+        return SearchOutcome(name, url, complete, 0, study=study)
     workers = f", {config.workers} workers" if config.workers > 1 else ""
     # with several workers, each resolves its own device (optiloss.evaluate.worker_device)
     shown_device = config.device if config.workers > 1 else device
@@ -149,14 +154,12 @@ def run_search(
     if config.workers > 1:
         rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks)
     else:
-        tracker = _optimize(
-            config, storage, study, data, device, worker=0, progress=progress, done=complete, hooks=hooks
-        )
+        tracker = _optimize(config, storage, study, evaluator, progress=progress, done=complete, hooks=hooks)
         rejected, stopped_early = tracker.rejected, tracker.stopped_early
     if stopped_early:
         log(f"{name}: {stopped_early}")
     after = count_trials(storage, name, (TrialState.COMPLETE,))
-    return SearchOutcome(name, url, after, rejected, stopped_early)
+    return SearchOutcome(name, url, after, rejected, stopped_early, study=study)
 
 
 def _open_study(config: SearchConfig, url: str, worker: int) -> tuple[RDBStorage, optuna.Study]:
@@ -196,17 +199,13 @@ def _optimize(
     config: SearchConfig,
     storage: BaseStorage,
     study: optuna.Study,
-    data: ImageSplits,
-    device: torch.device,
+    evaluator: LossEvaluator,
     *,
-    worker: int,
     progress: bool,
     done: int,
     hooks: SearchHooks,
 ) -> _Progress:
-    objective = LossSearchObjective(
-        config, data.to(device), device, progress, trial_trained=hooks.trial_trained
-    )
+    objective = LossSearchObjective(config, trial_trained=hooks.trial_trained, evaluator=evaluator)
     tracker = _Progress(config.n_trials, done, config.max_consecutive_rejections, progress)
     after_trial = upkeep_callback(config, storage, hooks)
     if hooks.study_report is not None:
@@ -235,18 +234,9 @@ def _worker_main(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         storage, study = _open_study(config, url, worker)
-        data = load_data(config, progress=False)
-        tracker = _optimize(
-            config,
-            storage,
-            study,
-            data,
-            resolve_device(config.device, worker),
-            worker=worker,
-            progress=False,
-            done=0,
-            hooks=hooks,
-        )
+        device = resolve_device(config.device, worker)
+        evaluator = LossEvaluator.for_search(config, load_data(config, progress=False).to(device), device)
+        tracker = _optimize(config, storage, study, evaluator, progress=False, done=0, hooks=hooks)
         rejected.put(tracker.rejected)
     except KeyboardInterrupt:
         sys.exit(130)

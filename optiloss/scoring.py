@@ -1,0 +1,238 @@
+"""Turning (loss, augmentation, seed) into scores: what search, recheck, matrix and transfer share.
+
+:class:`LossEvaluator` trains a fresh model with a loss and scores it on one
+split and its corrupted copies; :func:`load_data` gives every command the same
+data for its settings (:mod:`optiloss.devices` the same device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
+from optiloss.data import ImageSplits, load_dataset
+from optiloss.errors import UsageError
+from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
+from optiloss.records import TrainingRecord
+from optiloss.settings import RunSettings, SearchConfig, TransferConfig
+from optiloss.train import (
+    Checkpointing,
+    LossFunction,
+    accuracies,
+    backend_flags,
+    compute_precision,
+    seeded,
+    train,
+)
+
+RECHECK_SEED_STRIDE = 7919
+"""Retraining seed k (recheck, evaluate) is ``config.seed + 7919 * k`` (k >= 1): never a seed a search
+trained with."""
+CLEAN = "clean"
+"""The uncorrupted split's key among the scored image sets (no corruption has this name)."""
+DIVERGED_VALUES = (0.0, 0.0)
+"""Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
+
+
+def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
+    """The data set of ``settings``, on the CPU, split train / validation / test."""
+    return load_dataset(
+        settings.dataset,
+        settings.validation_fraction,
+        data_root=settings.data_root,
+        image_size=settings.image_size,
+        subset=settings.subset,
+        download=settings.download,
+        progress=progress,
+    )
+
+
+def merge_validation_into_training(data: ImageSplits) -> ImageSplits:
+    """The splits with the validation part added to the training part (for runs that select nothing)."""
+    return dataclasses.replace(
+        data,
+        train_images=torch.cat([data.train_images, data.val_images]),
+        train_labels=torch.cat([data.train_labels, data.val_labels]),
+    )
+
+
+@dataclass
+class Evaluation:
+    """One training run scored on a split and its corrupted copies."""
+
+    accuracy: float
+    robustness: float
+    per_corruption: dict[str, float] = field(default_factory=dict)
+    diverged: str | None = None
+    training_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    final_train_loss: float | None = None
+    resumed_from_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def record(self, precision: str) -> TrainingRecord:
+        """What a trial or transfer run stores about this run (:class:`optiloss.records.TrainingRecord`);
+        a diverged run records no scores, curve or final loss."""
+        if self.diverged:
+            return TrainingRecord(
+                self.training_seconds,
+                precision,
+                resumed_from_epoch=self.resumed_from_epoch,
+                diverged=self.diverged,
+            )
+        return TrainingRecord(
+            self.training_seconds,
+            precision,
+            resumed_from_epoch=self.resumed_from_epoch,
+            evaluation_seconds=self.evaluation_seconds,
+            final_train_loss=self.final_train_loss,
+            train_accuracy_by_epoch=tuple(row["train_accuracy"] for row in self.history),
+            robustness_by_corruption=dict(self.per_corruption),
+        )
+
+
+class LossEvaluator:
+    """Trains a model with any loss and scores it on one split and its corrupted copies.
+
+    The one place that turns (loss, augmentation, seed) into scores, shared by
+    the search objective, recheck, the loss x augmentation matrix and the
+    transfer stage, so they all measure the same thing. ``data`` must already
+    be on ``device``; the corrupted copies of the scored split (``"val"`` for
+    the search, ``"test"`` for transfer) are made, or read from the cache, once.
+    """
+
+    def __init__(
+        self,
+        data: ImageSplits,
+        device: torch.device,
+        settings: RunSettings,
+        *,
+        model: str = "cnn",
+        model_width: int = DEFAULT_WIDTH,
+        weights: str | None = None,
+        split: str = "val",
+        progress: bool = False,
+    ) -> None:
+        spec = surrogate_named(model)
+        if spec is not None and min(data.image_size) < spec.minimum_image_size:
+            raise UsageError(
+                f"model {model} needs images of at least {spec.minimum_image_size} px, "
+                f"{data.name} has {data.image_size[0]} px: "
+                'use model = "cnn" or set image_size'
+            )
+        self.data = data
+        self.device = device
+        self.settings = settings
+        self.train_settings = settings.train_settings()
+        self.precision = compute_precision(self.train_settings, device)
+        """What the model computes in on ``device`` (``"bf16"`` or ``"float32"``), recorded with each run."""
+        self.model = model
+        self.model_width = model_width
+        self.weights = weights
+        self.progress = progress
+        self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
+        self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
+
+    @classmethod
+    def for_search(
+        cls, config: SearchConfig, data: ImageSplits, device: torch.device, progress: bool = False
+    ) -> LossEvaluator:
+        """The surrogate of a search config, scored on the validation split."""
+        assert config.model_width is not None  # SearchConfig.__post_init__ fills it from the surrogate
+        return cls(
+            data,
+            device,
+            config,
+            model=config.model,
+            model_width=config.model_width,
+            split="val",
+            progress=progress,
+        )
+
+    @classmethod
+    def for_transfer(
+        cls, config: TransferConfig, data: ImageSplits, device: torch.device, progress: bool = False
+    ) -> LossEvaluator:
+        """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split."""
+        return cls(
+            data, device, config, model=config.model, weights=config.weights, split="test", progress=progress
+        )
+
+    def augmentation(self, name: str) -> TrainingAugmentation:
+        return build_augmentation(
+            name, self.data.image_size, self.data.num_classes, self.settings.augment_settings()
+        )
+
+    def score(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
+        """(accuracy per corruption, clean accuracy) of a trained ``model`` on the scored split, under
+        the training run's backend flags, read back from the device once."""
+        sets = {**self.corrupted, CLEAN: self.images}
+        with backend_flags(self.train_settings, self.device):
+            scores = accuracies(
+                model,
+                sets,
+                self.labels,
+                mixed_precision=self.train_settings.mixed_precision,
+                flip_tta=self.flip_tta,
+            )
+        clean = scores.pop(CLEAN)
+        return scores, clean
+
+    def evaluate(
+        self,
+        loss: LossFunction,
+        augmentation: TrainingAugmentation,
+        seed: int,
+        description: str = "epochs",
+        checkpointing: Checkpointing | None = None,
+        after_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> Evaluation:
+        """Train a fresh model (initialised from ``seed``) with ``loss`` and score it.
+
+        With ``checkpointing``, training saves every epoch and resumes from an
+        existing checkpoint (``Evaluation.resumed_from_epoch``); ``after_epoch`` as
+        in :func:`optiloss.train.train` (it may stop training by raising).
+        """
+        data = self.data
+        with seeded(seed, self.device):
+            model = create_model(
+                self.model, data.num_classes, data.channels, self.model_width, self.weights
+            ).to(self.device)
+            result = train(
+                model,
+                data.train_images,
+                data.train_labels,
+                loss,
+                augmentation,
+                self.train_settings,
+                progress=self.progress,
+                description=description,
+                checkpointing=checkpointing,
+                after_epoch=after_epoch,
+            )
+        if result.diverged:
+            return Evaluation(
+                *DIVERGED_VALUES,
+                diverged=result.diverged,
+                training_seconds=result.seconds,
+                resumed_from_epoch=result.resumed_from_epoch,
+                history=result.history,
+            )
+        started = time.perf_counter()
+        per_corruption, clean = self.score(model)
+        return Evaluation(
+            accuracy=clean,
+            robustness=sum(per_corruption.values()) / len(per_corruption),
+            per_corruption=per_corruption,
+            training_seconds=result.seconds,
+            evaluation_seconds=time.perf_counter() - started,
+            final_train_loss=result.history[-1]["loss"],
+            resumed_from_epoch=result.resumed_from_epoch,
+            history=result.history,
+        )

@@ -1,0 +1,21 @@
+"""Statistics for comparing losses: one place for the tests every report uses."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+from scipy import stats
+
+
+def sample_std(values: list[float]) -> float:
+    """The sample standard deviation, 0.0 for fewer than two values."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def welch_p_value(values: list[float], baseline: list[float]) -> float:
+    """Two-sided Welch's t-test p-value of ``values`` against ``baseline``; NaN with fewer than two
+    values on a side or no spread on either."""
+    if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
+        return float("nan")
+    return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
