@@ -386,17 +386,15 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def _recheck(args: argparse.Namespace) -> int:
-    from optiloss.recheck import recheck
+    from optiloss.recheck import recheck, recheck_verdict
     from optiloss.report import format_rows
 
     if args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    print(
-        format_rows(
-            recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args)),
-            args.format,
-        )
-    )
+    rows = recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args))
+    print(format_rows(rows, args.format))
+    if args.format == "table":
+        print(recheck_verdict(rows))
     return 0
 
 

@@ -15,7 +15,7 @@ from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.scoring import RECHECK_SEED_STRIDE, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
-from optiloss.statistics import sample_std, welch_p_value
+from optiloss.statistics import holm, sample_std, welch_p_value
 from optiloss.storage import open_storage
 from optiloss.studies import load_study, pareto_trials, trial_genome
 
@@ -77,10 +77,13 @@ def recheck(
         if genome.structure_hash == cross_entropy.structure_hash
     )
     rows = []
-    for (number, label, _, search_accuracy, search_robustness, formula), scores in trained:
+    p_values = []
+    for (number, label, genome, search_accuracy, search_robustness, formula), scores in trained:
         accuracies = [score.accuracy for score in scores]
         spread = sample_std(baseline)
-        p = welch_p_value(accuracies, baseline)
+        is_baseline = genome.structure_hash == cross_entropy.structure_hash
+        p = math.nan if is_baseline else welch_p_value(accuracies, baseline)
+        p_values.append(p)
         rows.append(
             {
                 "trial": number,
@@ -92,9 +95,36 @@ def recheck(
                 if spread > 0
                 else None,
                 "p_welch": None if math.isnan(p) else float(f"{p:.3g}"),
+                "p_holm": None,
                 "search_robustness": None if search_robustness is None else round(search_robustness, 4),
                 "recheck_robustness": round(statistics.mean(s.robustness for s in scores), 4),
                 "formula": formula,
             }
         )
+    for row, adjusted in zip(rows, holm(p_values)):
+        row["p_holm"] = None if math.isnan(adjusted) else float(f"{adjusted:.3g}")
     return rows
+
+
+def recheck_verdict(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+    """One line on the rechecked losses against cross-entropy, after Holm's correction for comparing
+    several losses at once (``p_holm``); only a loss below ``alpha`` there differs beyond chance."""
+    compared = [row for row in rows if row["p_holm"] is not None]
+    if not compared:
+        return "no p-values: recheck with --seeds 3 or more (and cross-entropy's runs must spread)"
+    baseline = next((row for row in rows if row["loss"] == "cross_entropy"), None)
+    mean = baseline["recheck_accuracy"] if baseline else None
+    differing = [row for row in compared if row["p_holm"] < alpha]
+    count = f"{len(compared)} loss(es) compared with cross-entropy, Holm's correction"
+    if not differing:
+        smallest = min(row["p_holm"] for row in compared)
+        return (
+            f"{count}: none differs at p < {alpha:g} (smallest corrected p {smallest:.3g}): "
+            "not better than cross-entropy here"
+        )
+    described = []
+    for row in differing:
+        name = row["loss"] or f"trial {row['trial']}"
+        side = "better" if mean is not None and row["recheck_accuracy"] > mean else "worse"
+        described.append(f"{name} {side} (p_holm {row['p_holm']:.3g})")
+    return f"{count}: " + "; ".join(described) + " than cross-entropy"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -19,3 +21,16 @@ def welch_p_value(values: list[float], baseline: list[float]) -> float:
     if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
         return float("nan")
     return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` for multiple comparisons (family-wise error): the
+    i-th smallest of m is multiplied by m - i + 1, kept monotone and capped at 1. NaN entries stay
+    NaN and do not count as comparisons."""
+    tested = sorted((p, index) for index, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[index] = running
+    return adjusted

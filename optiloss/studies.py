@@ -6,16 +6,19 @@ study. Everything here uses Optuna's public API on plain Optuna studies.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
+from optiloss.statistics import sample_std
 
 
 def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
@@ -106,13 +109,21 @@ def trial_label(trial: FrozenTrial) -> str:
 
 NOISE_FLOOR_ATTR = StudyKey.NOISE_FLOOR
 """Study user attr: cross-entropy's runs with extra seeds (:attr:`optiloss.records.StudyKey.NOISE_FLOOR`)."""
-BEYOND_NOISE = 2.0
-"""A difference from cross-entropy counts as beyond its noise at more than this many standard deviations."""
+PREDICTION_LEVEL = 0.95
+"""The prediction interval a single search run is judged with: 19 new cross-entropy runs in 20 land in it."""
 
 
 @dataclass(frozen=True)
 class NoiseFloor:
-    """Cross-entropy's validation accuracy over the seeds a study trained it with."""
+    """Cross-entropy's validation accuracy over the seeds a study trained it with (its extra seeds and
+    its own search trial).
+
+    A search trial is one run with one seed, so it is judged with a prediction interval for one new
+    observation (Student's t with n - 1 degrees of freedom, widened by sqrt(1 + 1/n)), not a
+    confidence interval of the mean and not a fixed number of standard deviations: with three or four
+    runs the spread itself is uncertain, and a fixed 2 sd calls about a fifth of cross-entropy's own new
+    runs beyond the noise.
+    """
 
     accuracies: tuple[float, ...]
 
@@ -122,30 +133,57 @@ class NoiseFloor:
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return sample_std(list(self.accuracies))
 
     def spreads(self, accuracy: float) -> float | None:
         """``accuracy - mean`` in standard deviations of cross-entropy's accuracy (None without spread)."""
         return (accuracy - self.mean) / self.std if self.std > 0 else None
 
+    def prediction_interval(self, level: float = PREDICTION_LEVEL) -> tuple[float, float]:
+        """Where one new cross-entropy run lands with probability ``level`` (normal runs assumed)."""
+        n = len(self.accuracies)
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * self.std * math.sqrt(1 + 1 / n)
+        return self.mean - half, self.mean + half
+
     def beyond(self, accuracy: float) -> bool:
-        spreads = self.spreads(accuracy)
-        return spreads is not None and abs(spreads) > BEYOND_NOISE
+        """Whether one run's ``accuracy`` lies outside the prediction interval (never without spread)."""
+        low, high = self.prediction_interval()
+        return self.std > 0 and not low <= accuracy <= high
+
+    def chance_best(self, trials: int) -> float:
+        """How many standard deviations above the mean the best of ``trials`` cross-entropy runs lands on
+        average, by chance alone (the expected maximum of that many normal draws, Blom's formula)."""
+        if trials < 2:
+            return 0.0
+        return float(stats.norm.ppf((trials - 0.375) / (trials + 0.25)))
 
     def describe(self) -> str:
         return f"cross-entropy {self.mean:.4f} +- {self.std:.4f} over {len(self.accuracies)} seeds"
 
 
 def noise_floor(study: optuna.Study) -> NoiseFloor | None:
-    """The study's cross-entropy seed runs (:data:`NOISE_FLOOR_ATTR`), or None before there are two."""
-    runs = study.user_attrs.get(NOISE_FLOOR_ATTR) or []
-    if len(runs) < 2:
+    """Cross-entropy's runs in the study: its extra seeds (:data:`NOISE_FLOOR_ATTR`) and its own search
+    trial; None before there are two."""
+    accuracies = [run["accuracy"] for run in study.user_attrs.get(NOISE_FLOOR_ATTR) or []]
+    own = next(
+        (
+            trial.values[0]
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if trial.user_attrs.get(TrialKey.ZOO) == "cross_entropy" and trial.values
+        ),
+        None,
+    )
+    if own is not None:
+        accuracies.append(own)
+    if len(accuracies) < 2:
         return None
-    return NoiseFloor(tuple(run["accuracy"] for run in runs))
+    return NoiseFloor(tuple(accuracies))
 
 
 def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
-    """One sentence on ``trials``' accuracies against the noise floor, or how to get one."""
+    """What ``trials``' accuracies can say against the noise floor, or how to get one: the 95 %
+    prediction interval of one new cross-entropy run, the trials outside it, and how far the best of
+    the study's trained losses would reach by chance, since the best is selected."""
     floor = noise_floor(study)
     if floor is None:
         return (
@@ -157,19 +195,30 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
             f"noise floor: {floor.describe()}, the same accuracy every time: no spread to measure the "
             "differences against (optiloss recheck retrains the front and cross-entropy with new seeds)"
         )
-    beyond = [
+    low, high = floor.prediction_interval()
+    trained = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    best = floor.chance_best(trained)
+    outside = [
         trial.number
         for trial in trials
         if trial.values
         and floor.beyond(trial.values[0])
         and trial.user_attrs.get(TrialKey.ZOO) != "cross_entropy"
     ]
-    if not beyond:
-        return (
-            f"noise floor: {floor.describe()}; no loss here differs from it by more than "
-            f"{BEYOND_NOISE:g} standard deviations: these differences are inside the noise"
-        )
+    found = (
+        f"trial(s) {', '.join(map(str, outside))} lie outside it"
+        if outside
+        else "no loss here lies outside it"
+    )
+    selected = (
+        f", and the best of {trained} trained losses is selected: by chance alone the best of {trained} "
+        f"cross-entropy runs would reach about {best:+.1f} sd ({floor.mean + best * floor.std:.4f})"
+        if trained > 1
+        else ""
+    )
     return (
-        f"noise floor: {floor.describe()}; trial(s) {', '.join(map(str, beyond))} differ by more than "
-        f"{BEYOND_NOISE:g} standard deviations (one search seed each: confirm with optiloss recheck)"
+        f"noise floor: {floor.describe()}; one new cross-entropy run lands in {low:.4f}-{high:.4f} "
+        f"{round(100 * PREDICTION_LEVEL)} times in 100 (prediction interval, Student's t with "
+        f"{len(floor.accuracies) - 1} degrees of freedom); {found}. Each trial is one run of one seed"
+        f"{selected}. Only new seeds can tell (optiloss recheck; optiloss evaluate on the test split)"
     )

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -9,7 +10,7 @@ from optuna.trial import TrialState
 from optiloss.genome import screen
 from optiloss.genome.parse import parse_formula
 from optiloss.settings import SearchConfig
-from optiloss.studies import NOISE_FLOOR_ATTR, noise_floor
+from optiloss.studies import NOISE_FLOOR_ATTR, NoiseFloor, noise_floor
 
 from conftest import run_cli
 
@@ -124,3 +125,122 @@ def test_cross_entropys_seed_runs_are_trained_once_per_study_and_shown_beside_ev
     assert "trained cross-entropy with 2 more seed(s)" in partial.stdout
     rebuilt = optuna.load_study(study_name="digits-base", storage=url).user_attrs[NOISE_FLOOR_ATTR]
     assert rebuilt[0] == runs[0] and [run["seed"] for run in rebuilt] == [run["seed"] for run in runs]
+
+
+def _study_with_floor(seed_runs: list[float], cross_entropy_trial: float, others: dict[str, float]):
+    """An in-memory study: cross-entropy's extra seed runs, its own trial, and other trained losses."""
+    from optiloss.genome import zoo
+    from optiloss.search.sampler import genome_search_space
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.set_user_attr(
+        NOISE_FLOOR_ATTR, [{"seed": k, "accuracy": a, "robustness": 0.5} for k, a in enumerate(seed_runs)]
+    )
+    space = genome_search_space(5)
+    for name, accuracy in {"cross_entropy": cross_entropy_trial, **others}.items():
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=zoo()[name].to_params(),
+                distributions=space,
+                values=[accuracy, 0.5],
+                user_attrs={"zoo": name},
+            )
+        )
+    return study
+
+
+def test_cross_entropys_own_trial_is_never_called_beyond_the_noise():
+    """The old rule (2 sd of three extra seeds) called cross-entropy's own trial +3 sd beyond the noise."""
+    from optiloss.studies import noise_floor_verdict
+
+    study = _study_with_floor([0.90, 0.91, 0.92], 0.94, {"mse": 0.99})
+    floor = noise_floor(study)
+    assert len(floor.accuracies) == 4 and 0.94 in floor.accuracies  # its own trial counts
+    assert (0.94 - 0.91) / 0.01 > 2  # what the old rule saw
+    assert not floor.beyond(0.94) and floor.beyond(0.99)
+    verdict = noise_floor_verdict(study, study.best_trials)
+    assert "prediction interval, Student's t with 3 degrees of freedom" in verdict
+    assert "trial(s) 1 lie outside it" in verdict and "the best of 2 trained losses is selected" in verdict
+    # no sample of cross-entropy runs puts one of its own runs outside its prediction interval
+    rng = np.random.default_rng(0)
+    for n in range(2, 9):
+        for _ in range(200):
+            runs = tuple(rng.normal(0.9, 0.01, n))
+            floor = NoiseFloor(runs)
+            assert not any(floor.beyond(run) for run in runs)
+
+
+def test_the_prediction_interval_covers_nineteen_new_runs_in_twenty_and_the_chance_best_grows_with_trials():
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(4000):
+        runs = rng.normal(0.0, 1.0, 4)
+        low, high = NoiseFloor(tuple(runs)).prediction_interval()
+        covered += low <= rng.normal(0.0, 1.0) <= high
+    assert 0.93 < covered / 4000 < 0.97  # a fixed 2 sd covers about 0.82 with four runs
+    floor = NoiseFloor((0.9, 0.91))
+    assert floor.chance_best(1) == 0.0 and 1.9 < floor.chance_best(30) < 2.2 < floor.chance_best(300)
+    maxima = rng.normal(0.0, 1.0, (4000, 30)).max(axis=1).mean()
+    assert abs(maxima - floor.chance_best(30)) < 0.1
+
+
+def test_holm_adjusts_several_comparisons_and_leaves_one_alone():
+    from optiloss.statistics import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2] and holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])
+    adjusted = holm([float("nan"), 0.02, 0.04])
+    assert np.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])
+
+
+def test_recheck_verdict_names_only_losses_beyond_chance_after_holm():
+    from optiloss.recheck import recheck_verdict
+
+    rows = [
+        {"trial": 0, "loss": "cross_entropy", "recheck_accuracy": 0.90, "p_holm": None},
+        {"trial": 5, "loss": "", "recheck_accuracy": 0.95, "p_holm": 0.012},
+        {"trial": 7, "loss": "", "recheck_accuracy": 0.93, "p_holm": 0.2},
+    ]
+    assert recheck_verdict(rows) == (
+        "2 loss(es) compared with cross-entropy, Holm's correction: "
+        "trial 5 better (p_holm 0.012) than cross-entropy"
+    )
+    rows[1]["p_holm"] = 0.07
+    assert (
+        "none differs at p < 0.05 (smallest corrected p 0.07): not better than cross-entropy"
+        in recheck_verdict(rows)
+    )
+
+
+def test_distinct_seeds_train_distinct_networks_even_when_their_accuracy_agrees():
+    """Three noise-floor seeds once gave the same validation accuracy (267 of 288 digits): the networks
+    and their predictions differed; the small validation split made the counts coincide."""
+    import torch
+
+    from optiloss.augment import build_augmentation
+    from optiloss.data import load_dataset
+    from optiloss.genome import screen as screen_genome
+    from optiloss.genome import zoo
+    from optiloss.models import create_model
+    from optiloss.train import TrainSettings, seeded, to_float, train
+
+    data = load_dataset("digits")
+    loss = screen_genome(zoo()["cross_entropy"]).genome
+    predictions, weights = [], []
+    for seed in (104729, 209458):
+        with seeded(seed):
+            model = create_model("cnn", 10, 3, 8)
+            train(
+                model,
+                data.train_images,
+                data.train_labels,
+                loss,
+                build_augmentation("base", data.image_size, 10),
+                TrainSettings(epochs=2),
+            )
+        model.eval()
+        with torch.no_grad():
+            predictions.append(model(to_float(data.val_images)).argmax(1))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.allclose(weights[0], weights[1])
+    assert (predictions[0] != predictions[1]).sum() > 0

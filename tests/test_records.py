@@ -36,7 +36,9 @@ def test_a_study_written_by_version_0_1_reads_as_that_version_read_it(old_storag
     pareto = run_main("pareto", "digits-base", "--format", "json", "--storage", old_storage)
     assert pareto.returncode == 0, pareto.stderr
     printed = pareto.stdout[: pareto.stdout.rindex("]") + 1]
-    assert json.loads(printed) == json.loads((OLD / "pareto.json").read_text())
+    # vs_ce is left out: since issue 21 the noise floor also counts cross-entropy's own trial
+    without_floor = lambda rows: [{k: v for k, v in row.items() if k != "vs_ce"} for row in rows]  # noqa: E731
+    assert without_floor(json.loads(printed)) == without_floor(json.loads((OLD / "pareto.json").read_text()))
     for number in (0, 8):
         shown = run_main("show", "digits-base", str(number), "--storage", old_storage)
         assert shown.returncode == 0, shown.stderr
