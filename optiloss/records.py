@@ -78,6 +78,8 @@ class StudyKey:
     DATASET = "dataset"
     AUGMENTATION = "augmentation"
     NODES = "nodes"
+    CONSTANTS = "constants"
+    """How many real-valued constants its genomes have (0 for studies made before constants)."""
     MODEL = "model"
     OBJECTIVES = "objectives"
     IMAGE_SIZE = "image_size"

@@ -304,6 +304,12 @@ class SearchConfig(RunSettings):
     )
     population_size: int = setting(10, limits=(2, None), help="NSGA-II generation size")
     nodes: int = setting(5, limits=(4, 32), help="genome nodes")
+    constants: int = setting(
+        2,
+        limits=(0, 8),
+        help="real-valued constants c0, c1 ... a genome may read (float genes in -5..5; 0: none, as "
+        "studies made before constants)",
+    )
     batch_size: int | None = redefault(RunSettings, "batch_size", None)
     learning_rate: float | None = redefault(RunSettings, "learning_rate", None)
     weight_decay: float | None = redefault(RunSettings, "weight_decay", None)

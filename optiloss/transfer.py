@@ -73,6 +73,7 @@ def losses_to_transfer(
     top_k: int,
     select: str = "accuracy",
     given: dict[str, Genome] | None = None,
+    num_classes: int = 10,
 ) -> dict[str, LossToTransfer]:
     """Label -> loss: the ``top_k`` evolved losses of each source study
     (:func:`~optiloss.studies.select_trials`: by accuracy, one per behaviour, or from the Pareto
@@ -100,7 +101,9 @@ def losses_to_transfer(
     for name, genome in (given or {}).items():
         by_structure.setdefault(genome.structure_hash, (name, LossToTransfer(genome)))
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
-    for name, genome in zoo(nodes).items():
+    constants = sources[0].user_attrs.get(StudyKey.CONSTANTS, 0)
+    # the zoo as the source study has it, label smoothing's e / C for the transfer's C classes
+    for name, genome in zoo(nodes, constants, num_classes).items():
         oriented = screen(genome).genome
         by_structure.setdefault(
             oriented.structure_hash, (name, LossToTransfer(oriented, None, zoo_accuracy.get(name)))
@@ -163,10 +166,11 @@ def run_transfer(
     storage = open_storage(storage_url, create=False)
     sources = [load_study(storage, one) for one in source_names]
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
-    losses = losses_to_transfer(sources, config.top_k, config.select, named_losses(config.losses, nodes))
+    given = named_losses(config.losses, nodes)  # a bad formula stops before the data are loaded
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
     data = merge_validation_into_training(load_data(config, progress)).to(device)
+    losses = losses_to_transfer(sources, config.top_k, config.select, given, data.num_classes)
     # the model's name, weights file and its fit are checked before anything is written
     create_model(config.model, data.num_classes, data.channels, weights=config.weights)
     augment = source_augment_settings(sources[0], config, data.train_images.shape[-1])

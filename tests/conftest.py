@@ -82,6 +82,7 @@ def tiny_config(tmp_path: Path) -> Path:
     path.write_text(
         'dataset = "digits"\naugmentation = "base"\nn_trials = 6\npopulation_size = 6\n'
         'epochs = 2\nmodel_width = 8\nbatch_size = 128\nseed = 3\ndevice = "cpu"\nbaseline_seeds = 0\n'
+        "constants = 0\n"  # the six-loss zoo the CLI tests name; tests/test_constants.py covers constants
         f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifact_dir = "{tmp_path / "artifacts"}"\n'
     )
     return path
@@ -161,6 +162,7 @@ def small_search(folder: Path, **settings) -> str:
         "model_width": 8,
         "device": "cpu",
         "baseline_seeds": 0,  # the noise floor has its own tests
+        "constants": 0,  # constants have their own tests
         "checkpoint_dir": str(folder / "checkpoints"),
         "artifact_dir": str(folder / "artifacts"),
         **settings,

@@ -56,7 +56,7 @@ def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp
     config = tmp_path / "search.toml"
     config.write_text(
         'n_trials = 9\npopulation_size = 7\nepochs = 2\nmodel_width = 8\ndevice = "cpu"\n'
-        "baseline_seeds = 0\n"
+        "baseline_seeds = 0\nconstants = 0\n"  # the zoo of six losses, as without constants
         f'artifacts = false\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
         '[losses]\nhinge_like = "max((1 - p) * y, 0)"\n'
     )

@@ -75,7 +75,7 @@ def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path)
 
 def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    open_search_study(SearchConfig.from_mapping({"study_name": "mine"}), storage)
+    open_search_study(SearchConfig.from_mapping({"study_name": "mine", "constants": 0}), storage)
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 6  # the zoo, enqueued
     open_search_study(
         SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage

@@ -31,35 +31,39 @@ def _without_outer_negation(formula: str) -> str:
     return formula
 
 
-def _parse(formula: str, n_nodes: int) -> Genome:
+def _parse(formula: str, n_nodes: int, n_constants: int | None) -> Genome:
     try:
-        return parse_formula(formula, n_nodes)
+        return parse_formula(formula, n_nodes, n_constants)
     except FormulaError:
         inner = _without_outer_negation(formula)
         if inner == formula:
             raise
         try:
-            return parse_formula(inner, n_nodes)
+            return parse_formula(inner, n_nodes, n_constants)
         except FormulaError:
             pass
         raise  # the error of the formula as written, whose columns the user sees
 
 
-def named_losses(formulas: Mapping[str, str], n_nodes: int) -> dict[str, Genome]:
-    """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes.
+def named_losses(
+    formulas: Mapping[str, str], n_nodes: int, n_constants: int | None = None
+) -> dict[str, Genome]:
+    """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes with ``n_constants``
+    constants (its numbers, the unused ones 0; None: as many as it has, for a loss trained on its own
+    rather than enqueued into a study).
 
     A formula that does not parse, needs more nodes, or fails the screen, and a name the
     reports use already (a zoo loss, ``trial_N``), is a :class:`UsageError` naming the loss and why.
     """
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
-        if name in zoo() or RESERVED_NAME.fullmatch(name):
+        if name in zoo(n_nodes, max(2, n_constants or 0)) or RESERVED_NAME.fullmatch(name):
             raise UsageError(
                 f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
                 "in reports); choose another name"
             )
         try:
-            genome = _parse(formula, n_nodes)
+            genome = _parse(formula, n_nodes, n_constants)
         except FormulaError as error:
             raise UsageError(f"loss {name} = {formula!r}: {error}") from None
         result = screen(genome)

@@ -58,9 +58,12 @@ genome operator is protected: ``ln(a)``, ``log(a)`` and ``ln(|a|)`` are
 :mod:`~optiloss.genome.operators` is a function of its arity (``square(p)``,
 ``bessel_i0(p)``, ``div(y, p)``), read literally.
 
-Constants: only ``1`` and ``-1`` are leaves; ``0`` appears only in
-``max(a, 0)`` and ``min(a, 0)``, ``2`` only as the exponent of a square and
-``eps`` only in the printed forms above. Any other number or name is an error.
+Numbers: ``1`` and ``-1`` are leaves; ``0`` appears only in ``max(a, 0)`` and
+``min(a, 0)`` and ``2`` as the exponent of a square; every other number
+(``0.1``, ``2.5e-2``, ``-3``, ``(-0.5)``) is one of the genome's real-valued
+constants ``c0``, ``c1`` … in order of first appearance, the same number one
+constant. ``eps`` appears only in the printed forms above; any other name is
+an error.
 
 Equal subexpressions share one node. Nodes are hidden nodes in dependency
 order, then the output; unused slots hold an inactive ``add(y, y)``. A bare
@@ -73,7 +76,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from optiloss.genome.genome import DEFAULT_NODES, Genome, node_name
+from optiloss.genome.genome import DEFAULT_NODES, Genome, constant_name, node_name
 from optiloss.genome.operators import OPERATORS
 
 __all__ = ["FormulaError", "parse_formula"]
@@ -88,7 +91,7 @@ _ALIASES = {
 }
 _FUNCTIONS: dict[str, str] = {**{name: name for name in OPERATORS}, **_ALIASES}
 _SYMBOLS = ("y", "p", "eps")
-_LEAVES_HINT = "a loss reads y, p, 1 and -1"
+_LEAVES_HINT = "a loss reads y, p and numbers"
 
 _SPACE = re.compile(r"\s*")
 _TOKEN = re.compile(
@@ -111,13 +114,14 @@ class FormulaError(ValueError):
         self.column = column
 
 
-def parse_formula(text: str, n_nodes: int = DEFAULT_NODES) -> Genome:
+def parse_formula(text: str, n_nodes: int = DEFAULT_NODES, n_constants: int | None = None) -> Genome:
     """An unoriented ``n_nodes`` genome whose loss equals the formula ``text``.
 
     ``text`` is read as the module docstring describes; the genome's loss
-    (:meth:`Genome.__call__`) has the formula's values and gradients. Raises
-    :class:`FormulaError` for text that is not a loss formula or that needs
-    more than ``n_nodes`` operator nodes.
+    (:meth:`Genome.__call__`) has the formula's values and gradients. Its numbers
+    become constants, padded with zeros to ``n_constants`` (default: as many as it
+    has). Raises :class:`FormulaError` for text that is not a loss formula or that
+    needs more than ``n_nodes`` operator nodes or more than ``n_constants`` constants.
     """
     if n_nodes < 1:
         raise ValueError(f"n_nodes must be at least 1, got {n_nodes}")
@@ -138,7 +142,32 @@ def parse_formula(text: str, n_nodes: int = DEFAULT_NODES) -> Genome:
                 "and screen() orients a loss by itself)"
             )
         raise FormulaError(message)
-    return Genome.from_nodes(*nodes, n_nodes=n_nodes)
+    nodes, values = _constants_of(nodes)
+    if n_constants is not None and len(values) > n_constants:
+        raise FormulaError(
+            f"the formula has {len(values)} number(s) besides 1 and -1, more than the genome's "
+            f"{n_constants} constant(s): constants must be at least {len(values)}"
+        )
+    return Genome.from_nodes(*nodes, n_nodes=n_nodes, constants=values, n_constants=n_constants)
+
+
+_CONSTANT_MARK = "#"
+"""Lowered numbers are leaves ``#<value>`` until :func:`_constants_of` names them ``c0`` …"""
+
+
+def _constants_of(
+    nodes: list[tuple[str, str] | tuple[str, str, str]],
+) -> tuple[list[tuple[str, str] | tuple[str, str, str]], tuple[float, ...]]:
+    """``nodes`` with each ``#<value>`` leaf replaced by a constant leaf (first appearance first), and
+    the constants' values."""
+    names: dict[str, str] = {}
+    for _, *refs in nodes:
+        for ref in refs:
+            if ref.startswith(_CONSTANT_MARK) and ref not in names:
+                names[ref] = constant_name(len(names))
+    renamed = [(operator, *(names.get(ref, ref) for ref in refs)) for operator, *refs in nodes]
+    values = tuple(float(mark[len(_CONSTANT_MARK) :]) for mark in names)
+    return renamed, values  # type: ignore[return-value]  # each tuple keeps its length
 
 
 # ------------------------------------------------------------------- tokens
@@ -391,13 +420,11 @@ def _lower(tree: _Expr) -> _Term:
         case _Number(value=1):
             return "1"
         case _Number():
-            raise FormulaError(
-                f"number {tree.text} is not a constant of a loss; {_LEAVES_HINT} "
-                "(0 only in max(a, 0) and min(a, 0), 2 only in a^2)",
-                tree.column,
-            )
+            return f"{_CONSTANT_MARK}{tree.value!r}"
         case _Neg(operand=_Number(value=1)):
             return "-1"
+        case _Neg(operand=_Number(value=value)):
+            return f"{_CONSTANT_MARK}{-value!r}"
         case _Neg():
             return ("neg", _lower(tree.operand))
         case _Abs():

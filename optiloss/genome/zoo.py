@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from optiloss.genome.genome import DEFAULT_NODES, Genome
 
+LABEL_SMOOTHING_STRENGTHS = (0.1, 0.2)
+"""The smoothing strengths the zoo carries exactly in studies with constants (the literature's usual)."""
 
-def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
+
+def label_smoothing_name(strength: float) -> str:
+    return f"label_smoothing_{strength:g}"
+
+
+def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 10) -> dict[str, Genome]:
     """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4): cross-entropy
     (-sum y ln p), focal loss with gamma 2 (Lin et al. 2017), Poly-1 (Leng et al. 2022: cross-entropy
     + (1 - p_t)), mean squared error on probabilities, and the Baikal loss (Gonzalez & Miikkulainen
@@ -19,11 +26,22 @@ def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
     ``label_smoothing`` is ``-sum (y + k) ln p`` with k = erfc(1)^2 = 0.02475: on C classes
     that is (1 + C k) times cross-entropy with smoothing C k / (1 + C k), i.e. on 10 classes
     1.2475 x label smoothing 0.198 (airbench's is 0.2; the scale matters only as a learning-rate
-    factor)."""
+    factor).
+
+    With ``n_constants`` constants (a study's ``constants``), every genome carries that many (the
+    unused ones 0, inactive), ``poly1`` is ``y (c0 (1 - p) - ln p)`` with epsilon c0 = 1 (the same
+    loss, with its epsilon tunable), and with two or more the zoo adds label smoothing exactly as
+    written in the literature, ``label_smoothing_0.1`` and ``label_smoothing_0.2``:
+    ``-((1 - e) y + e / C) ln p``, whose constants 1 - e and e / C need the class count
+    ``num_classes`` (the genome cannot see it). The old ``label_smoothing`` stays for old studies.
+    Focal loss keeps gamma 2 as ``(1 - p)^2``: a gamma constant needs 7 nodes."""
     if n_nodes < 4:
         raise ValueError("the zoo needs genomes of at least 4 nodes")
-    build = lambda *nodes: Genome.from_nodes(*nodes, n_nodes=n_nodes)  # noqa: E731
-    return {
+
+    def build(*nodes: tuple[str, str] | tuple[str, str, str], constants: tuple[float, ...] = ()) -> Genome:
+        return Genome.from_nodes(*nodes, n_nodes=n_nodes, constants=constants, n_constants=n_constants)
+
+    losses = {
         "cross_entropy": build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
         # y (1 - p)^2 ln p rises with p_t; the screen negates it
         "focal": build(
@@ -37,3 +55,23 @@ def zoo(n_nodes: int = DEFAULT_NODES) -> dict[str, Genome]:
             ("erfc", "1"), ("square", "n0"), ("add", "y", "n1"), ("ln", "p"), ("mul", "n2", "n3")
         ),
     }
+    if n_constants >= 1:
+        losses["poly1"] = build(
+            ("sub", "1", "p"),
+            ("mul", "c0", "n0"),
+            ("ln", "p"),
+            ("sub", "n1", "n2"),
+            ("mul", "y", "n3"),
+            constants=(1.0,),
+        )
+    if n_constants >= 2:
+        for strength in LABEL_SMOOTHING_STRENGTHS:
+            # ((1 - e) y + e / C) ln p rises with p_t; the screen negates it
+            losses[label_smoothing_name(strength)] = build(
+                ("mul", "c0", "y"),
+                ("add", "n0", "c1"),
+                ("ln", "p"),
+                ("mul", "n1", "n2"),
+                constants=(1 - strength, strength / num_classes),
+            )
+    return losses

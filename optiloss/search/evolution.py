@@ -64,12 +64,18 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import BINARY_OPERATORS, UNARY_OPERATORS, Genome, Node, input_choices
+from optiloss.genome.genome import CONSTANT_RANGE
 from optiloss.genome.operators import OPERATORS
 from optiloss.records import TrialKey
-from optiloss.search.sampler import genome_search_space, record_on_trial
+from optiloss.search.sampler import gene_holds, genome_search_space, random_gene, record_on_trial
 
 MUTATION_KINDS: tuple[str, ...] = ("operator", "input", "arity")
 MUTATION_PROBABILITIES: tuple[float, ...] = (0.70, 0.15, 0.15)
+CONSTANT_MUTATION_SHARE = 0.25
+"""In studies with constants, the share of children whose mutation moves a constant the parent uses
+(a Gaussian step) instead of changing its structure; the structural kinds keep their 70/15/15."""
+CONSTANT_STEP = 0.5
+"""The standard deviation of a constant's Gaussian step: a twentieth of :data:`CONSTANT_RANGE`."""
 MAX_MUTATION_DRAWS = 100
 """How often a mutation is drawn again when the child prints like its parent."""
 
@@ -83,7 +89,12 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     """Regularized evolution over loss genomes of ``nodes`` nodes; see the module docstring."""
 
     def __init__(
-        self, nodes: int, population_size: int = 100, tournament_size: int = 20, seed: int | None = None
+        self,
+        nodes: int,
+        population_size: int = 100,
+        tournament_size: int = 20,
+        seed: int | None = None,
+        constants: int = 0,
     ) -> None:
         if population_size < 1:
             raise ValueError(f"population_size must be at least 1, got {population_size}")
@@ -93,9 +104,10 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
                 f" got {tournament_size}"
             )
         self._nodes = nodes
+        self._constants = constants
         self._population_size = population_size
         self._tournament_size = tournament_size
-        self._space = genome_search_space(nodes)
+        self._space = genome_search_space(nodes, constants)
         self._rng = np.random.RandomState(seed)
         self._random_sampler = optuna.samplers.RandomSampler(seed=seed)
         # the population read for the trial being sampled, so that a wrapper's redraws read it once
@@ -178,7 +190,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
 
     def _has_genome(self, trial: FrozenTrial) -> bool:
         for name, distribution in self._space.items():
-            if trial.params.get(name) not in distribution.choices:
+            if not gene_holds(distribution, trial.params.get(name)):
                 return False
         return True
 
@@ -192,14 +204,17 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         return population[best]
 
     def _random_params(self) -> dict[str, Any]:
-        return {name: _choice(self._rng, distribution.choices) for name, distribution in self._space.items()}
+        return {name: random_gene(self._rng, distribution) for name, distribution in self._space.items()}
 
     # ------------------------------------------------------------- mutation
     def _mutate(self, parent: Genome) -> tuple[str, Genome]:
         """One mutation of ``parent`` that changes its printed structure (drawn again when it does not;
         after :data:`MAX_MUTATION_DRAWS` draws the last is kept)."""
         for _ in range(MAX_MUTATION_DRAWS):
-            kind = MUTATION_KINDS[self._rng.choice(len(MUTATION_KINDS), p=MUTATION_PROBABILITIES)]
+            if parent.constants_used and self._rng.uniform() < CONSTANT_MUTATION_SHARE:
+                kind = "constant"
+            else:
+                kind = MUTATION_KINDS[self._rng.choice(len(MUTATION_KINDS), p=MUTATION_PROBABILITIES)]
             child = getattr(self, f"_mutate_{kind}")(parent)
             if child.structure != parent.structure:
                 break
@@ -225,10 +240,18 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         ]
         index, slot = used[self._rng.randint(len(used))]
         node = parent.nodes[index]
-        others = [ref for ref in input_choices(index) if ref != node.inputs[slot]]
+        others = [ref for ref in input_choices(index, self._constants) if ref != node.inputs[slot]]
         inputs = list(node.inputs)
         inputs[slot] = _choice(self._rng, others)
         return _replace(parent, index, Node(node.operator, (inputs[0], inputs[1])))
+
+    def _mutate_constant(self, parent: Genome) -> Genome:
+        """One constant the output uses, moved by a Gaussian step of :data:`CONSTANT_STEP`, kept in range."""
+        index = _choice(self._rng, parent.constants_used)
+        values = list(parent.constants)
+        low, high = CONSTANT_RANGE
+        values[index] = float(np.clip(values[index] + self._rng.normal(0.0, CONSTANT_STEP), low, high))
+        return parent.with_constants(tuple(values))
 
 
 def _choice(rng: np.random.RandomState, options: Sequence[Any]) -> Any:
@@ -238,7 +261,7 @@ def _choice(rng: np.random.RandomState, options: Sequence[Any]) -> Any:
 def _replace(genome: Genome, index: int, node: Node) -> Genome:
     nodes = list(genome.nodes)
     nodes[index] = node
-    return Genome(tuple(nodes), genome.negated)
+    return Genome(tuple(nodes), genome.negated, genome.constants)
 
 
 __all__ = ["MAX_MUTATION_DRAWS", "MUTATION_KINDS", "MUTATION_PROBABILITIES", "RegularizedEvolutionSampler"]

@@ -81,7 +81,7 @@ class LossSearchObjective:
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         # the sampler draws the genome here, and writes its own bookkeeping (lineage, redraws) on the trial
         trial.relative_params  # noqa: B018 -- also makes an enqueued trial join NSGA-II's generation
-        genome = Genome.suggest(trial, self.config.nodes)
+        genome = Genome.suggest(trial, self.config.nodes, self.config.constants)
         screened = screen(genome, **self.config.screen_options())
         trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
         if not screened.accepted:

@@ -26,7 +26,7 @@ from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import sweep_dead_trials
-from optiloss.search.study import open_search_study
+from optiloss.search.study import open_search_study, settle_config
 from optiloss.settings import SearchConfig
 from optiloss.storage import mask_url, open_storage, resolve_storage_url
 from optiloss.studies import count_trials
@@ -126,7 +126,8 @@ def run_search(
     if data is None:
         data = load_data(config, progress)
     # tables and study are created here, once, before any worker starts
-    storage, study = _open_study(config, url, worker=0)
+    storage, study = _open_study(config, url, worker=0, num_classes=data.num_classes)
+    config = settle_config(config, study)
     name = study.study_name
     recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
@@ -162,14 +163,16 @@ def run_search(
     return SearchOutcome(name, url, after, rejected, stopped_early, study=study)
 
 
-def _open_study(config: SearchConfig, url: str, worker: int) -> tuple[RDBStorage, optuna.Study]:
+def _open_study(
+    config: SearchConfig, url: str, worker: int, num_classes: int = 10
+) -> tuple[RDBStorage, optuna.Study]:
     storage = open_storage(
         url,
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
         max_retry=config.max_retry,
     )
-    return storage, open_search_study(config, storage, worker)
+    return storage, open_search_study(config, storage, worker, num_classes)
 
 
 def upkeep_callback(

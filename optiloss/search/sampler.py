@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, gene_names, input_choices, screen
+from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
 from optiloss.genome.operators import OPERATOR_NAMES
 from optiloss.records import TrialKey
 
@@ -38,14 +39,33 @@ def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: An
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
-def genome_search_space(nodes: int) -> dict[str, CategoricalDistribution]:
-    """Every gene of an ``nodes``-node genome as the categorical distribution the objective suggests."""
-    space: dict[str, CategoricalDistribution] = {}
+def genome_search_space(nodes: int, constants: int = 0) -> dict[str, BaseDistribution]:
+    """Every gene of an ``nodes``-node genome with ``constants`` constants as the distribution the
+    objective suggests: categorical structure genes, float constants in :data:`CONSTANT_RANGE`."""
+    space: dict[str, BaseDistribution] = {
+        constant_gene(k): FloatDistribution(*CONSTANT_RANGE) for k in range(constants)
+    }
     for index in range(nodes):
         op_name, in1_name, in2_name = gene_names(index)
         space[op_name] = CategoricalDistribution(OPERATOR_NAMES)
-        space[in1_name] = space[in2_name] = CategoricalDistribution(input_choices(index))
+        space[in1_name] = space[in2_name] = CategoricalDistribution(input_choices(index, constants))
     return space
+
+
+def gene_holds(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is a value of the gene's distribution (one of its choices, or in its range)."""
+    if isinstance(distribution, FloatDistribution):
+        return isinstance(value, int | float) and distribution.low <= value <= distribution.high
+    assert isinstance(distribution, CategoricalDistribution)
+    return value in distribution.choices
+
+
+def random_gene(rng: np.random.RandomState, distribution: BaseDistribution) -> Any:
+    """A uniformly random value of a gene's distribution (categorical or float)."""
+    if isinstance(distribution, FloatDistribution):
+        return float(rng.uniform(distribution.low, distribution.high))
+    assert isinstance(distribution, CategoricalDistribution)
+    return distribution.choices[rng.randint(len(distribution.choices))]
 
 
 def _reason_kind(reason: str) -> str:
@@ -64,11 +84,13 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         seed: int | None = None,
         max_draws: int = 500,
         screen_options: dict[str, bool] | None = None,
+        constants: int = 0,
     ) -> None:
-        """``screen_options``: the study's fingerprint settings (:meth:`SearchConfig.screen_options`)."""
+        """``screen_options``: the study's fingerprint settings (:meth:`SearchConfig.screen_options`);
+        ``constants``: the study's constant genes."""
         self._inner = inner
         self._nodes = nodes
-        self._space = genome_search_space(nodes)
+        self._space = genome_search_space(nodes, constants)
         self._rng = np.random.RandomState(seed)
         self._max_draws = max(1, max_draws)
         self._screen_options = screen_options or {}
@@ -94,7 +116,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         for _ in range(self._max_draws):
             child = self._inner.sample_relative(study, trial, search_space)
             params = {
-                name: child[name] if name in child else self._random_choice(distribution)
+                name: child[name] if name in child else random_gene(self._rng, distribution)
                 for name, distribution in search_space.items()
             }
             result = screen(Genome.from_params(params, self._nodes), **self._screen_options)
@@ -106,11 +128,6 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         if screened_out:
             record_on_trial(study, trial, TrialKey.SCREENED_OUT, dict(screened_out))
         return params
-
-    def _random_choice(self, distribution: BaseDistribution) -> Any:
-        assert isinstance(distribution, CategoricalDistribution)  # every gene is categorical
-        choices = distribution.choices
-        return choices[self._rng.randint(len(choices))]
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

@@ -31,6 +31,7 @@ IDENTITY_ATTRS = (
     StudyKey.DATASET,
     StudyKey.AUGMENTATION,
     StudyKey.NODES,
+    StudyKey.CONSTANTS,
     StudyKey.MODEL,
     StudyKey.OBJECTIVES,
 )
@@ -52,7 +53,11 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     if config.sampler == "evolution":
         assert config.tournament_size is not None  # SearchConfig.__post_init__ fills it
         sampler = RegularizedEvolutionSampler(
-            config.nodes, config.population_size, config.tournament_size, seed=seed
+            config.nodes,
+            config.population_size,
+            config.tournament_size,
+            seed=seed,
+            constants=config.constants,
         )
     elif config.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -61,8 +66,19 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     else:
         sampler = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
     if config.screen_in_sampler:
-        return ScreeningSampler(sampler, config.nodes, seed, screen_options=config.screen_options())
+        return ScreeningSampler(
+            sampler, config.nodes, seed, screen_options=config.screen_options(), constants=config.constants
+        )
     return sampler
+
+
+def settle_config(config: SearchConfig, study: optuna.Study) -> SearchConfig:
+    """The config a study is searched with: a continued study keeps its number of constants (0 for a
+    study made before constants) unless the config's file or options set ``constants``."""
+    if StudyKey.DATASET not in study.user_attrs or "constants" in config.given_keys():
+        return config
+    stored = study.user_attrs.get(StudyKey.CONSTANTS, 0)
+    return config if stored == config.constants else config.replace(constants=stored)
 
 
 def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
@@ -71,6 +87,7 @@ def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
         StudyKey.DATASET: config.dataset,
         StudyKey.AUGMENTATION: config.augmentation,
         StudyKey.NODES: config.nodes,
+        StudyKey.CONSTANTS: config.constants,
         StudyKey.MODEL: config.model,
         StudyKey.OBJECTIVES: list(config.objectives),
         StudyKey.IMAGE_SIZE: resolved_image_size(config.dataset, config.image_size),
@@ -78,17 +95,22 @@ def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 0) -> optuna.Study:
+def open_search_study(
+    config: SearchConfig, storage: BaseStorage, worker: int = 0, num_classes: int = 10
+) -> optuna.Study:
     """Create the study of ``config`` or continue it.
 
     A new study gets its metric names, user attrs and the zoo of known losses
     enqueued into its first generation. An existing one must have been created
     for the same dataset, augmentation, genome size, surrogate and objectives
     (else :class:`UsageError`). The losses of ``config.losses`` are enqueued
-    into either (once: a loss already in the study is not queued again).
+    into either (once: a loss already in the study is not queued again). ``num_classes`` is the
+    data set's class count, which the zoo's label smoothing needs (:func:`optiloss.genome.zoo`).
     """
     name = config.resolved_study_name
-    given = named_losses(config.losses, config.nodes)  # a bad formula stops before anything is written
+    given = named_losses(
+        config.losses, config.nodes, config.constants
+    )  # a bad formula stops before anything is written
     existing = count_trials(storage, name)
     study = optuna.create_study(
         study_name=name,
@@ -100,13 +122,21 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
     attrs = study.user_attrs
     if StudyKey.DATASET in attrs:
         # studies from before the model and objectives keys trained the CNN on two objectives
-        stored = {StudyKey.MODEL: "cnn", StudyKey.OBJECTIVES: list(METRIC_NAMES), **attrs}
+        # ... and had no constants
+        stored = {
+            StudyKey.MODEL: "cnn",
+            StudyKey.OBJECTIVES: list(METRIC_NAMES),
+            StudyKey.CONSTANTS: 0,
+            **attrs,
+        }
         wanted = {key: getattr(config, key) for key in IDENTITY_ATTRS}  # the keys are config fields
         wanted[StudyKey.OBJECTIVES] = list(config.objectives)
         different = [
             f"{key} {stored.get(key)!r} (this run: {wanted[key]!r})"
             for key in IDENTITY_ATTRS
             if stored.get(key) != wanted[key]
+            # a continued study keeps its own constants unless the file or an option sets them
+            and not (key == StudyKey.CONSTANTS and key not in config.given_keys())
         ]
         if different:
             raise UsageError(
@@ -120,7 +150,7 @@ def open_search_study(config: SearchConfig, storage: BaseStorage, worker: int = 
             study.set_metric_names(list(config.objectives))
         for key, value in search_study_attrs(config).items():
             study.set_user_attr(key, value)
-        for loss_name, genome in zoo(config.nodes).items():
+        for loss_name, genome in zoo(config.nodes, config.constants, num_classes).items():
             study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
     for loss_name, genome in given.items():
         study.enqueue_trial(
