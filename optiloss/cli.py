@@ -110,6 +110,7 @@ TRANSFER_OPTIONS = (
     "device",
     "select",
 )
+TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed")
 EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
 _OPTION_TYPES = {"device": _device}
 """Option values argparse checks beyond the key's type (a device names a GPU index)."""
@@ -236,6 +237,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
     add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS)
     evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    tune = commands.add_parser(
+        "tune",
+        help="tune one loss's constants (CMA-ES) on the search surrogate, then optionally test it",
+        description="Create or continue a plain Optuna study over the constants of one loss (structure "
+        "fixed): a search trial (STUDY TRIAL), a formula (--loss NAME=FORMULA) or a zoo loss (--zoo NAME), "
+        "scored on the validation split like a search trial; CMA-ES for two or more constants, TPE for "
+        "one. --evaluate S then trains the tuned loss and --against (default cross-entropy; a zoo "
+        "loss, or another tune study's best) with S fresh seeds on the test split, with Welch's p.",
+    )
+    tune.add_argument("study", nargs="?", help="a search study holding the loss to tune")
+    tune.add_argument("trial", nargs="?", type=int, help="the trial of that study")
+    _loss_option(tune, "whose constants to tune (give one)")
+    tune.add_argument(
+        "--zoo", metavar="NAME", help="a zoo loss with constants, e.g. label_smoothing_0.1 or poly1"
+    )
+    tune.add_argument("--config", metavar="TOML", help="search settings (a study TOML); options override it")
+    add_setting_options(tune, SearchConfig, TUNE_OPTIONS)
+    tune.add_argument(
+        "--n-trials", type=int, default=30, metavar="N", help="COMPLETE tune trials (default 30)"
+    )
+    _storage_option(tune)
+    tune.add_argument("--study-name", metavar="NAME", help="default: {search study}-tune-{loss}")
+    tune.add_argument("--evaluate", type=int, default=0, metavar="S", help="then test with S fresh seeds")
+    tune.add_argument(
+        "--against",
+        default="cross_entropy",
+        metavar="NAME",
+        help="what --evaluate compares with: a zoo loss or a tune study (its best constants)",
+    )
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     matrix = commands.add_parser(
         "matrix",
@@ -417,6 +449,89 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from optiloss.evaluate import compare_losses
+    from optiloss.genome import screen, zoo
+    from optiloss.genome.named import named_losses
+    from optiloss.records import SearchTrialRecord, StudyKey
+    from optiloss.scoring import load_data
+    from optiloss.settings import SearchConfig
+    from optiloss.storage import open_storage
+    from optiloss.studies import get_trial, load_study, trial_genome
+    from optiloss.tune import TUNED_LOSS_ATTR, tune_loss, tuned_genome
+
+    given = [bool(args.study), bool(args.loss), bool(args.zoo)]
+    if sum(given) != 1 or (args.study and args.trial is None) or (args.loss and len(args.loss) > 1):
+        raise UsageError("name one loss to tune: STUDY TRIAL, --loss NAME=FORMULA or --zoo NAME")
+    if args.n_trials < 1 or args.evaluate < 0:
+        raise UsageError("--n-trials must be at least 1 and --evaluate at least 0")
+    options = setting_values(args, TUNE_OPTIONS)
+    if args.study:
+        source = load_study(open_storage(args.storage, create=False), args.study)
+        trial = get_trial(source, args.trial)
+        stored = source.user_attrs.get(StudyKey.CONFIG) or {}
+        config = SearchConfig.load(None, {**stored, **options})
+        start, label = trial_genome(source, trial), SearchTrialRecord.from_trial(trial).label()
+    else:
+        config = SearchConfig.load(args.config, options)
+        if args.loss:
+            label, formula = args.loss[0]
+            start = named_losses({label: formula}, config.nodes)[label]
+        else:
+            known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
+            if args.zoo not in known:
+                raise UsageError(f"--zoo {args.zoo!r}: the zoo's losses are {', '.join(known)}")
+            label, start = args.zoo, screen(known[args.zoo]).genome
+    if len(config.per_augmentation()) > 1:
+        raise UsageError("tune trains under one augmentation: base, cutout, mixup, randaug or all")
+    outcome = tune_loss(
+        start,
+        label,
+        config,
+        args.storage,
+        n_trials=args.n_trials,
+        study_name=args.study_name,
+        progress=not args.no_progress,
+    )
+    start_text = "" if outcome.start_accuracy is None else f" (as given: {outcome.start_accuracy:.4f})"
+    print(f"\nbest constants of {label}: {outcome.best.formula}")
+    print(f"validation accuracy {outcome.best_accuracy:.4f}{start_text}, {outcome.study.study_name}")
+    print("selected as the best of its trials on the validation split: test it with --evaluate S")
+    if args.evaluate:
+        storage = open_storage(args.storage, create=False)
+        names = {summary.study_name for summary in optuna_study_summaries(storage)}
+        if args.against in names:
+            other = load_study(storage, args.against)
+            base = other.user_attrs.get(TUNED_LOSS_ATTR)
+            if base is None:
+                raise UsageError(f"--against {args.against!r} is no tune study")
+            baseline = screen(
+                tuned_genome(named_losses({"b": base["formula"]}, config.nodes)["b"], other.best_trial.params)
+            ).genome
+            baseline_name = f"{base['label']} (tuned)"
+        else:
+            known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
+            if args.against not in known:
+                raise UsageError(
+                    f"--against {args.against!r}: name a zoo loss ({', '.join(known)}) or a tune study"
+                )
+            baseline, baseline_name = screen(known[args.against]).genome, args.against
+        comparison = compare_losses(outcome.best, baseline, baseline_name, config, args.evaluate)
+        from optiloss.report import format_rows
+
+        print(format_rows(comparison.rows()))
+        print(
+            f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
+        )
+    return 0
+
+
+def optuna_study_summaries(storage: Any) -> list[Any]:
+    import optuna
+
+    return optuna.get_all_study_summaries(storage, include_best_trial=False)
+
+
 def _matrix(args: argparse.Namespace) -> int:
     from optiloss.matrix import loss_augmentation_matrix
     from optiloss.report import format_rows
@@ -475,6 +590,7 @@ COMMANDS = {
     "transfer": _transfer,
     "recheck": _recheck,
     "evaluate": _evaluate,
+    "tune": _tune,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
-from optiloss.genome import screen, zoo
+from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
@@ -30,6 +30,8 @@ class Comparison:
     baseline_accuracies: list[float]
     robustness: list[float]
     baseline_robustness: list[float]
+    baseline_name: str = "cross_entropy"
+    baseline_formula: str = ""
 
     @property
     def p_value(self) -> float:
@@ -42,17 +44,17 @@ class Comparison:
         pairs = (
             ("loss", self.accuracies, self.robustness, self.formula),
             (
-                "cross_entropy",
+                self.baseline_name,
                 self.baseline_accuracies,
                 self.baseline_robustness,
-                screen(zoo()["cross_entropy"]).genome.formula,
+                self.baseline_formula or screen(zoo()["cross_entropy"]).genome.formula,
             ),
         )
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
         p = self.p_value
         tests: dict[str, dict[str, Any]] = {
             "loss": {"difference_points": round(difference, 2), "p_welch": None if math.isnan(p) else p},
-            "cross_entropy": {"difference_points": None, "p_welch": None},
+            self.baseline_name: {"difference_points": None, "p_welch": None},
         }
         return [
             {
@@ -68,6 +70,10 @@ class Comparison:
             for label, accuracies, robustness, formula in pairs
         ]
 
+    @property
+    def baseline_label(self) -> str:
+        return "cross-entropy" if self.baseline_name == "cross_entropy" else self.baseline_name
+
     def verdict(self) -> str:
         """One line: the difference in accuracy points, the p-value and what it means at 0.05."""
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
@@ -78,9 +84,9 @@ class Comparison:
                 "or no spread: use --seeds 3 or more"
             )
         meaning = (
-            ("better than cross-entropy" if difference > 0 else "worse than cross-entropy")
+            (f"better than {self.baseline_label}" if difference > 0 else f"worse than {self.baseline_label}")
             if p < 0.05
-            else "not distinguishable from cross-entropy"
+            else f"not distinguishable from {self.baseline_label}"
         )
         return f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} at the 0.05 level"
 
@@ -91,6 +97,20 @@ def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progres
     sees. A formula that does not parse or fails the screen is a :class:`UsageError`."""
     genome = named_losses({"loss": formula}, config.nodes)["loss"]
     baseline = screen(zoo(config.nodes)["cross_entropy"]).genome
+    return compare_losses(genome, baseline, "cross_entropy", config, seeds, progress=progress)
+
+
+def compare_losses(
+    genome: Genome,
+    baseline: Genome,
+    baseline_name: str,
+    config: SearchConfig,
+    seeds: int = 3,
+    *,
+    progress: bool = True,
+) -> Comparison:
+    """Train ``genome`` and ``baseline`` on ``config``'s surrogate with ``seeds`` fresh seeds each (the
+    same seeds for both) on the training part, and score them on the test split no search sees."""
     target = resolve_device(config.device)
     data = load_data(config, progress).to(target)
     assert config.model_width is not None  # filled from the surrogate's defaults
@@ -114,4 +134,6 @@ def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progres
         [r.accuracy for r in runs["cross_entropy"]],
         [r.robustness for r in runs["loss"]],
         [r.robustness for r in runs["cross_entropy"]],
+        baseline_name,
+        baseline.formula,
     )

@@ -4,6 +4,7 @@ and searches with them that stay plain Optuna studies."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -135,9 +136,7 @@ def test_a_search_with_constants_is_a_plain_optuna_study(tmp_path, sampler):
     assert drawn and len({t.params["const0"] for t in drawn}) > 1
     listed = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "optuna",
+            str(Path(sys.executable).parent / "optuna"),
             "trials",
             "--study-name",
             "digits-base",

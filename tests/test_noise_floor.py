@@ -32,6 +32,7 @@ def _search(tmp_path, url: str, augmentation: str, *extra: str, **keys) -> None:
         "artifacts": False,
         "augmentation": augmentation,
         "baseline_seeds": 0,
+        "constants": 0,  # the six-loss zoo: the given losses queue right behind it
         "checkpoint_dir": str(tmp_path / "checkpoints"),
         **keys,
     }

@@ -316,6 +316,7 @@ def _evolution_config(tmp_path: Path, n_trials: int) -> Path:
         "epochs": 3,
         "model_width": 8,
         "baseline_seeds": 0,
+        "constants": 0,  # the paper's space: structural mutations only
         "device": "cpu",
         "sampler": "evolution",
         "objectives": ["accuracy"],

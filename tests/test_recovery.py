@@ -34,6 +34,7 @@ def _config(tmp_path: Path, n_trials: int, epochs: int = 25, population: int = 5
         "baseline_seeds": 0,
         # long trials: a checkpoint after every epoch (each takes well over 10 ms)
         "checkpoint_interval": 0.01,
+        "constants": 0,  # the six-loss zoo: a retry queues right behind it
         **extra,
     }
     path = tmp_path / "search.toml"

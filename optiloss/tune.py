@@ -1,0 +1,148 @@
+"""Tuning one loss's constants (``optiloss tune``): the structure fixed, its numbers searched.
+
+A tune study is a plain Optuna study over the constants a loss uses, each a
+float parameter ``const<k>`` in :data:`~optiloss.genome.genome.CONSTANT_RANGE`:
+Optuna's CMA-ES where there are two or more (Hansen's evolution strategy, as
+TaylorGLO tunes its loss coefficients), TPE for one. Every trial trains the
+search surrogate with the study's config and scores it on the validation split,
+exactly like a search trial, so a tuned loss and a searched one are measured
+alike; the test split stays for :func:`optiloss.evaluate.compare_losses`. It is
+resumable like a search: run the same command again and it continues until the
+study holds ``n_trials`` COMPLETE trials. The first trial trains the loss's own
+constants, so the tuned result is never worse on validation than the start.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from optiloss.devices import resolve_device
+from optiloss.errors import UsageError
+from optiloss.genome import Genome, screen
+from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
+from optiloss.liveness import fail_dead_trials, worker_record
+from optiloss.records import StudyKey, TrialKey
+from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data
+from optiloss.settings import SearchConfig
+from optiloss.storage import open_storage
+
+TUNED_LOSS_ATTR = "tuned_loss"
+"""Study user attr of a tune study: ``{"label", "formula"}`` of the loss whose constants it tunes."""
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    """A tune study, the loss it tunes and the best genome it found (its validation accuracy)."""
+
+    study: optuna.Study
+    label: str
+    start: Genome
+    best: Genome
+    best_accuracy: float
+    start_accuracy: float | None
+
+
+def tune_study_name(source: str, label: str) -> str:
+    return f"{source}-tune-{label}"
+
+
+def tuned_genome(start: Genome, params: dict[str, float]) -> Genome:
+    """``start`` with the constants a tune trial set (the others as they were)."""
+    values = list(start.constants)
+    for k in start.constants_used:
+        values[k] = float(params[constant_gene(k)])
+    return start.with_constants(tuple(values))
+
+
+def tune_loss(
+    start: Genome,
+    label: str,
+    config: SearchConfig,
+    storage_url: str | None = None,
+    *,
+    n_trials: int = 30,
+    study_name: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TuneOutcome:
+    """Tune the constants ``start`` uses on ``config``'s surrogate, data and augmentation until the tune
+    study holds ``n_trials`` COMPLETE trials; returns the best. A loss without constants is a
+    :class:`UsageError`."""
+    used = start.constants_used
+    if not used:
+        raise UsageError(
+            f"loss {label} = {start.formula!r} has no constants to tune (no number besides 1 and -1): "
+            "write its strengths as numbers, e.g. -((0.9 * y) + 0.01) * ln(p)"
+        )
+    name = study_name or tune_study_name(config.resolved_study_name, label)
+    storage = open_storage(storage_url)
+    start_params = {constant_gene(k): start.constants[k] for k in used}
+    sampler: optuna.samplers.BaseSampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(used) >= 2:
+            sampler = optuna.samplers.CmaEsSampler(x0=start_params, seed=config.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=config.seed)
+        study = optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, direction="maximize", sampler=sampler
+        )
+        study.set_metric_names(["accuracy"])
+    recorded = study.user_attrs.get(TUNED_LOSS_ATTR)
+    if recorded is not None and recorded["formula"] != start.formula:
+        raise UsageError(
+            f"tune study {name!r} tunes {recorded['label']} = {recorded['formula']!r}, "
+            f"not {start.formula!r}: use another --study-name"
+        )
+    if recorded is None:
+        study.set_user_attr(TUNED_LOSS_ATTR, {"label": label, "formula": start.formula})
+        study.set_user_attr(StudyKey.CONFIG, config.as_dict())
+        study.enqueue_trial(start_params)  # the loss as given: tuning starts from it
+    fail_dead_trials(storage, study)
+    device = resolve_device(config.device)
+    evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(device), device)
+    augmentation = evaluator.augmentation(config.augmentation)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
+        params = {constant_gene(k): trial.suggest_float(constant_gene(k), *CONSTANT_RANGE) for k in used}
+        genome = tuned_genome(start, params)
+        screened = screen(genome.with_orientation(False), **config.screen_options())
+        trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
+        if not screened.accepted:
+            trial.set_user_attr(TrialKey.REJECTED, screened.reason)
+            raise optuna.TrialPruned(screened.reason)
+        result = evaluator.evaluate(screened.genome, augmentation, config.seed)
+        for key, value in result.record(evaluator.precision).to_user_attrs().items():
+            trial.set_user_attr(key, value)
+        return DIVERGED_VALUES[0] if result.diverged else result.accuracy
+
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    remaining = max(0, n_trials - done)
+    log(f"{name}: tuning {len(used)} constant(s) of {label} = {start.formula}; {done}/{n_trials} complete")
+    if remaining:
+        bar = tqdm(total=n_trials, initial=done, desc="tune trials", unit="trial", disable=not progress)
+        callback = optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))
+        try:
+            study.optimize(
+                objective,
+                callbacks=[callback, lambda study, trial: bar.update(trial.state == TrialState.COMPLETE)],
+            )
+        finally:
+            bar.close()
+    best = study.best_trial
+    first = study.trials[0] if study.trials and study.trials[0].state == TrialState.COMPLETE else None
+    return TuneOutcome(
+        study,
+        label,
+        start,
+        screen(tuned_genome(start, best.params).with_orientation(False)).genome,
+        float(best.values[0]),
+        first.values[0] if first is not None else None,
+    )

@@ -1,0 +1,89 @@
+"""optiloss tune: a plain Optuna study over one loss's constants, resumable, then tested on fresh seeds."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import run_main
+
+CONFIG = 'epochs = 1\nmodel_width = 8\ndevice = "cpu"\nconstants = 2\nseed = 1\n'
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "tune.toml"
+    path.write_text(CONFIG + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n')
+    return str(path)
+
+
+def test_tuning_label_smoothing_starts_from_its_strength_resumes_and_tests_on_fresh_seeds(config, sqlite_url):
+    first = run_main(
+        "tune",
+        "--zoo",
+        "label_smoothing_0.1",
+        "--config",
+        config,
+        "--n-trials",
+        "3",
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+    )
+    assert first.returncode == 0, first.stderr
+    assert "best constants of label_smoothing_0.1:" in first.stdout and "(as given: 0." in first.stdout
+    study = optuna.load_study(study_name="digits-base-tune-label_smoothing_0.1", storage=sqlite_url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and study.metric_names == ["accuracy"]
+    assert complete[0].params == pytest.approx({"const0": 0.9, "const1": 0.01})  # the loss as given first
+    assert len({t.params["const0"] for t in complete}) == 3  # CMA-ES moves both constants
+    again = run_main(
+        "tune",
+        "--zoo",
+        "label_smoothing_0.1",
+        "--config",
+        config,
+        "--n-trials",
+        "4",
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+        "--evaluate",
+        "2",
+        "--against",
+        "cross_entropy",
+    )
+    assert again.returncode == 0, again.stderr
+    resumed = optuna.load_study(study_name="digits-base-tune-label_smoothing_0.1", storage=sqlite_url)
+    assert [t.params for t in resumed.trials[:3]] == [t.params for t in study.trials[:3]]
+    assert len([t for t in resumed.trials if t.state == TrialState.COMPLETE]) == 4
+    assert "Welch's p" in again.stdout and "cross_entropy" in again.stdout
+    assert "test split" in again.stdout
+
+
+def test_a_loss_without_constants_is_one_line_and_exit_2(config, sqlite_url, tmp_path):
+    result = run_main(
+        "tune", "--loss", "ce=-(y * ln(|p| + eps))", "--config", config, "--storage", sqlite_url
+    )
+    assert result.returncode == 2 and "has no constants to tune" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    nothing = run_main("tune", "--config", config, "--storage", sqlite_url)
+    assert nothing.returncode == 2 and "name one loss to tune" in nothing.stderr
+
+
+def test_one_constant_is_tuned_with_tpe_and_a_formula_with_numbers_can_be_tuned(config, sqlite_url):
+    result = run_main(
+        "tune",
+        "--loss",
+        "mine=y * (0.5 * (1 - p) - ln(p))",
+        "--config",
+        config,
+        "--n-trials",
+        "2",
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="digits-base-tune-mine", storage=sqlite_url)
+    assert [t.params for t in study.trials][0] == {"const0": 0.5}
+    assert study.user_attrs["tuned_loss"]["label"] == "mine"
