@@ -86,6 +86,7 @@ def tune_loss(
     sampler: optuna.samplers.BaseSampler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # x0 is deprecated in Optuna 4.9+, still honoured
         if len(used) >= 2:
             sampler = optuna.samplers.CmaEsSampler(x0=start_params, seed=config.seed)
         else:
