@@ -613,6 +613,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptilossError as error:
         print(f"optiloss: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:
+        from optiloss.storage import mask_url, read_only_storage, resolve_storage_url
+
+        if not read_only_storage(error):
+            raise
+        where = mask_url(resolve_storage_url(getattr(args, "storage", None)))
+        print(
+            f"optiloss: error: the study storage {where} is read-only, and {args.command} writes to it: "
+            "copy the database somewhere writable and pass --storage (studies, pareto, show and export "
+            "only read it)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         if args.command in ("search", "transfer"):
             what_now = "the study is saved. Resume with"

@@ -36,7 +36,22 @@ def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
+    if parsed.database.startswith("file:"):  # an SQLite URI (sqlite:///file:x.db?mode=ro&uri=true)
+        return Path(parsed.database[len("file:") :].split("?", 1)[0])
     return Path(parsed.database)
+
+
+READ_ONLY_MARKS = ("readonly database", "read-only file system", "read only database")
+
+
+def read_only_storage(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a database refusing to be written to."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if any(mark in str(seen).lower() for mark in READ_ONLY_MARKS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def open_storage(
@@ -99,7 +114,11 @@ def open_storage(
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        # reading an existing SQLite file creates no table, so a read-only file opens for reading
+        reading = not create and path is not None
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
+        )
     except sqlalchemy.exc.NoSuchModuleError:
         raise UsageError(
             f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "

@@ -30,6 +30,7 @@ def _assert_one_line(result, code: int, fragment: str) -> None:
         ),
         (GOOD, ["--n-trials", "0"], "n_trials must be >= 1, got 0"),
         (GOOD, ["--workers", "0"], "workers must be between 1 and 64"),
+        (GOOD, ["--subset", "999999"], "subset 999999 is larger than digits's 1437 training images"),
         (
             GOOD,
             ["--dataset", "cifar10", "--data-root", "/nonexistent/data"],
@@ -131,3 +132,29 @@ def test_a_mistyped_storage_option_does_not_echo_the_password(sqlite_url):
         result, 2, "unrecognized arguments: --stor postgresql://optiloss:***@127.0.0.1:9/optiloss"
     )
     assert "hunter2" not in result.stderr
+
+
+def test_a_read_only_database_is_one_line_for_a_search_and_still_reads(tmp_path):
+    """SQLite opened read-only (as a file shared read-only is): a search says so in one line, exit 1;
+    the reading commands work on it."""
+    import shutil
+
+    from conftest import ROOT
+
+    database = tmp_path / "shared.db"
+    shutil.copy(ROOT / "tests" / "data" / "studies-v0.1" / "studies.db", database)
+    before = database.read_bytes()
+    read_only = f"sqlite:///file:{database}?mode=ro&uri=true"
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD + "constants = 0\n")
+    result = run_main("search", str(config), "--storage", read_only, "--no-progress")
+    _assert_one_line(result, 1, "is read-only, and search writes to it: copy the database somewhere writable")
+    for command in (
+        ["studies"],
+        ["pareto", "digits-base"],
+        ["show", "digits-base", "8"],
+        ["export", "digits-base", "8"],
+    ):
+        read = run_main(*command, "--storage", read_only)
+        assert read.returncode == 0 and read.stdout.strip(), (command, read.stderr)
+    assert database.read_bytes() == before

@@ -125,7 +125,8 @@ def load_dataset(
     ``image_size`` (default 64 for the folder-based sets; a ``folder:`` set whose
     first image is square and at most 64 px keeps that size, so CIFAR-10 as
     JPEG folders stays 32 px). ``subset`` keeps a
-    stratified subset of that many training images before the validation
+    stratified subset of that many training images (more than there are is a
+    :class:`UsageError`, not a silent "all of them") before the validation
     split, a stratified ``validation_fraction`` of the training part, is
     carved. The test part is never touched by either. The decoded images are
     cached on disk (see :mod:`optiloss.data.cache`).
@@ -138,6 +139,11 @@ def load_dataset(
     train_images, train_labels = _resize(raw["train_images"], size), raw["train_labels"]
     test_images, test_labels = _resize(raw["test_images"], size), raw["test_labels"]
     labels = train_labels.numpy()
+    if subset is not None and subset > len(labels):
+        raise UsageError(
+            f"subset {subset} is larger than {name}'s {len(labels)} training images: "
+            f"leave subset out to use all of them, or give at most {len(labels)}"
+        )
     try:
         if subset is not None and subset < len(labels):
             chosen, _ = train_test_split(
