@@ -34,6 +34,8 @@ class TrialKey:
     """A loss of the zoo enqueued in the first generation: its name."""
     LOSS_NAME = "loss_name"
     """A loss given by hand (``--loss NAME=FORMULA``, ``[losses]``): its name."""
+    ALSO_NAMED = "also_named"
+    """Names a user gave to the loss this trial already held (a given loss equal to a zoo loss)."""
     FORMULA = "formula"
     LATEX = "latex"
     FINGERPRINT = "fingerprint"
@@ -90,6 +92,8 @@ class StudyKey:
     SOURCE_STUDY = "source_study"
     SELECT = "select"
     AUGMENT_SETTINGS = "augment_settings"
+    ALSO_NAMED = "also_named"
+    """``{name: trial number}``: names given to losses that finished trials already held."""
 
 
 NEGATED = "negated"
@@ -192,6 +196,7 @@ class SearchTrialRecord:
     parent: int | None = None
     mutation: str | None = None
     screened_out: Mapping[str, int] = field(default_factory=dict)
+    also_named: tuple[str, ...] = ()
     training: TrainingRecord | None = None
 
     @classmethod
@@ -211,6 +216,7 @@ class SearchTrialRecord:
             parent=attrs.get(TrialKey.PARENT),
             mutation=attrs.get(TrialKey.MUTATION),
             screened_out=attrs.get(TrialKey.SCREENED_OUT, {}),
+            also_named=tuple(attrs.get(TrialKey.ALSO_NAMED, ())),
             training=TrainingRecord.from_user_attrs(attrs),
         )
 

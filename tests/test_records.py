@@ -125,3 +125,19 @@ def test_no_module_but_records_writes_a_user_attribute_key_as_a_literal():
     )
     literal = [line for line in found.stdout.splitlines() if not line.startswith("optiloss/records.py")]
     assert not literal, literal
+
+
+def test_a_study_made_before_constants_continues_without_them(old_storage, tmp_path):
+    config = tmp_path / "search.toml"
+    config.write_text(
+        'n_trials = 10\npopulation_size = 6\nepochs = 1\nmodel_width = 8\ndevice = "cpu"\n'
+        f'baseline_seeds = 2\nartifacts = false\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
+    )
+    result = run_main("search", str(config), "--storage", old_storage, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="digits-base", storage=old_storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 10 and not any(
+        name.startswith("const") for t in study.trials for name in t.params
+    )
+    assert "constants" not in study.user_attrs  # the old study's record is left as it was

@@ -266,3 +266,44 @@ def test_one_search_builds_one_evaluator_and_copies_the_data_to_the_device_once(
     outcome = run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
     assert outcome.complete_after == 2 and len(outcome.study.user_attrs["cross_entropy_seeds"]) == 2
     assert len(copies) == 1 and len(evaluators) == 1
+
+
+def test_a_given_loss_the_zoo_holds_already_is_named_not_silently_dropped(tiny_config, sqlite_url):
+    from conftest import run_main
+
+    result = run_main(
+        "search",
+        str(tiny_config),
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+        "--loss",
+        "sq=(y - p)^2",
+        "--loss",
+        "mine=-(y * sqrt(|p|))",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sq is the zoo's mse; trained once, as mse" in result.stdout
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    mse = next(t for t in study.trials if t.user_attrs.get("zoo") == "mse")
+    assert mse.user_attrs["also_named"] == ["sq"]
+    assert not any(t.user_attrs.get("loss_name") == "sq" for t in study.trials)
+    assert any(t.user_attrs.get("loss_name") == "mine" for t in study.trials)
+    shown = run_main("show", "digits-base", str(mse.number), "--storage", sqlite_url)
+    assert "also_named: ['sq']" in shown.stdout
+    # named again on a later run, when the mse trial has finished: recorded on the study
+    again = run_main(
+        "search",
+        str(tiny_config),
+        "--storage",
+        sqlite_url,
+        "--no-progress",
+        "--n-trials",
+        "6",
+        "--loss",
+        "square=(y - p)^2",
+    )
+    assert "square is the zoo's mse; trained once, as mse" in again.stdout
+    assert optuna.load_study(study_name="digits-base", storage=sqlite_url).user_attrs["also_named"] == {
+        "square": mse.number
+    }

@@ -77,6 +77,7 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
 SHOWN_TRIAL_KEYS = (
     TrialKey.ZOO,
     TrialKey.LOSS_NAME,
+    TrialKey.ALSO_NAMED,
     TrialKey.ROBUSTNESS,
     TrialKey.PARENT,
     TrialKey.MUTATION,

@@ -126,8 +126,8 @@ def run_search(
     if data is None:
         data = load_data(config, progress)
     # tables and study are created here, once, before any worker starts
-    storage, study = _open_study(config, url, worker=0, num_classes=data.num_classes)
-    config = settle_config(config, study)
+    storage, study = _open_study(config, url, worker=0, num_classes=data.num_classes, log=log)
+    config = settle_config(config, study.user_attrs)
     name = study.study_name
     recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
@@ -164,7 +164,11 @@ def run_search(
 
 
 def _open_study(
-    config: SearchConfig, url: str, worker: int, num_classes: int = 10
+    config: SearchConfig,
+    url: str,
+    worker: int,
+    num_classes: int = 10,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[RDBStorage, optuna.Study]:
     storage = open_storage(
         url,
@@ -172,7 +176,7 @@ def _open_study(
         grace_period=config.grace_period,
         max_retry=config.max_retry,
     )
-    return storage, open_search_study(config, storage, worker, num_classes)
+    return storage, open_search_study(config, storage, worker, num_classes, log)
 
 
 def upkeep_callback(

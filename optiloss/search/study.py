@@ -10,17 +10,19 @@ needs optiloss to be read.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
 from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
-from optiloss.genome import zoo
+from optiloss.genome import Genome, zoo
 from optiloss.genome.named import named_losses
-from optiloss.records import StudyKey, TrialKey
+from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import ScreeningSampler
 from optiloss.settings import SearchConfig
@@ -72,13 +74,21 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     return sampler
 
 
-def settle_config(config: SearchConfig, study: optuna.Study) -> SearchConfig:
-    """The config a study is searched with: a continued study keeps its number of constants (0 for a
-    study made before constants) unless the config's file or options set ``constants``."""
-    if StudyKey.DATASET not in study.user_attrs or "constants" in config.given_keys():
+def settle_config(config: SearchConfig, study_attrs: Mapping[str, Any]) -> SearchConfig:
+    """The config a study is searched with, given the study's user attrs: a continued study keeps its
+    number of constants (0 for a study made before constants) unless the config's file or options set
+    ``constants``."""
+    if StudyKey.DATASET not in study_attrs or "constants" in config.given_keys():
         return config
-    stored = study.user_attrs.get(StudyKey.CONSTANTS, 0)
+    stored = study_attrs.get(StudyKey.CONSTANTS, 0)
     return config if stored == config.constants else config.replace(constants=stored)
+
+
+def _stored_attrs(storage: BaseStorage, name: str) -> dict[str, Any]:
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        return {}
 
 
 def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
@@ -96,7 +106,11 @@ def search_study_attrs(config: SearchConfig) -> dict[str, Any]:
 
 
 def open_search_study(
-    config: SearchConfig, storage: BaseStorage, worker: int = 0, num_classes: int = 10
+    config: SearchConfig,
+    storage: BaseStorage,
+    worker: int = 0,
+    num_classes: int = 10,
+    log: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """Create the study of ``config`` or continue it.
 
@@ -104,14 +118,17 @@ def open_search_study(
     enqueued into its first generation. An existing one must have been created
     for the same dataset, augmentation, genome size, surrogate and objectives
     (else :class:`UsageError`). The losses of ``config.losses`` are enqueued
-    into either (once: a loss already in the study is not queued again). ``num_classes`` is the
+    into either, once: a loss the study already holds (the zoo's, or a trial's) is not queued again;
+    ``log`` (default print) says so, and the user's name is recorded with it
+    (:attr:`~optiloss.records.TrialKey.ALSO_NAMED`). ``num_classes`` is the
     data set's class count, which the zoo's label smoothing needs (:func:`optiloss.genome.zoo`).
     """
     name = config.resolved_study_name
-    given = named_losses(
-        config.losses, config.nodes, config.constants
-    )  # a bad formula stops before anything is written
     existing = count_trials(storage, name)
+    if existing or _stored_attrs(storage, name):
+        config = settle_config(config, _stored_attrs(storage, name))  # its own constants, before sampling
+    # a bad formula stops before anything is written
+    given = named_losses(config.losses, config.nodes, config.constants)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -152,8 +169,41 @@ def open_search_study(
             study.set_user_attr(key, value)
         for loss_name, genome in zoo(config.nodes, config.constants, num_classes).items():
             study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
+    held = _losses_held(study, config.nodes)
     for loss_name, genome in given.items():
-        study.enqueue_trial(
-            genome.to_params(), user_attrs={TrialKey.LOSS_NAME: loss_name}, skip_if_exists=True
-        )
+        holder = held.get(genome.structure)
+        if holder is None:
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.LOSS_NAME: loss_name})
+            continue
+        record = SearchTrialRecord.from_trial(holder)
+        if loss_name in (record.name, *record.also_named):
+            continue  # given again on a resume: nothing new
+        what = f"the zoo's {record.zoo}" if record.zoo else f"trial {holder.number}'s loss"
+        (log or print)(f"{loss_name} is {what}; trained once, as {record.label()}")
+        _name_also(study, holder, loss_name)
     return study
+
+
+def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
+    """The study's trials by the structure of the loss they hold (enqueued ones too), first first."""
+    held: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False):
+        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        try:
+            structure = Genome.from_params(params, nodes).structure
+        except (ValueError, KeyError):
+            continue
+        held.setdefault(structure, trial)
+    return held
+
+
+def _name_also(study: optuna.Study, trial: FrozenTrial, name: str) -> None:
+    """Record a user's name for a loss a trial already holds: on the trial while it is not finished,
+    else in the study's map (finished trials cannot change)."""
+    names = [*SearchTrialRecord.from_trial(trial).also_named, name]
+    if not trial.state.is_finished():
+        study._storage.set_trial_user_attr(trial._trial_id, TrialKey.ALSO_NAMED, names)
+        return
+    mapping = dict(study.user_attrs.get(StudyKey.ALSO_NAMED) or {})
+    mapping[name] = trial.number
+    study.set_user_attr(StudyKey.ALSO_NAMED, mapping)
