@@ -112,6 +112,13 @@ def test_the_layers_import_only_downwards():
             "optiloss.matrix",
             "optiloss.recheck",
         ),
+        "optiloss.tune": (
+            "optiloss.report",
+            "optiloss.search",
+            "optiloss.transfer",
+            "optiloss.matrix",
+            "optiloss.recheck",
+        ),
         "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate", "optiloss.scoring"),
         "optiloss.scoring": ("optiloss.report", "optiloss.search", "optiloss.studies", "optiloss.liveness"),
         "optiloss.liveness": ("optiloss.report", "optiloss.search", "optiloss.scoring", "optiloss.studies"),
