@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A local PostgreSQL server for optiloss's tests and multi-worker searches.
 #   scripts/postgres.sh start   install PostgreSQL from Debian's packages if missing, create the cluster
-#                               under storage/postgres (once) and start it on 127.0.0.1:$OPTILOSS_PG_PORT
+#                               under storage/postgres (once) and start it on 127.0.0.1:$OPTILOSS_PG_PORT;
+#                               when the server's user cannot reach that folder (a clone inside a folder
+#                               only its owner may enter), the cluster goes to $TMPDIR/optiloss-postgres-<id>
+#                               instead, one per clone, and the script says where
 #   scripts/postgres.sh stop    stop it
 #   scripts/postgres.sh url     print the URL of its optiloss database
 # Idempotent. Role and database: optiloss / optiloss (password optiloss), local use only.
@@ -9,6 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${OPTILOSS_PG_PORT:-55432}
 DATA=${OPTILOSS_PG_DATA:-$PWD/storage/postgres}
+# where the cluster goes when the default folder is closed to the server's user (one per clone)
+FALLBACK=${TMPDIR:-/tmp}/optiloss-postgres-$(printf %s "$PWD" | sha1sum | cut -c1-12)
+if [ -z "${OPTILOSS_PG_DATA:-}" ] && [ ! -f "$DATA/PG_VERSION" ] && [ -f "$FALLBACK/PG_VERSION" ]; then
+  DATA=$FALLBACK
+fi
 SOCKET_DIR=/tmp
 URL="postgresql://optiloss:optiloss@127.0.0.1:$PORT/optiloss"
 
@@ -42,8 +50,15 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$DATA"
     if ! runuser -u postgres -- test -w "$DATA"; then
-      echo "postgres: user postgres cannot write $DATA (a parent folder is closed); set OPTILOSS_PG_DATA" >&2
-      exit 1
+      if [ -n "${OPTILOSS_PG_DATA:-}" ]; then
+        echo "postgres: user postgres cannot write $DATA (a parent folder is closed); choose another OPTILOSS_PG_DATA" >&2
+        exit 1
+      fi
+      rmdir "$DATA" 2>/dev/null || true
+      echo "postgres: user postgres cannot reach $DATA (a parent folder is closed); the cluster goes to $FALLBACK"
+      DATA=$FALLBACK
+      mkdir -p "$DATA"
+      chown postgres: "$DATA"
     fi
   fi
   chmod 700 "$DATA"
