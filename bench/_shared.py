@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import tarfile
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from optiloss.data import default_data_root
 
@@ -20,3 +23,19 @@ def cifar10_jpeg_folder(archive: Path = CIFAR_ARCHIVE) -> Path:
         with tarfile.open(archive) as handle:
             handle.extractall(target, filter="data")
     return target
+
+
+def add_overrides_option(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): a search-config key with a TOML value, e.g. ``subset=3000``."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a search-config key (a TOML value)",
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys given with ``--set`` (:func:`add_overrides_option`)."""
+    return tomllib.loads("\n".join(args.set))

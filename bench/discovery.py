@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import tomllib
 
 import optuna
 from tqdm.auto import tqdm
@@ -43,7 +42,7 @@ from optiloss.statistics import welch_p_value
 from optiloss.storage import open_storage
 from optiloss.studies import load_study, select_trials, trial_genome
 
-from _shared import cifar10_jpeg_folder
+from _shared import add_overrides_option, cifar10_jpeg_folder, config_overrides
 
 SCALES = {
     "cpu": (
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=1)
     parser.add_argument("--dataset", help="default: the CIFAR-10 JPEG folder of the shared archive")
     parser.add_argument("--storage", help="default: a temporary SQLite file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_option(parser)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     path, values = SCALES[args.scale]
@@ -102,7 +101,7 @@ def main() -> None:
         "dataset": args.dataset or f"folder:{cifar10_jpeg_folder()}",
         "artifacts": False,
         **({"n_trials": args.trials} if args.trials else {}),
-        **tomllib.loads("\n".join(args.set)),
+        **config_overrides(args),
     }
     with tempfile.TemporaryDirectory() as folder:
         values.setdefault("checkpoint_dir", f"{folder}/checkpoints")

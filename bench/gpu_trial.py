@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import statistics
 import time
-import tomllib
 from collections.abc import Callable
 
 import torch
@@ -39,6 +38,7 @@ from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.train import LossFunction, seeded, train
 
+from _shared import add_overrides_option, config_overrides
 from airbench_reference import airbench_reference
 
 AIRBENCH_SMOOTHING = 0.2
@@ -113,17 +113,11 @@ def main() -> None:
         metavar="RUNS",
         help="also time airbench94 on the same split (RUNS timed runs)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a search-config key (a TOML value)",
-    )
+    add_overrides_option(parser)
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to try the script out")
     args = parser.parse_args()
     device = torch.device(args.device)
-    overrides = tomllib.loads("\n".join(args.set))
+    overrides = config_overrides(args)
     config = SearchConfig.load(
         args.config or None,
         {"dataset": args.dataset, "device": args.device, "compile": args.compile, **overrides},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tomllib
 
 import torch
 
@@ -27,7 +26,7 @@ from optiloss.genome.named import named_losses
 from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 
-from _shared import cifar10_jpeg_folder
+from _shared import add_overrides_option, cifar10_jpeg_folder, config_overrides
 
 LOSSES = {
     "ce": "-(y * ln(|p| + eps))",
@@ -45,9 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["cnn", "airbench"], choices=tuple(SETTINGS))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_option(parser)
     args = parser.parse_args()
-    overrides = tomllib.loads("\n".join(args.set))
+    overrides = config_overrides(args)
     for model in args.models:
         values = {"device": "cpu", **SETTINGS[model], **overrides}
         if model == "airbench" and "dataset" not in values:

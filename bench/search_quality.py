@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import tomllib
 import warnings
 
 import optuna
@@ -33,9 +32,11 @@ from optiloss.scoring import load_data
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.studies import trial_robustness
 
+from _shared import add_overrides_option, config_overrides
+
 
 def run(sampler_name: str, seed: int, args: argparse.Namespace, folder: str) -> dict:
-    overrides = tomllib.loads("\n".join(args.set))
+    overrides = config_overrides(args)
     objectives = ["accuracy"] if sampler_name == "evolution" else ["accuracy", "robustness"]
     config = SearchConfig.from_mapping(
         {
@@ -88,13 +89,7 @@ def main() -> None:
         choices=("nsga2", "evolution", "random", "tpe"),
     )
     parser.add_argument("--dataset", default="digits", help="digits, or folder:PATH (e.g. a CIFAR-10 subset)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a search-config key (a TOML value), e.g. subset=6000",
-    )
+    add_overrides_option(parser)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

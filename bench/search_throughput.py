@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import tomllib
 import warnings
 
 import optuna
@@ -26,6 +25,8 @@ from optuna.trial import TrialState
 
 from optiloss.search import SearchConfig, SearchHooks, run_search
 from optiloss.studies import load_study
+
+from _shared import add_overrides_option, config_overrides
 
 
 def measure(config, folder: str) -> dict:
@@ -53,17 +54,11 @@ def main() -> None:
     parser.add_argument("--config", default="studies/cifar10.toml")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a search-config key (a TOML value)",
-    )
+    add_overrides_option(parser)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    overrides = tomllib.loads("\n".join(args.set))
+    overrides = config_overrides(args)
     rates = {}
     with tempfile.TemporaryDirectory() as folder:
         for workers in args.workers:

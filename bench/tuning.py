@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import tomllib
 
 from optiloss.evaluate import compare_losses
 from optiloss.genome import screen, zoo
@@ -31,6 +30,8 @@ from optiloss.search import run_search
 from optiloss.settings import SearchConfig
 from optiloss.studies import select_trials, trial_genome
 from optiloss.tune import tune_loss
+
+from _shared import add_overrides_option, config_overrides
 
 
 def report(title: str, comparison) -> None:
@@ -46,12 +47,12 @@ def report(title: str, comparison) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_option(parser)
     parser.add_argument("--tune-trials", type=int, default=12)
     parser.add_argument("--search-trials", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    overrides = tomllib.loads("\n".join(args.set))
+    overrides = config_overrides(args)
     with tempfile.TemporaryDirectory() as folder:
         config = SearchConfig.from_mapping(
             {

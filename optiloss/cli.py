@@ -451,14 +451,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from optiloss.evaluate import compare_losses
-    from optiloss.genome import screen, zoo
     from optiloss.genome.named import named_losses
     from optiloss.records import SearchTrialRecord, StudyKey
-    from optiloss.scoring import load_data
+    from optiloss.report import format_rows
     from optiloss.settings import SearchConfig
     from optiloss.storage import open_storage
     from optiloss.studies import get_trial, load_study, trial_genome
-    from optiloss.tune import TUNED_LOSS_ATTR, tune_loss, tuned_genome
+    from optiloss.tune import baseline_loss, tune_loss, zoo_loss
 
     given = [bool(args.study), bool(args.loss), bool(args.zoo)]
     if sum(given) != 1 or (args.study and args.trial is None) or (args.loss and len(args.loss) > 1):
@@ -478,10 +477,7 @@ def _tune(args: argparse.Namespace) -> int:
             label, formula = args.loss[0]
             start = named_losses({label: formula}, config.nodes)[label]
         else:
-            known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
-            if args.zoo not in known:
-                raise UsageError(f"--zoo {args.zoo!r}: the zoo's losses are {', '.join(known)}")
-            label, start = args.zoo, screen(known[args.zoo]).genome
+            label, start = args.zoo, zoo_loss(args.zoo, config, "--zoo")
     if len(config.per_augmentation()) > 1:
         raise UsageError("tune trains under one augmentation: base, cutout, mixup, randaug or all")
     outcome = tune_loss(
@@ -498,38 +494,13 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"validation accuracy {outcome.best_accuracy:.4f}{start_text}, {outcome.study.study_name}")
     print("selected as the best of its trials on the validation split: test it with --evaluate S")
     if args.evaluate:
-        storage = open_storage(args.storage, create=False)
-        names = {summary.study_name for summary in optuna_study_summaries(storage)}
-        if args.against in names:
-            other = load_study(storage, args.against)
-            base = other.user_attrs.get(TUNED_LOSS_ATTR)
-            if base is None:
-                raise UsageError(f"--against {args.against!r} is no tune study")
-            baseline = screen(
-                tuned_genome(named_losses({"b": base["formula"]}, config.nodes)["b"], other.best_trial.params)
-            ).genome
-            baseline_name = f"{base['label']} (tuned)"
-        else:
-            known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
-            if args.against not in known:
-                raise UsageError(
-                    f"--against {args.against!r}: name a zoo loss ({', '.join(known)}) or a tune study"
-                )
-            baseline, baseline_name = screen(known[args.against]).genome, args.against
+        baseline, baseline_name = baseline_loss(args.against, config, args.storage)
         comparison = compare_losses(outcome.best, baseline, baseline_name, config, args.evaluate)
-        from optiloss.report import format_rows
-
         print(format_rows(comparison.rows()))
         print(
             f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
         )
     return 0
-
-
-def optuna_study_summaries(storage: Any) -> list[Any]:
-    import optuna
-
-    return optuna.get_all_study_summaries(storage, include_best_trial=False)
 
 
 def _matrix(args: argparse.Namespace) -> int:

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
-from optiloss.genome import Genome, screen
+from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
+from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.records import StudyKey, TrialKey
 from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data
@@ -147,3 +148,30 @@ def tune_loss(
         float(best.values[0]),
         first.values[0] if first is not None else None,
     )
+
+
+def zoo_loss(name: str, config: SearchConfig, option: str) -> Genome:
+    """The screened zoo loss ``name`` as a study of ``config`` has it (with its constants, label
+    smoothing's weights from the data set's class count); an unknown name is a :class:`UsageError`
+    naming ``option`` and the zoo's losses."""
+    known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
+    if name not in known:
+        raise UsageError(f"{option} {name!r}: the zoo's losses are {', '.join(known)}")
+    return screen(known[name]).genome
+
+
+def baseline_loss(against: str, config: SearchConfig, storage_url: str | None = None) -> tuple[Genome, str]:
+    """(genome, name) of what a tuned loss is tested against: the best of the tune study ``against``
+    in the storage (a tuned baseline), else the zoo loss of that name."""
+    storage = open_storage(storage_url, create=False)
+    names = {
+        summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    }
+    if against not in names:
+        return zoo_loss(against, config, "--against"), against
+    other = optuna.load_study(study_name=against, storage=storage)
+    tuned = other.user_attrs.get(TUNED_LOSS_ATTR)
+    if tuned is None:
+        raise UsageError(f"--against {against!r} is no tune study")
+    start = named_losses({"baseline": tuned["formula"]}, config.nodes)["baseline"]
+    return screen(tuned_genome(start, other.best_trial.params)).genome, f"{tuned['label']} (tuned)"

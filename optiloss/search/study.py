@@ -125,8 +125,7 @@ def open_search_study(
     """
     name = config.resolved_study_name
     existing = count_trials(storage, name)
-    if existing or _stored_attrs(storage, name):
-        config = settle_config(config, _stored_attrs(storage, name))  # its own constants, before sampling
+    config = settle_config(config, _stored_attrs(storage, name))  # its own constants, before sampling
     # a bad formula stops before anything is written
     given = named_losses(config.losses, config.nodes, config.constants)
     study = optuna.create_study(
