@@ -295,6 +295,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _loss_option(matrix, "retrained beside the studies' losses")
 
+    experiment = commands.add_parser(
+        "experiment",
+        help="run a whole experiment (search, recheck, transfers, matrix) and write its report page",
+        description="Run the stages of EXPERIMENT.toml in order (search, recheck, each [[transfer]], "
+        "matrix), each training only what its studies do not hold yet, so running it again after a stop "
+        "continues where it stopped; then write the report page {output}/{name}/index.html.",
+    )
+    experiment.add_argument("file", metavar="EXPERIMENT.toml", help="see studies/experiment-*.toml")
+    _storage_option(experiment)
+    stage_choice = experiment.add_mutually_exclusive_group()
+    stage_choice.add_argument("--until", metavar="STAGE", help="run the stages up to STAGE, then stop")
+    stage_choice.add_argument("--only", metavar="STAGE", help="run STAGE alone")
+    experiment.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (stages, studies, trainings still to do, time estimate) and run nothing",
+    )
+    experiment.add_argument(
+        "--output",
+        default="storage/reports",
+        metavar="DIR",
+        help="where the report page goes: DIR/{experiment name}/index.html (default storage/reports)",
+    )
+    experiment.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
@@ -525,6 +550,43 @@ def _matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from optiloss.experiment import load_experiment, plan, run_experiment, select_stages
+    from optiloss.report import dashboard_hooks
+    from optiloss.report.page import write_experiment_page
+
+    experiment = load_experiment(args.file)
+    stages = select_stages(experiment, until=args.until, only=args.only)
+    if args.dry_run:
+        plans = {item.stage: item for item in plan(experiment, args.storage)}
+        print(f"{experiment.name}: {len(stages)} of {len(plans)} stages")
+        for stage in stages:
+            print("  " + plans[stage].describe())
+        return 0
+    try:
+        run_experiment(
+            experiment,
+            args.storage,
+            stages=stages,
+            progress=not args.no_progress,
+            search_hooks=dashboard_hooks(experiment.search),
+        )
+    finally:  # the page shows what finished, also after a stop (unless nothing was ever stored)
+        page = _write_page_if_possible(write_experiment_page, experiment, args)
+    if page is not None:
+        print(f"\nreport: {page.resolve()}")
+    return 0
+
+
+def _write_page_if_possible(write: Any, experiment: Any, args: argparse.Namespace) -> Any:
+    from optiloss.storage import resolve_storage_url, sqlite_path
+
+    path = sqlite_path(resolve_storage_url(args.storage))
+    if path is not None and not path.exists():
+        return None
+    return write(experiment, args.storage, args.output)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
@@ -562,6 +624,7 @@ COMMANDS = {
     "recheck": _recheck,
     "evaluate": _evaluate,
     "tune": _tune,
+    "experiment": _experiment,
 }
 
 
@@ -598,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        if args.command in ("search", "transfer"):
+        if args.command in ("search", "transfer", "experiment"):
             what_now = "the study is saved. Resume with"
         else:
             what_now = "nothing was written. Run it again with"

@@ -20,11 +20,12 @@ from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
-from optiloss.records import SearchTrialRecord, StudyKey
-from optiloss.scoring import LossEvaluator, load_data
+from optiloss.ledger import RunLedger, score_unrecorded
+from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
+from optiloss.scoring import Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
-from optiloss.studies import select_trials, trial_genome
+from optiloss.studies import load_study, select_trials, trial_genome
 
 
 @dataclass
@@ -65,7 +66,7 @@ def augmentation_studies(storage: BaseStorage, dataset: str) -> dict[str, optuna
     return found
 
 
-def _losses(
+def matrix_losses(
     studies: dict[str, optuna.Study], top_k: int, select: str, given: dict[str, Genome]
 ) -> dict[str, Genome]:
     """Cross-entropy, the top-k of each study (:func:`~optiloss.studies.select_trials`) and the
@@ -100,15 +101,23 @@ def loss_augmentation_matrix(
     select: str = "accuracy",
     losses: dict[str, str] | None = None,
     progress: bool = True,
+    study_names: dict[str, str] | None = None,
+    ledger: str | None = None,
 ) -> MatrixResult:
     """Retrain the best losses of ``dataset``'s augmentation studies, and ``losses`` (name ->
     formula), under every augmentation.
 
-    Training settings come from the studies' stored config. Raises
-    :class:`OptilossError` when the storage holds no study for ``dataset``.
+    The studies are found by their dataset (:func:`augmentation_studies`) unless ``study_names``
+    (augmentation -> study) names them. Training settings come from the studies' stored config.
+    With ``ledger``, each finished training is kept in the :class:`~optiloss.ledger.RunLedger` study
+    of that name and a rerun trains only the runs that did not finish; without it nothing is written.
+    Raises :class:`OptilossError` when the storage holds no study for ``dataset``.
     """
     storage = open_storage(storage_url, create=False)
-    studies = augmentation_studies(storage, dataset)
+    if study_names:
+        studies = {augmentation: load_study(storage, name) for augmentation, name in study_names.items()}
+    else:
+        studies = augmentation_studies(storage, dataset)
     if not studies:
         raise OptilossError(
             f"no search study for dataset {dataset!r} in this storage; "
@@ -116,18 +125,34 @@ def loss_augmentation_matrix(
         )
     first = next(iter(studies.values()))
     config = SearchConfig.from_mapping(first.user_attrs[StudyKey.CONFIG], f"study {first.study_name} config")
-    target = resolve_device(device)
-    evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
-    chosen = _losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
+    chosen = matrix_losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
     result = MatrixResult(dataset, {label: genome.formula for label, genome in chosen.items()}, AUGMENTATIONS)
-    runs = [
-        (label, augmentation, seed)
+    runs = {
+        (label, augmentation, seed): TransferRunRecord(label, augmentation, seed, chosen[label].formula)
         for label in chosen
         for augmentation in AUGMENTATIONS
         for seed in range(seeds)
-    ]
-    pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
-    for label, augmentation, seed in tqdm(runs, desc="matrix runs", unit="run", disable=not progress):
-        evaluation = evaluator.evaluate(chosen[label], pipelines[augmentation], config.seed + 1000 * seed)
-        result.accuracies.setdefault((label, augmentation), []).append(evaluation.accuracy)
+    }
+    kept = RunLedger(storage, ledger, "matrix") if ledger else None
+    scores = {
+        key: kept.finished[record.run] for key, record in runs.items() if kept and record.run in kept.finished
+    }
+    missing = [key for key in runs if key not in scores]
+    if missing:
+        target = resolve_device(device)
+        evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
+        pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
+        for label, augmentation, seed in tqdm(missing, desc="matrix runs", unit="run", disable=not progress):
+
+            def train(label: str = label, augmentation: str = augmentation, seed: int = seed) -> Evaluation:
+                return evaluator.evaluate(chosen[label], pipelines[augmentation], config.seed + 1000 * seed)
+
+            record = runs[(label, augmentation, seed)]
+            scores[(label, augmentation, seed)] = (
+                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
+            )
+    for label, augmentation, seed in runs:
+        result.accuracies.setdefault((label, augmentation), []).append(
+            scores[(label, augmentation, seed)].accuracy
+        )
     return result

@@ -4,20 +4,77 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome, screen, zoo
+from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
-from optiloss.records import SearchTrialRecord, StudyKey
-from optiloss.scoring import RECHECK_SEED_STRIDE, LossEvaluator, load_data
+from optiloss.ledger import RunLedger, Score, score_unrecorded
+from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
+from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.statistics import holm, sample_std, welch_p_value
 from optiloss.storage import open_storage
-from optiloss.studies import load_study, pareto_trials, trial_genome
+from optiloss.studies import found_and_zoo, load_study, pareto_trials, trial_genome
+
+
+@dataclass(frozen=True)
+class RecheckedLoss:
+    """A loss recheck retrains: its search trial's number and scores (None for a loss that is no trial
+    of the study), its name (zoo, given, else empty) and oriented genome."""
+
+    trial: int | None
+    name: str
+    genome: Genome
+    search_accuracy: float | None = None
+    search_robustness: float | None = None
+
+    @property
+    def label(self) -> str:
+        """How a ledger and a report name it: its name, else ``trial_<number>``."""
+        return self.name or f"trial_{self.trial}"
+
+
+def search_config(study: optuna.Study) -> SearchConfig:
+    """The stored config of a search study; a study without one is an :class:`OptilossError`."""
+    if StudyKey.CONFIG not in study.user_attrs:
+        raise OptilossError(
+            f"study {study.study_name!r} is not an optiloss search study (no config user attr)"
+        )
+    return SearchConfig.from_mapping(study.user_attrs[StudyKey.CONFIG], f"study {study.study_name} config")
+
+
+def rechecked_losses(study: optuna.Study, given: dict[str, Genome]) -> list[RecheckedLoss]:
+    """What :func:`recheck` retrains: the Pareto set, the ``given`` losses, cross-entropy, and the two
+    losses a claim compares, which the Pareto set may leave out (a zoo loss can dominate them): the
+    search's most accurate loss of its own and the most accurate zoo loss besides cross-entropy (the
+    best known loss of this setting); each structure once."""
+    found, best_zoo = found_and_zoo(study)
+    chosen = []
+    for trial in pareto_trials(study) + found[:1] + best_zoo[:1]:
+        record = SearchTrialRecord.from_trial(trial)
+        genome = trial_genome(study, trial)
+        chosen.append(
+            RecheckedLoss(trial.number, record.name or "", genome, trial.values[0], record.robustness)
+        )
+    chosen += [RecheckedLoss(None, name, genome) for name, genome in given.items()]
+    cross_entropy = screen(zoo(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)["cross_entropy"]).genome
+    chosen.append(RecheckedLoss(None, "cross_entropy", cross_entropy))
+    unique: dict[str, RecheckedLoss] = {}
+    for loss in chosen:
+        unique.setdefault(loss.genome.structure_hash, loss)
+    return list(unique.values())
+
+
+def recheck_seed(config: SearchConfig, index: int) -> int:
+    """The seed of recheck's run ``index`` (0, 1, ...): neither the search's nor the noise floor's."""
+    return config.seed + RECHECK_SEED_STRIDE * (index + 1)
 
 
 def recheck(
@@ -28,67 +85,68 @@ def recheck(
     device: str = "auto",
     losses: dict[str, str] | None = None,
     progress: bool = True,
+    ledger: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per Pareto-set member, per loss of ``losses`` (name -> formula), and for cross-entropy
-    (``trial`` None where the loss is no trial of the study; ``loss``: its name): the search's scores
-    (None where it has none) next to the mean and spread of ``seeds`` retrainings with the study's stored
-    settings, and each loss's accuracy against cross-entropy's retrained with the same seeds (``vs_ce``:
-    the difference in its standard deviations; ``p_welch``). Writes nothing to the storage."""
+    """One row per loss of :func:`rechecked_losses` (the Pareto set, ``losses`` given as name ->
+    formula, cross-entropy, the best loss of the search's own and the best zoo loss; ``trial`` None
+    where the loss is no trial of the study; ``loss``: its name): the search's scores (None where it
+    has none) next to the mean and spread of ``seeds`` retrainings with the study's stored settings,
+    and each loss's accuracy against cross-entropy's retrained with the same seeds (``vs_ce``: the
+    difference in its standard deviations; ``p_welch``, and ``p_holm`` corrected for the number of
+    losses compared).
+
+    Without ``ledger`` it writes nothing to the storage. With it, each finished training is kept in the
+    :class:`~optiloss.ledger.RunLedger` study of that name, so a rerun after a stop trains only the
+    runs that did not finish.
+    """
     storage = open_storage(storage_url, create=False)
     study = load_study(storage, study_name)
-    if StudyKey.CONFIG not in study.user_attrs:
-        raise OptilossError(f"study {study_name!r} is not an optiloss search study (no config user attr)")
-    config = SearchConfig.from_mapping(study.user_attrs[StudyKey.CONFIG], f"study {study_name} config")
+    config = search_config(study)
     given = named_losses(losses or {}, config.nodes)
-    target = resolve_device(device)
-    evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
-    augmentation = evaluator.augmentation(config.augmentation)
-    entries: list[tuple[int | None, str, Genome, float | None, float | None, str]] = []
-    for trial in pareto_trials(study):
-        record = SearchTrialRecord.from_trial(trial)
-        entries.append(
-            (
-                trial.number,
-                record.name or "",
-                trial_genome(study, trial),
-                trial.values[0],
-                record.robustness,
-                record.formula,
-            )
+    entries = rechecked_losses(study, given)
+    kept = RunLedger(storage, ledger, "recheck") if ledger else None
+    runs = {
+        (entry.label, k): TransferRunRecord(
+            entry.label, config.augmentation, k, entry.genome.formula, study_name
         )
-    entries += [(None, name, genome, None, None, genome.formula) for name, genome in given.items()]
-    cross_entropy = screen(zoo(config.nodes)["cross_entropy"]).genome
-    if cross_entropy.structure_hash not in {entry[2].structure_hash for entry in entries}:
-        entries.append((None, "cross_entropy", cross_entropy, None, None, cross_entropy.formula))
-    trained: list[tuple[tuple, list]] = []
-    for entry in tqdm(entries, desc="rechecking the Pareto set", unit="loss", disable=not progress):
-        trained.append(
-            (
-                entry,
-                [
-                    evaluator.evaluate(entry[2], augmentation, config.seed + RECHECK_SEED_STRIDE * (k + 1))
-                    for k in range(seeds)
-                ],
+        for entry in entries
+        for k in range(seeds)
+    }
+    missing = [key for key, record in runs.items() if kept is None or record.run not in kept.finished]
+    scores: dict[tuple[str, int], Score] = {
+        key: kept.finished[record.run] for key, record in runs.items() if kept and key not in missing
+    }
+    if missing:
+        target = resolve_device(device)
+        evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
+        augmentation = evaluator.augmentation(config.augmentation)
+        genomes = {entry.label: entry.genome for entry in entries}
+        for label, k in tqdm(missing, desc="rechecking the Pareto set", unit="run", disable=not progress):
+
+            def train(label: str = label, k: int = k) -> Evaluation:
+                return evaluator.evaluate(genomes[label], augmentation, recheck_seed(config, k))
+
+            record = runs[(label, k)]
+            scores[(label, k)] = (
+                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
             )
-        )
-    baseline = next(
-        [score.accuracy for score in scores]
-        for (_, _, genome, *_), scores in trained
-        if genome.structure_hash == cross_entropy.structure_hash
-    )
+    reference = screen(zoo(config.nodes)["cross_entropy"]).genome.structure_hash
+    baseline_label = next(entry.label for entry in entries if entry.genome.structure_hash == reference)
+    baseline = [scores[(baseline_label, k)].accuracy for k in range(seeds)]
     rows = []
     p_values = []
-    for (number, label, genome, search_accuracy, search_robustness, formula), scores in trained:
-        accuracies = [score.accuracy for score in scores]
-        spread = sample_std(baseline)
-        is_baseline = genome.structure_hash == cross_entropy.structure_hash
+    spread = sample_std(baseline)
+    for entry in entries:
+        accuracies = [scores[(entry.label, k)].accuracy for k in range(seeds)]
+        robustness = [scores[(entry.label, k)].robustness for k in range(seeds)]
+        is_baseline = entry.label == baseline_label
         p = math.nan if is_baseline else welch_p_value(accuracies, baseline)
         p_values.append(p)
         rows.append(
             {
-                "trial": number,
-                "loss": label,
-                "search_accuracy": None if search_accuracy is None else round(search_accuracy, 4),
+                "trial": entry.trial,
+                "loss": entry.name,
+                "search_accuracy": None if entry.search_accuracy is None else round(entry.search_accuracy, 4),
                 "recheck_accuracy": round(statistics.mean(accuracies), 4),
                 "recheck_std": round(sample_std(accuracies), 4),
                 "vs_ce": f"{(statistics.mean(accuracies) - statistics.mean(baseline)) / spread:+.1f} sd"
@@ -96,9 +154,11 @@ def recheck(
                 else None,
                 "p_welch": None if math.isnan(p) else float(f"{p:.3g}"),
                 "p_holm": None,
-                "search_robustness": None if search_robustness is None else round(search_robustness, 4),
-                "recheck_robustness": round(statistics.mean(s.robustness for s in scores), 4),
-                "formula": formula,
+                "search_robustness": None
+                if entry.search_robustness is None
+                else round(entry.search_robustness, 4),
+                "recheck_robustness": round(statistics.mean(robustness), 4),
+                "formula": entry.genome.formula,
             }
         )
     for row, adjusted in zip(rows, holm(p_values)):

@@ -94,6 +94,8 @@ class StudyKey:
     AUGMENT_SETTINGS = "augment_settings"
     ALSO_NAMED = "also_named"
     """``{name: trial number}``: names given to losses that finished trials already held."""
+    KIND = "kind"
+    """What a study that is no search or transfer holds: ``"recheck"`` or ``"matrix"`` (a run ledger)."""
 
 
 NEGATED = "negated"

@@ -170,7 +170,10 @@ class Settings:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> Self:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; its :meth:`given_keys` are this one's and the changed keys."""
+        replaced = dataclasses.replace(self, **changes)
+        object.__setattr__(replaced, "_given_keys", self.given_keys() | frozenset(changes))
+        return replaced
 
 
 @dataclass(frozen=True)
@@ -494,7 +497,7 @@ def _check_value(source: str, key: str, value: Any, annotation: Any, limits: Lim
     if kind is tuple:
         return _check_list(where, value, limits)
     if kind is dict:
-        return _check_losses(where, value)
+        return check_losses(where, value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     ok = {
         int: is_int,
@@ -534,7 +537,7 @@ def _check_list(where: str, value: Any, limits: Limits | None) -> tuple[str, ...
     return tuple(value)
 
 
-def _check_losses(where: str, value: Any) -> dict[str, str]:
+def check_losses(where: str, value: Any) -> dict[str, str]:
     """A table ``name = "formula"`` with identifier names (formulas are parsed where they are used)."""
     if not isinstance(value, Mapping) or not all(isinstance(item, str) for item in value.values()):
         raise UsageError(f'{where} must be {_TYPE_WORDS[dict]} (name = "formula"), got {value!r}')

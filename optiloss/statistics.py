@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +21,9 @@ def welch_p_value(values: list[float], baseline: list[float]) -> float:
     values on a side or no spread on either."""
     if len(values) < 2 or len(baseline) < 2 or (np.std(values) == 0 and np.std(baseline) == 0):
         return float("nan")
-    return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # nearly equal runs: scipy warns of precision, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

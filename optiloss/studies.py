@@ -10,8 +10,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
@@ -30,6 +32,18 @@ def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
         raise OptilossError(
             f"no study named {study_name!r}; studies here: {', '.join(names) or 'none'}"
         ) from None
+
+
+def snapshot(storage: BaseStorage, study_names: list[str]) -> optuna.storages.InMemoryStorage:
+    """An in-memory copy of the studies among ``study_names`` that exist (``optuna.copy_study``), for a
+    report that reads each study many times: reading a study's trials from a database costs a fraction
+    of a second every time, from the copy nothing."""
+    copy = optuna.storages.InMemoryStorage()
+    existing = {study.study_name for study in storage.get_all_studies()}
+    for name in dict.fromkeys(study_names):
+        if name in existing:
+            optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=copy)
+    return copy
 
 
 def count_trials(storage: BaseStorage, study_name: str, states: tuple[TrialState, ...] | None = None) -> int:
@@ -58,18 +72,40 @@ def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
     return genome.with_orientation(SearchTrialRecord.from_trial(trial).negated)
 
 
+_DOMINANCE_CHUNK = 1024
+"""Trials compared with all others at once when finding the Pareto set (bounds the memory to chunk x n)."""
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto set, ordered on the raw objective values (first objective first), then trial number.
-    A single-objective study's set is its best trial(s)."""
-    return sorted(study.best_trials, key=lambda trial: ([-value for value in trial.values], trial.number))
+    A single-objective study's set is its best trial(s).
+
+    The same set as ``study.best_trials``, found without deep-copying every trial (which costs about
+    a second per call on a study of a few thousand trials, and reports call this often).
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return []
+    signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
+    values = np.array([trial.values for trial in complete], dtype=float) * signs
+    dominated = np.zeros(len(complete), dtype=bool)
+    for start in range(0, len(complete), _DOMINANCE_CHUNK):
+        chunk = values[start : start + _DOMINANCE_CHUNK, None, :]
+        # trial i is dominated when some j is at least as good everywhere and better somewhere
+        no_worse = (values[None, :, :] >= chunk).all(axis=2)
+        better = (values[None, :, :] > chunk).any(axis=2)
+        dominated[start : start + _DOMINANCE_CHUNK] = (no_worse & better).any(axis=1)
+    front = [trial for trial, beaten in zip(complete, dominated) if not beaten]
+    return sorted(front, key=lambda trial: ([-value for value in trial.values], trial.number))
 
 
 SELECTIONS = ("accuracy", "pareto")
 """How losses are chosen from a search study for transfer and the matrix (:func:`select_trials`)."""
 
 
-def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> list[FrozenTrial]:
-    """The ``top_k`` losses of a search study to retrain elsewhere, best accuracy first.
+def select_trials(study: optuna.Study, top_k: int | None, select: str = "accuracy") -> list[FrozenTrial]:
+    """The ``top_k`` losses of a search study to retrain elsewhere (all of them for None), best accuracy
+    first.
 
     ``accuracy``: the COMPLETE trials of highest accuracy, one per behavioural fingerprint (the
     first trial of each); ``pareto``: the Pareto set by accuracy, so a loss that is second on
@@ -94,6 +130,16 @@ def select_trials(study: optuna.Study, top_k: int, select: str = "accuracy") -> 
         if len(chosen) == top_k:
             break
     return chosen
+
+
+def found_and_zoo(study: optuna.Study) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+    """The study's losses by accuracy, one per behaviour (:func:`select_trials`), in two lists: those
+    the search found itself (no zoo or given name), and the zoo's besides cross-entropy. Their heads
+    are what a claim compares: the best found loss against the best known one."""
+    ranked = select_trials(study, None)
+    found = [trial for trial in ranked if not SearchTrialRecord.from_trial(trial).name]
+    zoo = [trial for trial in ranked if trial.user_attrs.get(TrialKey.ZOO) not in (None, "cross_entropy")]
+    return found, zoo
 
 
 def trial_robustness(trial: FrozenTrial) -> float | None:

@@ -70,7 +70,7 @@ class LossToTransfer:
 
 def losses_to_transfer(
     sources: optuna.Study | list[optuna.Study],
-    top_k: int,
+    top_k: int | None,
     select: str = "accuracy",
     given: dict[str, Genome] | None = None,
     num_classes: int = 10,
@@ -87,7 +87,7 @@ def losses_to_transfer(
     zoo_accuracy: dict[str, float] = {}
     for source in sources:
         # the zoo is transferred anyway: the top-k slots go to evolved losses
-        ranked = select_trials(source, len(source.trials), select)
+        ranked = select_trials(source, None, select)
         for trial in [trial for trial in ranked if TrialKey.ZOO not in trial.user_attrs][:top_k]:
             label = SearchTrialRecord.from_trial(trial).label()
             if len(sources) > 1 and label.startswith("trial_"):

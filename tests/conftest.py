@@ -1,8 +1,12 @@
 import contextlib
 import io
 import os
+import re
+import select
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,41 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def _default_sigint() -> None:
+    # a background process of a non-interactive shell inherits SIGINT ignored: restore the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """Start ``optiloss`` in a subprocess that Ctrl-C (SIGINT) stops as in a terminal; its stdout
+    unbuffered, so its lines can be read while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "optiloss", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+        env={**{k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"}, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def read_stderr_until(
+    process: subprocess.Popen, marker: bytes | re.Pattern[bytes], timeout: float = 240.0
+) -> bytes:
+    """Stderr up to and including ``marker``, text or a pattern (a progress bar's name: the command is
+    at work; its count: so much is done)."""
+    seen, deadline = b"", time.monotonic() + timeout
+    found = marker.search if isinstance(marker, re.Pattern) else lambda text: marker in text
+    while not found(seen):
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(process.stderr.fileno(), 4096) if ready else b""
+        if not chunk:
+            process.kill()
+            pytest.fail(f"{marker!r} never appeared on stderr: {seen.decode(errors='replace')}")
+        seen += chunk
+    return seen
 
 
 REQUIRE_ALL_VARIABLE = "OPTILOSS_TEST_REQUIRE_ALL"

@@ -1,10 +1,7 @@
 """Ctrl-C during every long command: one line, the command that continues, exit 130, nothing half-written."""
 
-import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,42 +9,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import ROOT, run_cli, small_search
+from conftest import read_stderr_until, run_cli, small_search, start_cli
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     folder = tmp_path_factory.mktemp("interrupts")
     return small_search(folder, n_trials=6, epochs=2, artifacts=False), folder
-
-
-def _default_sigint() -> None:
-    # a background process of a non-interactive shell inherits SIGINT ignored: restore the default
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "optiloss", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=_default_sigint,
-        env={k: v for k, v in os.environ.items() if k != "OPTILOSS_STORAGE"},
-    )
-
-
-def _read_stderr_until(process: subprocess.Popen, marker: bytes, timeout: float = 240.0) -> bytes:
-    """Stderr up to and including ``marker`` (a progress bar's name: the command is at work)."""
-    seen, deadline = b"", time.monotonic() + timeout
-    while marker not in seen:
-        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(process.stderr.fileno(), 4096) if ready else b""
-        if not chunk:
-            process.kill()
-            pytest.fail(f"{marker!r} never appeared on stderr: {seen.decode(errors='replace')}")
-        seen += chunk
-    return seen
 
 
 def _interrupt(process: subprocess.Popen, seen: bytes) -> str:
@@ -73,8 +41,8 @@ def test_ctrl_c_during_recheck_or_matrix_prints_one_line_and_writes_nothing(sour
     output = folder / "reports"
     full = [*command, "--storage", url] + (["--output", str(output)] if command[0] == "matrix" else [])
     trials_before = len(optuna.load_study(study_name="digits-base", storage=url).trials)
-    process = _start(*full)
-    last = _interrupt(process, _read_stderr_until(process, marker))
+    process = start_cli(*full)
+    last = _interrupt(process, read_stderr_until(process, marker))
     assert last == "interrupted; nothing was written. Run it again with: optiloss " + " ".join(full)
     assert not output.exists()
     assert len(optuna.load_study(study_name="digits-base", storage=url).trials) == trials_before
@@ -105,8 +73,8 @@ def test_ctrl_c_during_transfer_fails_the_run_as_interrupted_and_the_resume_cont
         "--output",
         str(folder / "report"),
     ]
-    process = _start(*options, "--epochs", "40")
-    seen = _read_stderr_until(process, b"transfer runs")
+    process = start_cli(*options, "--epochs", "40")
+    seen = read_stderr_until(process, b"transfer runs")
     deadline = time.monotonic() + 240
     while not list((folder / "checkpoints").rglob("checkpoint.pt")):  # the first run finished an epoch
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"

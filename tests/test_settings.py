@@ -10,7 +10,10 @@ from optiloss.train import TrainSettings
 
 from conftest import ROOT, run_cli
 
-STUDIES = sorted((ROOT / "studies").glob("*.toml"))
+STUDIES = [
+    path for path in sorted((ROOT / "studies").glob("*.toml")) if not path.name.startswith("experiment-")
+]
+"""The search and transfer files (the experiment files have their own test, tests/test_experiment.py)."""
 
 
 def test_the_studies_folder_holds_search_and_transfer_files():

@@ -119,6 +119,8 @@ def test_the_layers_import_only_downwards():
             "optiloss.matrix",
             "optiloss.recheck",
         ),
+        "optiloss.ledger": ("optiloss.report", "optiloss.search", "optiloss.transfer", "optiloss.studies"),
+        "optiloss.experiment": ("optiloss.report", "optiloss.cli"),
         "optiloss.studies": ("optiloss.report", "optiloss.search", "optiloss.evaluate", "optiloss.scoring"),
         "optiloss.scoring": ("optiloss.report", "optiloss.search", "optiloss.studies", "optiloss.liveness"),
         "optiloss.liveness": ("optiloss.report", "optiloss.search", "optiloss.scoring", "optiloss.studies"),

@@ -1,0 +1,87 @@
+"""Finished trainings kept for a rerun: the record of the stages that own no study (recheck, the matrix).
+
+A :class:`RunLedger` is a plain Optuna study with two maximised values (accuracy and robustness,
+metric names ``accuracy`` and ``robustness``) in which each finished training is one COMPLETE trial
+carrying a :class:`~optiloss.records.TransferRunRecord`'s user attrs (``run``, ``loss``,
+``augmentation``, ``seed``, ``formula``, ``source_study`` and the training record). A trial is
+added only once its training has finished (``Study.add_trial``), so a process killed in the middle
+leaves nothing half-written, and running the stage again trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from optiloss.records import StudyKey, TransferRunRecord, TrialKey
+from optiloss.scoring import Evaluation
+
+
+@dataclass(frozen=True)
+class Score:
+    """What a stage reads of one training: clean accuracy and robustness."""
+
+    accuracy: float
+    robustness: float
+
+
+class RunLedger:
+    """The trainings of one stage, by run key (:attr:`TransferRunRecord.run`)."""
+
+    def __init__(self, storage: BaseStorage, study_name: str, kind: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                load_if_exists=True,
+                directions=["maximize", "maximize"],
+            )
+            if not self.study.metric_names:
+                self.study.set_metric_names(["accuracy", "robustness"])
+        if self.study.user_attrs.get(StudyKey.KIND) != kind:
+            self.study.set_user_attr(StudyKey.KIND, kind)
+        self.finished = {
+            trial.user_attrs[TrialKey.RUN]: Score(*trial.values)
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        }
+
+    def score(self, record: TransferRunRecord, train: Callable[[], Evaluation], precision: str) -> Score:
+        """The run's score: read back when it finished before, else ``train()``ed and recorded."""
+        if record.run in self.finished:
+            return self.finished[record.run]
+        evaluation = train()
+        attrs = record.to_user_attrs() | evaluation.record(precision).to_user_attrs()
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                values=[evaluation.accuracy, evaluation.robustness],
+                user_attrs=attrs,
+                state=TrialState.COMPLETE,
+            )
+        )
+        self.finished[record.run] = Score(evaluation.accuracy, evaluation.robustness)
+        return self.finished[record.run]
+
+
+def pending(storage: BaseStorage, study_name: str, runs: list[str]) -> list[str]:
+    """The keys among ``runs`` the ledger ``study_name`` has not finished (all when it does not exist)."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return list(runs)
+    done = {
+        trial.user_attrs.get(TrialKey.RUN)
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    return [run for run in runs if run not in done]
+
+
+def score_unrecorded(train: Callable[[], Evaluation]) -> Score:
+    """A training nobody keeps (a stage run without a ledger)."""
+    evaluation = train()
+    return Score(evaluation.accuracy, evaluation.robustness)

@@ -1,0 +1,565 @@
+"""The experiment's report page: ``storage/reports/<experiment>/index.html``, one self-contained file.
+
+Everything on it is read from the studies (the search studies, the recheck and matrix ledgers, the
+transfer studies), so the page of a partial run shows what exists and says what is missing. The
+figures are inline SVG drawn by matplotlib with real text (searchable, no fonts fetched); the page
+loads no script, style sheet or font from anywhere, so it opens from the file system offline. The
+HTML comes from the Jinja2 template ``templates/experiment.html`` (autoescaped).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import platform
+import statistics
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
+
+from optiloss.errors import OptilossError
+from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
+from optiloss.genome import screen, zoo
+from optiloss.matrix import MatrixResult
+from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey
+from optiloss.report.dashboard import loss_shape, pyplot
+from optiloss.report.experiments import paper_table
+from optiloss.statistics import sample_std, welch_p_value
+from optiloss.storage import mask_url, resolve_storage_url
+from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
+from optiloss.transfer import BASELINE, TransferTable, losses_to_transfer, transfer_table
+
+PAGE = "index.html"
+ALPHA = 0.05
+_PACKAGES = ("optiloss", "torch", "torchvision", "optuna", "kornia", "timm", "numpy", "scipy")
+
+
+@dataclass
+class Comparison:
+    """A loss's accuracies over fresh seeds against a reference's: difference of means and Welch's p."""
+
+    name: str
+    mean: float
+    std: float
+    seeds: int
+    reference: str
+    reference_mean: float
+    p: float
+
+    @property
+    def difference(self) -> float:
+        return self.mean - self.reference_mean
+
+    @property
+    def better(self) -> bool:
+        return self.difference > 0 and not math.isnan(self.p) and self.p < ALPHA
+
+    def verdict(self) -> str:
+        """``better than X``, ``worse than X`` (both at p < 0.05) or ``not shown better than X``."""
+        if self.better:
+            return f"better than {self.reference}"
+        if self.difference < 0 and not math.isnan(self.p) and self.p < ALPHA:
+            return f"worse than {self.reference}"
+        return f"not shown better than {self.reference}"
+
+    def describe(self) -> str:
+        p = "no p-value (too few seeds or no spread)" if math.isnan(self.p) else f"Welch's p {self.p:.3g}"
+        return (
+            f"{self.mean:.4f} ± {self.std:.4f} against {self.reference}'s {self.reference_mean:.4f} "
+            f"({self.difference:+.4f}, {p}, {self.seeds} seeds)"
+        )
+
+
+def _compare(runs: dict[str, list[float]], name: str, reference: str) -> Comparison | None:
+    if name not in runs or reference not in runs:
+        return None
+    values, baseline = runs[name], runs[reference]
+    return Comparison(
+        name,
+        statistics.mean(values),
+        sample_std(values),
+        len(values),
+        "cross-entropy" if reference == BASELINE else reference,
+        statistics.mean(baseline),
+        welch_p_value(values, baseline),
+    )
+
+
+@dataclass
+class AugmentationSection:
+    """What the page says about one augmentation's search."""
+
+    augmentation: str
+    study_name: str
+    exists: bool = False
+    complete: int = 0
+    best_label: str | None = None
+    best_formula: str = ""
+    best_accuracy: float | None = None
+    best_zoo: str | None = None
+    recheck_vs_ce: Comparison | None = None
+    recheck_vs_zoo: Comparison | None = None
+    recheck_rows: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[tuple[str, Comparison | None]] = field(default_factory=list)
+    front_svg: str = ""
+    shapes_svg: str = ""
+    noise_floor: str = ""
+    summary: str = ""
+
+
+@dataclass
+class TransferSection:
+    name: str
+    studies: list[str]
+    table: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    augmentations: list[str]
+    seeds_svg: str = ""
+    fidelity_svg: str = ""
+    spearman: float | None = None
+    spearman_by_augmentation: dict[str, float] = field(default_factory=dict)
+    fidelity_pairs: int = 0
+
+
+def _svg(figure: Any) -> str:
+    """The figure as an inline ``<svg>`` element (no XML prologue), text kept as text."""
+    plt = pyplot()
+    buffer = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none"}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _ledger_runs(storage: BaseStorage, name: str) -> dict[str, list[float]]:
+    """Loss label -> accuracies over seeds, from a ledger or transfer study's COMPLETE runs."""
+    study = _load(storage, name)
+    runs: dict[str, list[float]] = {}
+    if study is None:
+        return runs
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        runs.setdefault(trial.user_attrs[TrialKey.LOSS], []).append(trial.values[0])
+    return runs
+
+
+def _front_svg(study: optuna.Study, augmentation: str) -> str:
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(5.6, 4.0))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    front = {trial.number for trial in pareto_trials(study)}
+    groups: dict[str, list[tuple[float, float]]] = {"evolved": [], "zoo": [], "given": []}
+    for trial in complete:
+        record = SearchTrialRecord.from_trial(trial)
+        if record.robustness is None or record.diverged:
+            continue
+        kind = "zoo" if record.zoo else "given" if record.loss_name else "evolved"
+        groups[kind].append((trial.values[0], record.robustness))
+        if record.zoo == BASELINE:
+            axes.annotate("cross-entropy", (trial.values[0], record.robustness), fontsize=7)
+    styles = {"evolved": ("o", "#4c72b0"), "zoo": ("s", "#dd8452"), "given": ("^", "#55a868")}
+    for kind, points in groups.items():
+        if points:
+            x, y = zip(*points)
+            marker, colour = styles[kind]
+            axes.scatter(x, y, marker=marker, color=colour, s=22, alpha=0.75, label=kind)
+    members = sorted(
+        (trial.values[0], SearchTrialRecord.from_trial(trial).robustness)
+        for trial in complete
+        if trial.number in front and SearchTrialRecord.from_trial(trial).robustness is not None
+    )
+    if members:
+        x, y = zip(*members)
+        axes.plot(x, y, "-", color="#c44e52", lw=1.2, label="Pareto front")
+        axes.scatter(x, y, facecolors="none", edgecolors="#c44e52", s=70, lw=1.2)
+    floor = noise_floor(study)
+    if floor is not None and floor.std > 0:
+        low, high = floor.prediction_interval()
+        axes.axvspan(low, high, color="grey", alpha=0.15, label="cross-entropy 95 % PI")
+    axes.set(xlabel="validation accuracy", ylabel="robustness (accuracy under corruptions)")
+    axes.set_title(f"{study.study_name}: {len(complete)} trained losses", fontsize=9)
+    axes.legend(fontsize=7, loc="best")
+    return _svg(figure)
+
+
+def _shapes_svg(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(5.6, 4.0))
+    reference = screen(zoo()["cross_entropy"]).genome
+    p_true, values, _ = loss_shape(reference)
+    axes.plot(p_true, values, "--", color="black", label="cross-entropy")
+    for trial in trials:
+        p_true, values, _ = loss_shape(trial_genome(study, trial))
+        if np.all(np.isfinite(values)):
+            axes.plot(p_true, values, label=SearchTrialRecord.from_trial(trial).label())
+    axes.set(xlabel="true-class probability p_t", ylabel="loss", yscale="symlog")
+    axes.set_title("shapes of the best losses (two classes)", fontsize=9)
+    axes.legend(fontsize=7)
+    return _svg(figure)
+
+
+def _recheck_rows(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
+    baseline = runs.get(BASELINE, [])
+    rows = []
+    for label, values in sorted(
+        runs.items(), key=lambda item: (item[0] != BASELINE, -statistics.mean(item[1]))
+    ):
+        p = welch_p_value(values, baseline) if label != BASELINE else math.nan
+        rows.append(
+            {
+                "loss": label,
+                "seeds": len(values),
+                "accuracy": f"{statistics.mean(values):.4f} ± {sample_std(values):.4f}",
+                "vs cross-entropy": ""
+                if label == BASELINE or not baseline
+                else f"{statistics.mean(values) - statistics.mean(baseline):+.4f}",
+                "p (Welch)": "" if math.isnan(p) else f"{p:.3g}",
+            }
+        )
+    return rows
+
+
+def _transfer_label(label: str, pooled_source: str | None) -> str:
+    return f"{pooled_source}:{label}" if pooled_source else label
+
+
+def _augmentation_section(
+    storage: BaseStorage, experiment: Experiment, augmentation: str, transfers: list[tuple[str, list[Any]]]
+) -> AugmentationSection:
+    name = experiment.study_name(augmentation)
+    section = AugmentationSection(augmentation, name)
+    study = _load(storage, name)
+    if study is None:
+        section.summary = f"{augmentation}: not searched yet (study {name})."
+        return section
+    section.exists = True
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    section.complete = len(complete)
+    if not complete:
+        section.summary = f"{augmentation}: the search has no trained loss yet (study {name})."
+        return section
+    section.front_svg = _front_svg(study, augmentation)
+    section.noise_floor = noise_floor_verdict(study, pareto_trials(study)).removeprefix("noise floor: ")
+    found, zoo_losses = found_and_zoo(study)
+    section.shapes_svg = _shapes_svg(study, found[:3])
+    best = found[0] if found else None
+    best_zoo = zoo_losses[0] if zoo_losses else None
+    runs = _ledger_runs(storage, experiment.recheck_ledger(augmentation))
+    section.recheck_rows = _recheck_rows(runs)
+    if best_zoo is not None:
+        section.best_zoo = best_zoo.user_attrs[TrialKey.ZOO]
+    if best is None:
+        section.summary = (
+            f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials)."
+        )
+        return section
+    label = SearchTrialRecord.from_trial(best).label()
+    section.best_label, section.best_formula, section.best_accuracy = (
+        label,
+        best.user_attrs.get(TrialKey.FORMULA, ""),
+        best.values[0],
+    )
+    section.recheck_vs_ce = _compare(runs, label, BASELINE)
+    if section.best_zoo:
+        section.recheck_vs_zoo = _compare(runs, label, section.best_zoo)
+    for stage_name, stage_runs in transfers:
+        for run in stage_runs:
+            if run.augmentation != augmentation:
+                continue
+            pooled = name if len(run.sources) > 1 else None
+            section.transfers.append(
+                (
+                    f"{stage_name} ({run.config.model} on {run.config.dataset})",
+                    _compare(
+                        _transfer_runs(storage, run.study_name, augmentation),
+                        _transfer_label(label, pooled),
+                        BASELINE,
+                    ),
+                )
+            )
+    section.summary = _summary(section)
+    return section
+
+
+def _transfer_runs(storage: BaseStorage, study_name: str, augmentation: str) -> dict[str, list[float]]:
+    study = _load(storage, study_name)
+    runs: dict[str, list[float]] = {}
+    if study is None:
+        return runs
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TransferRunRecord.from_trial(trial)
+        if record.augmentation == augmentation:
+            runs.setdefault(record.loss, []).append(trial.values[0])
+    return runs
+
+
+def _summary(section: AugmentationSection) -> str:
+    """The sentences on top of the page for one augmentation."""
+    parts = [
+        f"Under {section.augmentation}, the best loss the search found is {section.best_label} "
+        f"(validation accuracy {section.best_accuracy:.4f} in the search, {section.complete} trained losses)."
+    ]
+    if section.recheck_vs_ce is None:
+        parts.append("It has not been rechecked with fresh seeds yet.")
+    else:
+        parts.append(
+            f"Rechecked with fresh seeds it scored {section.recheck_vs_ce.describe()}: "
+            f"{section.recheck_vs_ce.verdict()}."
+        )
+        if section.recheck_vs_zoo is not None:
+            parts.append(
+                f"Against the best zoo loss, {section.best_zoo}: {section.recheck_vs_zoo.describe()}, "
+                f"{section.recheck_vs_zoo.verdict()}."
+            )
+    for stage, comparison in section.transfers:
+        if comparison is None:
+            parts.append(f"In the transfer {stage} it has no runs yet.")
+            continue
+        kept = (
+            "the transfer kept it better than cross-entropy"
+            if comparison.better
+            else "ahead of cross-entropy but not beyond chance"
+            if comparison.difference > 0
+            else "the transfer did not keep it"
+        )
+        parts.append(f"In the transfer {stage} it scored {comparison.describe()}: {kept}.")
+    return " ".join(parts)
+
+
+def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult | None, str]:
+    study = _load(storage, experiment.matrix_ledger)
+    if study is None:
+        return None, ""
+    result = MatrixResult(experiment.search.dataset, {}, ())
+    augmentations: list[str] = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TransferRunRecord.from_trial(trial)
+        result.losses.setdefault(record.loss, record.formula)
+        if record.augmentation not in augmentations:
+            augmentations.append(record.augmentation)
+        result.accuracies.setdefault((record.loss, record.augmentation), []).append(trial.values[0])
+    if not result.losses:
+        return None, ""
+    from optiloss.augment import AUGMENTATIONS
+
+    result.augmentations = tuple(a for a in AUGMENTATIONS if a in augmentations)
+    labels = list(result.losses)
+    means = np.array(
+        [
+            [
+                statistics.mean(result.accuracies[(label, a)]) if (label, a) in result.accuracies else np.nan
+                for a in result.augmentations
+            ]
+            for label in labels
+        ]
+    )
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(1.5 * len(result.augmentations) + 3, 0.55 * len(labels) + 1.6))
+    image = axes.imshow(np.ma.masked_invalid(means), cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(result.augmentations)), result.augmentations)
+    axes.set_yticks(range(len(labels)), labels)
+    middle = (np.nanmax(means) + np.nanmin(means)) / 2
+    for row in range(len(labels)):
+        for column in range(len(result.augmentations)):
+            value = means[row, column]
+            if not np.isnan(value):
+                axes.text(
+                    column,
+                    row,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if value > middle else "white",
+                )
+    axes.set(xlabel="trained under", title="validation accuracy: loss x augmentation")
+    figure.colorbar(image, ax=axes, label="accuracy")
+    return result, _svg(figure)
+
+
+def _evolved_label(loss: str, source_study: str) -> str:
+    """A transfer row's loss as the page names it: an evolved loss with its study (``study:trial_N``,
+    as a pooled transfer names it already), so the same trial number of two studies stays apart."""
+    return f"{source_study}:{loss}" if loss.startswith("trial_") and source_study else loss
+
+
+def _transfer_section(
+    storage: BaseStorage, stage_name: str, runs: list[Any], searches: dict[str, str]
+) -> TransferSection:
+    table = TransferTable()
+    seeds: dict[tuple[str, str], list[float]] = {}
+    study_names = list(dict.fromkeys(run.study_name for run in runs))
+    for name in study_names:
+        study = _load(storage, name)
+        if study is None:
+            continue
+        part = transfer_table(study)
+        for row in part.rows:
+            row["loss"] = _evolved_label(row["loss"], row["source"])
+        table.rows += part.rows
+        table.augmentations += [a for a in part.augmentations if a not in table.augmentations]
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            record = TransferRunRecord.from_trial(trial)
+            label = _evolved_label(record.loss, record.source_study)
+            seeds.setdefault((label, record.augmentation), []).append(trial.values[0])
+    # fidelity within each augmentation: the search's accuracy under it against the transfer's under it
+    pairs: dict[str, list[tuple[float, float, str]]] = {}
+    for run in runs:
+        own = _load(storage, searches[run.augmentation])
+        if own is None:
+            continue
+        chosen = {
+            _evolved_label(label, own.study_name): loss
+            for label, loss in losses_to_transfer(own, None, run.config.select).items()
+        }
+        for row in table.rows:
+            loss = chosen.get(row["loss"])
+            if (
+                row["augmentation"] == run.augmentation
+                and loss is not None
+                and loss.source_accuracy is not None
+            ):
+                pairs.setdefault(run.augmentation, []).append(
+                    (loss.source_accuracy, row["test_accuracy"], row["loss"])
+                )
+    section = TransferSection(stage_name, study_names, paper_table(table), table.rows, table.augmentations)
+    if not seeds:
+        return section
+    plt = pyplot()
+    labels = list(dict.fromkeys(row["loss"] for row in table.rows))
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.5 * len(labels) + 2), 3.8))
+    for offset, augmentation in enumerate(table.augmentations):
+        shift = (offset - (len(table.augmentations) - 1) / 2) * 0.12
+        for index, label in enumerate(labels):
+            values = seeds.get((label, augmentation), [])
+            axes.scatter(
+                [index + shift] * len(values),
+                values,
+                s=16,
+                color=f"C{offset}",
+                label=augmentation if index == 0 else None,
+            )
+    axes.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
+    axes.set(ylabel="test accuracy", title=f"{stage_name}: each seed's run")
+    axes.legend(fontsize=7, title="augmentation", title_fontsize=7)
+    section.seeds_svg = _svg(figure)
+    rhos = {
+        augmentation: float(stats.spearmanr([x for x, _, _ in points], [y for _, y, _ in points]).statistic)
+        for augmentation, points in pairs.items()
+        if len(points) >= 3
+    }
+    rhos = {augmentation: rho for augmentation, rho in rhos.items() if not math.isnan(rho)}
+    if rhos:
+        section.spearman = statistics.mean(rhos.values())
+        section.spearman_by_augmentation = rhos
+        section.fidelity_pairs = sum(len(pairs[augmentation]) for augmentation in rhos)
+        figure, axes = plt.subplots(figsize=(5.0, 3.8))
+        for offset, augmentation in enumerate(table.augmentations):
+            points = pairs.get(augmentation, [])
+            if points:
+                axes.scatter(
+                    [x for x, _, _ in points],
+                    [y for _, y, _ in points],
+                    s=18,
+                    color=f"C{offset}",
+                    label=f"{augmentation} (rho {rhos.get(augmentation, math.nan):.2f})",
+                )
+        axes.set(
+            xlabel="surrogate (search) accuracy",
+            ylabel="transfer test accuracy",
+            title=f"fidelity: mean Spearman's rho within an augmentation {section.spearman:.2f}",
+        )
+        axes.legend(fontsize=7)
+        section.fidelity_svg = _svg(figure)
+    return section
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _device(experiment: Experiment) -> str:
+    import torch
+
+    from optiloss.devices import resolve_device
+
+    try:
+        device = resolve_device(experiment.search.device)
+    except OptilossError:
+        return f"{experiment.search.device} (not available on the machine that wrote this page)"
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_experiment_page(
+    experiment: Experiment,
+    storage_url: str | None = None,
+    output: str | Path = "storage/reports",
+    plans: list[StagePlan] | None = None,
+) -> Path:
+    """Write ``{output}/{experiment.name}/index.html`` from what the storage holds; returns its path."""
+    storage = reading_storage(experiment, storage_url)
+    plans = plans if plans is not None else plan(experiment, storage=storage)
+    transfers = [(stage.name, experiment.transfer_runs(stage)) for stage in experiment.transfers]
+    sections = [
+        _augmentation_section(storage, experiment, augmentation, transfers)
+        for augmentation in experiment.augmentations
+    ]
+    matrix, matrix_svg = _matrix(storage, experiment)
+    url = mask_url(resolve_storage_url(storage_url))
+    template = jinja2.Environment(
+        loader=jinja2.PackageLoader("optiloss.report", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    ).get_template("experiment.html")
+    html = template.render(
+        experiment=experiment,
+        plans=plans,
+        sections=sections,
+        matrix=matrix,
+        matrix_rows=matrix.rows() if matrix else [],
+        matrix_svg=matrix_svg,
+        transfers=[
+            _transfer_section(storage, name, runs, experiment.study_names()) for name, runs in transfers
+        ],
+        versions=_versions(),
+        device=_device(experiment),
+        storage=url,
+        dashboard=f"optiloss dashboard --storage {url}",
+        optuna_dashboard=f"optuna-dashboard {url}",
+    )
+    folder = Path(output) / experiment.name
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / PAGE
+    page.write_text(html)
+    return page
