@@ -109,6 +109,7 @@ TRANSFER_OPTIONS = (
     "weights",
     "device",
     "select",
+    "corruptions",
 )
 TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed")
 EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")

@@ -66,6 +66,10 @@ class TrialKey:
     """Robustness of a single-objective (accuracy-only) study's trial, where it is no objective."""
     ROBUSTNESS_PREFIX = "robustness_"
     """``robustness_<corruption>``: accuracy on each corrupted copy."""
+    CIFAR_C = "cifar_c"
+    """Mean accuracy on the released CIFAR-10-C / CIFAR-100-C files: 15 corruptions x 5 severities."""
+    CIFAR_C_PREFIX = "cifar_c_"
+    """``cifar_c_<corruption>_s<severity>``: accuracy on one block of the released files."""
     # a transfer run (TransferRunRecord)
     RUN = "run"
     LOSS = "loss"
@@ -121,6 +125,9 @@ class TrainingRecord:
     final_train_loss: float | None = None
     train_accuracy_by_epoch: tuple[float, ...] | None = None
     robustness_by_corruption: Mapping[str, float] = field(default_factory=dict)
+    released_by_corruption: Mapping[str, float] = field(default_factory=dict)
+    """Accuracy per ``<corruption>_s<severity>`` of the released CIFAR-C files; their mean is
+    ``cifar_c``."""
 
     def to_user_attrs(self) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -145,6 +152,12 @@ class TrainingRecord:
                 for name, value in self.robustness_by_corruption.items()
             }
         )
+        if self.released_by_corruption:
+            values = self.released_by_corruption.values()
+            attrs[TrialKey.CIFAR_C] = sum(values) / len(values)
+            attrs.update(
+                {TrialKey.CIFAR_C_PREFIX + key: value for key, value in self.released_by_corruption.items()}
+            )
         return attrs
 
     @classmethod
@@ -162,12 +175,19 @@ class TrainingRecord:
             final_train_loss=attrs.get(TrialKey.FINAL_TRAIN_LOSS),
             train_accuracy_by_epoch=None if curve is None else tuple(curve),
             robustness_by_corruption=robustness_by_corruption(attrs),
+            released_by_corruption=released_by_corruption(attrs),
         )
 
 
 def robustness_by_corruption(attrs: Mapping[str, Any]) -> dict[str, float]:
     """``{corruption: accuracy}`` from a trial's ``robustness_<corruption>`` attrs."""
     prefix = TrialKey.ROBUSTNESS_PREFIX
+    return {key[len(prefix) :]: value for key, value in attrs.items() if key.startswith(prefix)}
+
+
+def released_by_corruption(attrs: Mapping[str, Any]) -> dict[str, float]:
+    """``{<corruption>_s<severity>: accuracy}`` from a run's ``cifar_c_...`` attrs."""
+    prefix = TrialKey.CIFAR_C_PREFIX
     return {key[len(prefix) :]: value for key, value in attrs.items() if key.startswith(prefix)}
 
 

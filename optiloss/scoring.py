@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_copies
+from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_suite
 from optiloss.data import ImageSplits, load_dataset
+from optiloss.data.registry import resize_images
+from optiloss.data.released import ReleasedCorruptions, released_key
 from optiloss.errors import UsageError
 from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
 from optiloss.records import TrainingRecord
@@ -68,6 +70,8 @@ class Evaluation:
     accuracy: float
     robustness: float
     per_corruption: dict[str, float] = field(default_factory=dict)
+    released: dict[str, float] = field(default_factory=dict)
+    """Accuracy on the released CIFAR-C files per ``<corruption>_s<severity>`` (empty without them)."""
     diverged: str | None = None
     training_seconds: float = 0.0
     evaluation_seconds: float = 0.0
@@ -93,6 +97,7 @@ class Evaluation:
             final_train_loss=self.final_train_loss,
             train_accuracy_by_epoch=tuple(row["train_accuracy"] for row in self.history),
             robustness_by_corruption=dict(self.per_corruption),
+            released_by_corruption=dict(self.released),
         )
 
 
@@ -117,6 +122,7 @@ class LossEvaluator:
         weights: str | None = None,
         split: str = "val",
         progress: bool = False,
+        released: ReleasedCorruptions | None = None,
     ) -> None:
         spec = surrogate_named(model)
         if spec is not None and min(data.image_size) < spec.minimum_image_size:
@@ -137,7 +143,9 @@ class LossEvaluator:
         self.progress = progress
         self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        self.corrupted = corrupted_copies(self.images, settings.corruption_severity, settings.seed)
+        self.corrupted = corrupted_suite(self.images, settings.severities(), settings.seed)
+        self.released = released
+        """The released CIFAR-C files of the scored split, read after each training (None: not used)."""
 
     @classmethod
     def for_search(
@@ -157,11 +165,24 @@ class LossEvaluator:
 
     @classmethod
     def for_transfer(
-        cls, config: TransferConfig, data: ImageSplits, device: torch.device, progress: bool = False
+        cls,
+        config: TransferConfig,
+        data: ImageSplits,
+        device: torch.device,
+        progress: bool = False,
+        released: ReleasedCorruptions | None = None,
     ) -> LossEvaluator:
-        """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split."""
+        """The transfer model of ``config``, trained on ``data``'s training part, scored on its test split
+        (and on the ``released`` CIFAR-C files of it, when given)."""
         return cls(
-            data, device, config, model=config.model, weights=config.weights, split="test", progress=progress
+            data,
+            device,
+            config,
+            model=config.model,
+            weights=config.weights,
+            split="test",
+            progress=progress,
+            released=released,
         )
 
     def augmentation(self, name: str) -> TrainingAugmentation:
@@ -183,6 +204,26 @@ class LossEvaluator:
             )
         clean = scores.pop(CLEAN)
         return scores, clean
+
+    def score_released(self, model: torch.nn.Module) -> dict[str, float]:
+        """Accuracy of a trained ``model`` on each block of the released files (``<corruption>_s<k>``),
+        one block in memory at a time, resized like the scored split; {} without released files."""
+        if self.released is None:
+            return {}
+        scores: dict[str, float] = {}
+        for corruption, severity, images in self.released.blocks():
+            images = resize_images(images, self.images.shape[-1]).to(self.device)
+            with backend_flags(self.train_settings, self.device):
+                scores.update(
+                    accuracies(
+                        model,
+                        {released_key(corruption, severity): images},
+                        self.labels,
+                        mixed_precision=self.train_settings.mixed_precision,
+                        flip_tta=self.flip_tta,
+                    )
+                )
+        return scores
 
     def evaluate(
         self,
@@ -226,10 +267,12 @@ class LossEvaluator:
             )
         started = time.perf_counter()
         per_corruption, clean = self.score(model)
+        released = self.score_released(model)
         return Evaluation(
             accuracy=clean,
             robustness=sum(per_corruption.values()) / len(per_corruption),
             per_corruption=per_corruption,
+            released=released,
             training_seconds=result.seconds,
             evaluation_seconds=time.perf_counter() - started,
             final_train_loss=result.history[-1]["loss"],

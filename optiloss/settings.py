@@ -220,6 +220,12 @@ class RunSettings(Settings):
         help="share of the steps the AdamW recipe warms the learning rate up over",
     )
     corruption_severity: int = setting(3, limits=(1, 5), help="severity 1-5 of the robustness corruptions")
+    corruption_severities: tuple[int, ...] | None = setting(
+        None,
+        limits=(1, 5),
+        help="severities 1-5 the robustness averages over, e.g. [1, 2, 3, 4, 5] for CIFAR-10-C's full "
+        "protocol (default: [corruption_severity])",
+    )
     # the pipelines' parameters, flat in the TOML; defaults are AugmentSettings' own
     hflip: str = setting(AugmentSettings.hflip, limits=FLIP_MODES, help="random, alternate or none")
     crop_padding: int | None = setting(
@@ -247,6 +253,11 @@ class RunSettings(Settings):
     losses: dict[str, str] = setting(
         default_factory=dict, help='a table name = "formula" of losses written by hand'
     )
+
+    def severities(self) -> tuple[int, ...]:
+        """The corruption severities robustness is the mean over: ``corruption_severities``, else
+        ``corruption_severity`` alone (the behaviour of every study made before the list)."""
+        return tuple(dict.fromkeys(self.corruption_severities or (self.corruption_severity,)))
 
     def augment_settings(self) -> AugmentSettings:
         return AugmentSettings(**{field.name: getattr(self, field.name) for field in fields(AugmentSettings)})
@@ -441,6 +452,12 @@ class TransferConfig(RunSettings):
         help="accuracy (default): top-k by accuracy over all trained losses, one per behaviour; "
         "pareto: top-k of the Pareto set",
     )
+    corruptions: str | None = setting(
+        None,
+        metavar="DIR",
+        help="the released CIFAR-10-C / CIFAR-100-C files of the test split (<corruption>.npy and "
+        "labels.npy): each run is also scored on them, 15 corruptions x 5 severities",
+    )
 
     def check(self, source: str) -> None:
         if self.pretrained and not self.weights:
@@ -495,6 +512,9 @@ def _check_value(source: str, key: str, value: Any, annotation: Any, limits: Lim
         return value
     kind = typing.get_origin(kind) or kind
     if kind is tuple:
+        items = typing.get_args(annotation if not optional else kind_annotation(annotation))
+        if items and items[0] is int:
+            return _check_int_list(where, value, limits)
         return _check_list(where, value, limits)
     if kind is dict:
         return check_losses(where, value)
@@ -524,6 +544,27 @@ def _check_value(source: str, key: str, value: Any, annotation: Any, limits: Lim
             allowed = f">= {low}" if high is None else f"between {low} and {high}"
             raise UsageError(f"{where} must be {allowed}, got {value!r}")
     return value
+
+
+def kind_annotation(annotation: Any) -> Any:
+    """The annotation of an optional key without its ``| None``."""
+    return next(arg for arg in annotation.__args__ if arg is not type(None))
+
+
+def _check_int_list(where: str, value: Any, limits: Limits | None) -> tuple[int, ...]:
+    """A non-empty list of integers, each within ``limits`` (minimum, maximum), as a tuple."""
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+    ):
+        raise UsageError(f"{where} must be a non-empty list of integers, got {value!r}")
+    if limits is not None and not isinstance(limits[0], str):
+        low, high = limits
+        for item in value:
+            if item < low or (high is not None and item > high):
+                raise UsageError(f"{where}: {item} is not between {low:g} and {high:g}")
+    return tuple(value)
 
 
 def _check_list(where: str, value: Any, limits: Limits | None) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS, AugmentSettings
 from optiloss.data import resolved_image_size
+from optiloss.data.released import SEVERITIES, ReleasedCorruptions, split_released_key
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
 from optiloss.genome import Genome, screen, zoo
@@ -170,12 +171,15 @@ def run_transfer(
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
     data = merge_validation_into_training(load_data(config, progress)).to(device)
+    released = (
+        ReleasedCorruptions.open(config.corruptions, data.test_labels.numpy()) if config.corruptions else None
+    )
     losses = losses_to_transfer(sources, config.top_k, config.select, given, data.num_classes)
     # the model's name, weights file and its fit are checked before anything is written
     create_model(config.model, data.num_classes, data.channels, weights=config.weights)
     augment = source_augment_settings(sources[0], config, data.train_images.shape[-1])
     config = config.replace(**dataclasses.asdict(augment))
-    evaluator = LossEvaluator.for_transfer(config, data, device, progress=progress)
+    evaluator = LossEvaluator.for_transfer(config, data, device, progress=progress, released=released)
     name = transfer_study_name(source_names, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -263,6 +267,52 @@ def _p_values(values: list[float], baseline: list[float]) -> tuple[float, float]
     return welch, float(stats.mannwhitneyu(values, baseline, alternative="two-sided").pvalue)
 
 
+def _released_columns(
+    label: str, entry: dict[str, list[float]], baseline: dict[str, list[float]]
+) -> dict[str, Any]:
+    """The CIFAR-C columns of a row, for runs scored on the released files: the headline mean over
+    15 corruptions x 5 severities with its spread and Welch's p against cross-entropy, and the mean
+    per severity ({} for runs without them)."""
+    values = entry.get(TrialKey.CIFAR_C)
+    if not values:
+        return {}
+    welch = welch_p_value(values, baseline.get(TrialKey.CIFAR_C, []))
+    columns: dict[str, Any] = {
+        "cifar_c": round(statistics.mean(values), 4),
+        "cifar_c_std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "p_cifar_c": "" if label == BASELINE or math.isnan(welch) else f"{welch:.3g}",
+    }
+    for severity in SEVERITIES:
+        key = f"{TrialKey.CIFAR_C}_s{severity}"
+        columns[key] = round(statistics.mean(entry[key]), 4)
+    return columns
+
+
+def released_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Per (loss, augmentation, corruption, severity) of the runs scored on the released files: mean
+    and spread of the accuracy over seeds (the per-corruption CSV of a transfer report)."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run = TransferRunRecord.from_trial(trial)
+        for key, value in (run.training.released_by_corruption if run.training else {}).items():
+            cells.setdefault((run.loss, run.augmentation, key), []).append(value)
+    rows = []
+    for (loss, augmentation, key), values in cells.items():
+        corruption, severity = split_released_key(key)
+        rows.append(
+            {
+                "loss": loss,
+                "augmentation": augmentation,
+                "corruption": corruption,
+                "severity": severity,
+                "seeds": len(values),
+                "accuracy": round(statistics.mean(values), 4),
+                "accuracy_std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            }
+        )
+    return rows
+
+
 def transfer_table(
     study: optuna.Study, source: optuna.Study | None = None, top_k: int = 3, select: str = "accuracy"
 ) -> TransferTable:
@@ -277,6 +327,12 @@ def transfer_table(
         entry = runs.setdefault((run.loss, run.augmentation), {"accuracy": [], "robustness": []})
         entry["accuracy"].append(trial.values[0])
         entry["robustness"].append(trial.values[1])
+        if TrialKey.CIFAR_C in trial.user_attrs:
+            entry.setdefault(TrialKey.CIFAR_C, []).append(trial.user_attrs[TrialKey.CIFAR_C])
+            released = run.training.released_by_corruption if run.training else {}
+            for severity in SEVERITIES:
+                level = [value for key, value in released.items() if split_released_key(key)[1] == severity]
+                entry.setdefault(f"{TrialKey.CIFAR_C}_s{severity}", []).append(sum(level) / len(level))
         formulas[run.loss] = run.formula
         origins[run.loss] = run.source_study
     table = TransferTable(
@@ -300,6 +356,7 @@ def transfer_table(
                 "p_mann_whitney": ""
                 if label == BASELINE or math.isnan(mann_whitney)
                 else f"{mann_whitney:.3g}",
+                **_released_columns(label, entry, baseline),
                 "source": origins[label],
                 "formula": formulas[label],
             }

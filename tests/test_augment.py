@@ -265,3 +265,34 @@ def test_all5_makes_five_studies_and_the_matrix_tabulates_them(tiny_config, sqli
     assert len(cells) == len(rows) * len(AUGMENTATIONS)
     assert all(0.0 <= float(cell["mean_accuracy"]) <= 1.0 for cell in cells)
     assert (tmp_path / "report" / "digits-matrix.png").stat().st_size > 10_000
+
+
+def test_corruption_severities_average_robustness_over_several_and_leave_the_default_as_it_was(digits):
+    from optiloss.augment import corrupted_suite
+    from optiloss.errors import UsageError
+    from optiloss.scoring import LossEvaluator
+    from optiloss.settings import SearchConfig
+
+    default = SearchConfig.from_mapping({"dataset": "digits", "device": "cpu"})
+    assert default.severities() == (3,)
+    assert SearchConfig.from_mapping({"corruption_severity": 2}).severities() == (2,)
+    full = SearchConfig.from_mapping({"dataset": "digits", "corruption_severities": [1, 2, 3, 4, 5]})
+    assert full.severities() == (1, 2, 3, 4, 5)
+    for bad, message in (
+        ([0, 3], "0 is not between 1 and 5"),
+        ([], "non-empty list"),
+        ("3", "list of integers"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            SearchConfig.from_mapping({"corruption_severities": bad})
+    # a study made before the key scores the very images it scored: the single-severity copies
+    evaluator = LossEvaluator(digits, torch.device("cpu"), default)
+    before = corrupted_copies(digits.val_images, 3, seed=default.seed)
+    assert set(evaluator.corrupted) == set(before) == set(CORRUPTIONS)
+    assert all(torch.equal(evaluator.corrupted[name], before[name]) for name in CORRUPTIONS)
+    suite = corrupted_suite(digits.val_images, (1, 5), seed=0)
+    assert len(suite) == 2 * len(CORRUPTIONS)
+    assert torch.equal(suite["contrast_s5"], corrupted_copies(digits.val_images, 5, seed=0)["contrast"])
+    # harder severities change the images more
+    change = {k: (suite[f"contrast_s{k}"].float() - digits.val_images.float()).abs().mean() for k in (1, 5)}
+    assert change[5] > change[1]

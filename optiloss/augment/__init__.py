@@ -1,6 +1,6 @@
 """Training augmentations (Kornia, on the data's device) and the corruption suite."""
 
-from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies
+from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies, corrupted_suite
 from optiloss.augment.pipelines import (
     ALL_AUGMENTATIONS,
     AUGMENTATIONS,
@@ -27,5 +27,6 @@ __all__ = [
     "build_augmentation",
     "corrupt",
     "corrupted_copies",
+    "corrupted_suite",
     "legacy_flip_mode",
 ]

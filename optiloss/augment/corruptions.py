@@ -127,3 +127,16 @@ def corrupted_copies(images: torch.Tensor, severity: int, seed: int) -> dict[str
         },
     )
     return {name: copy.to(images.device) for name, copy in copies.items()}
+
+
+def corrupted_suite(images: torch.Tensor, severities: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
+    """The corrupted copies robustness averages over: :func:`corrupted_copies` at one severity (keys
+    ``<corruption>``, as every study made before severity lists), or at each of several (keys
+    ``<corruption>_s<severity>``, each severity's copies cached as the single-severity ones are)."""
+    if len(severities) == 1:
+        return corrupted_copies(images, severities[0], seed)
+    return {
+        f"{name}_s{severity}": copy
+        for severity in severities
+        for name, copy in corrupted_copies(images, severity, seed).items()
+    }

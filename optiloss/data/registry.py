@@ -62,7 +62,9 @@ def folder_image_size(root: Path) -> int:
     return width if width == height <= sources.DEFAULT_IMAGE_SIZE else sources.DEFAULT_IMAGE_SIZE
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized to ``size`` x ``size`` as every data set is (antialiased
+    bilinear); unchanged when they have that size."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     resized = F.interpolate(
@@ -136,8 +138,8 @@ def load_dataset(
     root = Path(data_root).expanduser() if data_root else default_data_root()
     size = resolved_image_size(name, image_size)
     raw = _read(name, root, size, download, progress)
-    train_images, train_labels = _resize(raw["train_images"], size), raw["train_labels"]
-    test_images, test_labels = _resize(raw["test_images"], size), raw["test_labels"]
+    train_images, train_labels = resize_images(raw["train_images"], size), raw["train_labels"]
+    test_images, test_labels = resize_images(raw["test_images"], size), raw["test_labels"]
     labels = train_labels.numpy()
     if subset is not None and subset > len(labels):
         raise UsageError(

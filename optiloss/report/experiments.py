@@ -16,7 +16,7 @@ from optiloss.matrix import MatrixResult
 from optiloss.records import TransferRunRecord
 from optiloss.report.dashboard import pyplot
 from optiloss.report.tables import format_rows
-from optiloss.transfer import TransferTable
+from optiloss.transfer import TransferTable, released_rows
 
 
 def paper_table(table: TransferTable) -> list[dict[str, str]]:
@@ -55,6 +55,12 @@ def save_transfer_report(study: optuna.Study, table: TransferTable, folder: str 
         ]
     markdown.write_text("\n".join(lines) + "\n")
     csv_path.write_text(format_rows(table.rows, "csv") + "\n")
+    released = released_rows(study)
+    written = [markdown, csv_path, png]
+    if released:  # runs scored on the released CIFAR-C files: every corruption at every severity
+        released_csv = folder / f"{stem}-cifar-c.csv"
+        released_csv.write_text(format_rows(released, "csv") + "\n")
+        written.append(released_csv)
     plt = pyplot()
     labels = list(dict.fromkeys(row["loss"] for row in table.rows))
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 3.8))
@@ -72,7 +78,7 @@ def save_transfer_report(study: optuna.Study, table: TransferTable, folder: str 
     figure.tight_layout()
     figure.savefig(png, dpi=110)
     plt.close(figure)
-    return [markdown, csv_path, png]
+    return written
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

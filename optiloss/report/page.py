@@ -108,7 +108,8 @@ class AugmentationSection:
     recheck_vs_ce: Comparison | None = None
     recheck_vs_zoo: Comparison | None = None
     recheck_rows: list[dict[str, Any]] = field(default_factory=list)
-    transfers: list[tuple[str, Comparison | None]] = field(default_factory=list)
+    transfers: list[tuple[str, Comparison | None, Comparison | None]] = field(default_factory=list)
+    """(stage, test accuracy against cross-entropy, accuracy on the released CIFAR-C files against it)."""
     front_svg: str = ""
     shapes_svg: str = ""
     noise_floor: str = ""
@@ -282,12 +283,14 @@ def _augmentation_section(
             if run.augmentation != augmentation:
                 continue
             pooled = name if len(run.sources) > 1 else None
+            transferred = _transfer_label(label, pooled)
             section.transfers.append(
                 (
                     f"{stage_name} ({run.config.model} on {run.config.dataset})",
+                    _compare(_transfer_runs(storage, run.study_name, augmentation), transferred, BASELINE),
                     _compare(
-                        _transfer_runs(storage, run.study_name, augmentation),
-                        _transfer_label(label, pooled),
+                        _transfer_runs(storage, run.study_name, augmentation, TrialKey.CIFAR_C),
+                        transferred,
                         BASELINE,
                     ),
                 )
@@ -296,15 +299,20 @@ def _augmentation_section(
     return section
 
 
-def _transfer_runs(storage: BaseStorage, study_name: str, augmentation: str) -> dict[str, list[float]]:
+def _transfer_runs(
+    storage: BaseStorage, study_name: str, augmentation: str, metric: str | None = None
+) -> dict[str, list[float]]:
+    """Loss -> test accuracies under ``augmentation`` (with ``metric``, that user attr of each run
+    that has it, e.g. ``cifar_c``)."""
     study = _load(storage, study_name)
     runs: dict[str, list[float]] = {}
     if study is None:
         return runs
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = TransferRunRecord.from_trial(trial)
-        if record.augmentation == augmentation:
-            runs.setdefault(record.loss, []).append(trial.values[0])
+        if record.augmentation != augmentation or (metric and metric not in trial.user_attrs):
+            continue
+        runs.setdefault(record.loss, []).append(trial.user_attrs[metric] if metric else trial.values[0])
     return runs
 
 
@@ -326,7 +334,7 @@ def _summary(section: AugmentationSection) -> str:
                 f"Against the best zoo loss, {section.best_zoo}: {section.recheck_vs_zoo.describe()}, "
                 f"{section.recheck_vs_zoo.verdict()}."
             )
-    for stage, comparison in section.transfers:
+    for stage, comparison, released in section.transfers:
         if comparison is None:
             parts.append(f"In the transfer {stage} it has no runs yet.")
             continue
@@ -338,6 +346,11 @@ def _summary(section: AugmentationSection) -> str:
             else "the transfer did not keep it"
         )
         parts.append(f"In the transfer {stage} it scored {comparison.describe()}: {kept}.")
+        if released is not None:
+            parts.append(
+                f"On the released CIFAR-C files (15 corruptions x 5 severities): {released.describe()}, "
+                f"{released.verdict()}."
+            )
     return " ".join(parts)
 
 
