@@ -143,7 +143,9 @@ class LossEvaluator:
         self.progress = progress
         self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        self.corrupted = corrupted_suite(self.images, settings.severities(), settings.seed)
+        self.corrupted = corrupted_suite(
+            self.images, settings.severities(), settings.seed, settings.corruption_suite
+        )
         self.released = released
         """The released CIFAR-C files of the scored split, read after each training (None: not used)."""
 

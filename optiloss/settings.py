@@ -29,6 +29,7 @@ from optiloss.augment import (
     FLIP_MODES,
     PADDING_MODES,
     SOFT_TARGET_AUGMENTATIONS,
+    SUITES,
     AugmentSettings,
     legacy_flip_mode,
 )
@@ -220,6 +221,12 @@ class RunSettings(Settings):
         help="share of the steps the AdamW recipe warms the learning rate up over",
     )
     corruption_severity: int = setting(3, limits=(1, 5), help="severity 1-5 of the robustness corruptions")
+    corruption_suite: str = setting(
+        "ten",
+        limits=tuple(SUITES),
+        help="ten (default: the corruptions every study had) or thirteen (with glass blur, zoom blur "
+        "and elastic transform)",
+    )
     corruption_severities: tuple[int, ...] | None = setting(
         None,
         limits=(1, 5),

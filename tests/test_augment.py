@@ -18,7 +18,7 @@ from optiloss.genome import screen, zoo
 from optiloss.models import create_model
 from optiloss.train import TrainSettings, accuracy, seeded, to_float, train
 
-from conftest import run_cli
+from conftest import CIFAR10_SAMPLE, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,6 @@ def test_all5_makes_five_studies_and_the_matrix_tabulates_them(tiny_config, sqli
 
 def test_corruption_severities_average_robustness_over_several_and_leave_the_default_as_it_was(digits):
     from optiloss.augment import corrupted_suite
-    from optiloss.errors import UsageError
     from optiloss.scoring import LossEvaluator
     from optiloss.settings import SearchConfig
 
@@ -296,3 +295,38 @@ def test_corruption_severities_average_robustness_over_several_and_leave_the_def
     # harder severities change the images more
     change = {k: (suite[f"contrast_s{k}"].float() - digits.val_images.float()).abs().mean() for k in (1, 5)}
     assert change[5] > change[1]
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "zoom_blur", "elastic_transform"])
+def test_each_added_corruption_keeps_shape_type_and_range_and_follows_its_severities(name):
+    from optiloss.augment.corruptions import corrupt
+
+    images = load_dataset(f"folder:{CIFAR10_SAMPLE}", progress=False).test_images
+    corrupted = {severity: corrupt(images, name, severity, seed=0) for severity in range(1, 6)}
+    change = {
+        severity: (copy.float() - images.float()).abs().mean().item() for severity, copy in corrupted.items()
+    }
+    for copy in corrupted.values():
+        assert copy.shape == images.shape and copy.dtype == torch.uint8
+    assert min(change.values()) > 2.0  # every severity changes the real photographs
+    assert torch.equal(corrupted[3], corrupt(images, name, 3, seed=0))  # reproducible from the seed
+    # each severity applies its own parameters (glass blur's sigmas 0.05 and 0.25, severities 1 and 2,
+    # both leave a 32 px image almost unblurred, in CIFAR-10-C as here)
+    assert len({round(value, 3) for value in change.values()}) >= (4 if name == "glass_blur" else 5)
+    if name == "zoom_blur":
+        assert list(change.values()) == sorted(change.values())  # a wider zoom blurs more
+    else:
+        # CIFAR-10-C's own parameters are not ordered by pixel change (elastic's severity 1 is the
+        # largest affine shift, glass blur's sigma goes 0.05, 0.25, 0.4, 0.25, 0.4), so neither is ours
+        assert change[5] > 0.5 * max(change.values())
+
+
+def test_the_thirteen_suite_adds_three_corruptions_and_leaves_the_ten_as_they_were(digits):
+    from optiloss.augment import SUITES
+    from optiloss.settings import SearchConfig
+
+    assert SearchConfig.from_mapping({}).corruption_suite == "ten"
+    ten = corrupted_copies(digits.val_images, 3, seed=5)
+    thirteen = corrupted_copies(digits.val_images, 3, seed=5, suite="thirteen")
+    assert list(thirteen) == list(SUITES["thirteen"]) and len(thirteen) == 13
+    assert all(torch.equal(ten[name], thirteen[name]) for name in CORRUPTIONS)

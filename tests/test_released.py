@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optiloss.augment.corruptions import CORRUPTIONS, corrupt
+from optiloss.augment.corruptions import GENERATORS, corrupt
 from optiloss.data import load_dataset
 from optiloss.data.released import (
     LABELS_FILE,
@@ -27,10 +27,10 @@ GENERATED_AS = {"defocus_blur": "gaussian_blur", "jpeg_compression": "jpeg"}
 
 def generated_blocks(images, corruption: str) -> list[np.ndarray]:
     """The five severities of ``corruption`` made by optiloss's own suite, as (N, H, W, 3) uint8.
-    A released corruption optiloss does not generate is stood in for by its Gaussian blur (the layout,
-    the slicing and the label check are what these tests read, not the corruption)."""
+    Snow and frost, which optiloss does not generate, are stood in for by its Gaussian blur (the
+    layout, the slicing and the label check are what these tests read, not the corruption)."""
     name = GENERATED_AS.get(corruption, corruption)
-    name = name if name in CORRUPTIONS else "gaussian_blur"
+    name = name if name in GENERATORS else "gaussian_blur"
     return [
         corrupt(images, name, severity, seed=severity).permute(0, 2, 3, 1).numpy() for severity in SEVERITIES
     ]

@@ -1,6 +1,13 @@
 """Training augmentations (Kornia, on the data's device) and the corruption suite."""
 
-from optiloss.augment.corruptions import CORRUPTIONS, corrupt, corrupted_copies, corrupted_suite
+from optiloss.augment.corruptions import (
+    CORRUPTIONS,
+    MORE_CORRUPTIONS,
+    SUITES,
+    corrupt,
+    corrupted_copies,
+    corrupted_suite,
+)
 from optiloss.augment.pipelines import (
     ALL_AUGMENTATIONS,
     AUGMENTATIONS,
@@ -28,5 +35,7 @@ __all__ = [
     "corrupt",
     "corrupted_copies",
     "corrupted_suite",
+    "MORE_CORRUPTIONS",
+    "SUITES",
     "legacy_flip_mode",
 ]

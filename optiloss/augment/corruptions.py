@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import kornia.augmentation as K
 import kornia.enhance
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from optiloss.data.cache import cached
+from optiloss.data.released import write_released_layout
 
 GAUSSIAN_NOISE_STD = (0.04, 0.06, 0.08, 0.09, 0.10)
 SHOT_NOISE_PHOTONS = (500, 250, 100, 75, 50)
@@ -84,6 +86,77 @@ def pixelate(images: torch.Tensor, severity: int) -> torch.Tensor:
     return F.interpolate(small, size=(height, width), mode="nearest")
 
 
+GLASS_BLUR = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
+"""(sigma, largest shift in px, iterations) per severity: CIFAR-10-C's for 32 px."""
+ZOOM_BLUR_LARGEST = (1.06, 1.11, 1.16, 1.21, 1.26)
+"""Zoom factors 1, 1.01, ... below this per severity: CIFAR-10-C's for 32 px."""
+ELASTIC = ((0.0, 0.0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))
+"""(alpha, sigma, affine shift) per severity as shares of the image side: CIFAR-10-C's for 32 px."""
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    kernel = max(3, 2 * math.ceil(3 * sigma) + 1)
+    return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (sigma, sigma), border_type="reflect")
+
+
+def glass_blur(images: torch.Tensor, severity: int) -> torch.Tensor:
+    """Blur, move every pixel to a random neighbour within the largest shift, blur again. CIFAR-10-C
+    swaps pixels one by one in a Python loop; here every pixel takes a neighbour's value at once (the
+    same local scrambling, in one gather)."""
+    sigma, shift, iterations = GLASS_BLUR[severity - 1]
+    images = _blur(images, sigma)
+    count, channels, height, width = images.shape
+    rows = torch.arange(height).view(1, height, 1)
+    columns = torch.arange(width).view(1, 1, width)
+    for _ in range(iterations):
+        moved_rows = (rows + torch.randint(-shift, shift + 1, (count, height, width))).clamp(0, height - 1)
+        moved_columns = (columns + torch.randint(-shift, shift + 1, (count, height, width))).clamp(
+            0, width - 1
+        )
+        index = (moved_rows * width + moved_columns).view(count, 1, -1).expand(-1, channels, -1)
+        images = images.flatten(2).gather(2, index).view(count, channels, height, width)
+    return _blur(images, sigma).clamp(0, 1)
+
+
+def zoom_blur(images: torch.Tensor, severity: int) -> torch.Tensor:
+    """The mean of the image and its centre zoomed by 1, 1.01, ... (CIFAR-10-C's zoom blur)."""
+    height, width = images.shape[-2:]
+    zooms = [1 + step / 100 for step in range(round((ZOOM_BLUR_LARGEST[severity - 1] - 1) * 100))]
+    total = images.clone()
+    for zoom in zooms:
+        zoomed = F.interpolate(
+            images,
+            size=(math.ceil(height * zoom), math.ceil(width * zoom)),
+            mode="bilinear",
+            align_corners=False,
+        )
+        top, left = (zoomed.shape[-2] - height) // 2, (zoomed.shape[-1] - width) // 2
+        total += zoomed[..., top : top + height, left : left + width]
+    return total / (len(zooms) + 1)
+
+
+def elastic_transform(images: torch.Tensor, severity: int) -> torch.Tensor:
+    """CIFAR-10-C's elastic transform: a random affine map (three points moved by up to the shift),
+    then a smooth random displacement field (uniform noise blurred by sigma, scaled by alpha), sampled
+    bilinearly with a reflected border."""
+    alpha, sigma, shift = ELASTIC[severity - 1]
+    count, _, height, width = images.shape
+    side = min(height, width)
+    # the affine part, in the normalised coordinates of grid_sample: the map that takes three points
+    # (centre +- a third of the side) to themselves moved by up to shift
+    square = torch.tensor([[-1 / 3, -1 / 3], [1 / 3, -1 / 3], [-1 / 3, 1 / 3]])
+    moved = square + (torch.rand(count, 3, 2) * 2 - 1) * shift * 2
+    source = torch.cat([moved, torch.ones(count, 3, 1)], dim=2)  # the inverse map, for sampling
+    target = square.expand(count, 3, 2)
+    affine = torch.linalg.solve(source, target.clone()).transpose(1, 2)  # (count, 2, 3)
+    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
+    if alpha > 0:
+        noise = torch.rand(count, 2, height, width) * 2 - 1
+        displacement = _blur(noise, max(sigma * side, 1e-3)) * alpha * 2  # shares of the side -> [-1, 1]
+        grid = grid + displacement.permute(0, 2, 3, 1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 CORRUPTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "gaussian_noise": gaussian_noise,
     "shot_noise": shot_noise,
@@ -96,6 +169,16 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "jpeg": jpeg,
     "pixelate": pixelate,
 }
+"""The search's default suite (``corruption_suite = "ten"``)."""
+MORE_CORRUPTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "glass_blur": glass_blur,
+    "zoom_blur": zoom_blur,
+    "elastic_transform": elastic_transform,
+}
+"""CIFAR-10-C's corruptions beyond the ten, in ``corruption_suite = "thirteen"``. Snow and frost are
+not generated (README, "The released CIFAR-10-C and CIFAR-100-C files")."""
+SUITES = {"ten": tuple(CORRUPTIONS), "thirteen": (*CORRUPTIONS, *MORE_CORRUPTIONS)}
+GENERATORS = {**CORRUPTIONS, **MORE_CORRUPTIONS}
 
 
 def corrupt(
@@ -106,37 +189,66 @@ def corrupt(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         chunks = [
-            CORRUPTIONS[name](images[start : start + batch_size].float() / 255, severity)
+            GENERATORS[name](images[start : start + batch_size].float() / 255, severity)
             for start in range(0, len(images), batch_size)
         ]
     return (torch.cat(chunks).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def corrupted_copies(images: torch.Tensor, severity: int, seed: int) -> dict[str, torch.Tensor]:
-    """One corrupted uint8 copy of ``images`` per corruption, on ``images``' device.
+def corrupted_copies(
+    images: torch.Tensor, severity: int, seed: int, suite: str = "ten"
+) -> dict[str, torch.Tensor]:
+    """One corrupted uint8 copy of ``images`` per corruption of ``suite`` (:data:`SUITES`), on
+    ``images``' device.
 
     Generated once on the CPU with a fixed seed and cached on disk, so every
     trial of a study, in any process or on any machine, scores identical images.
+    The ten keep their seeds in either suite, and ``"ten"``'s cache key is the one every study made
+    before the suites has its copies under.
     """
     digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()
-    key = {"corruptions": list(CORRUPTIONS), "images": digest, "severity": severity, "seed": seed}
+    names = SUITES[suite]
+    key = {"corruptions": list(names), "images": digest, "severity": severity, "seed": seed}
     copies = cached(
         key,
-        lambda: {
-            name: corrupt(images, name, severity, seed + index) for index, name in enumerate(CORRUPTIONS)
-        },
+        lambda: {name: corrupt(images, name, severity, seed + index) for index, name in enumerate(names)},
     )
     return {name: copy.to(images.device) for name, copy in copies.items()}
 
 
-def corrupted_suite(images: torch.Tensor, severities: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
-    """The corrupted copies robustness averages over: :func:`corrupted_copies` at one severity (keys
-    ``<corruption>``, as every study made before severity lists), or at each of several (keys
-    ``<corruption>_s<severity>``, each severity's copies cached as the single-severity ones are)."""
+def corrupted_suite(
+    images: torch.Tensor, severities: tuple[int, ...], seed: int, suite: str = "ten"
+) -> dict[str, torch.Tensor]:
+    """The corrupted copies robustness averages over: :func:`corrupted_copies` of ``suite`` at one
+    severity (keys ``<corruption>``, as every study made before severity lists), or at each of several
+    (keys ``<corruption>_s<severity>``, each severity's copies cached as the single-severity ones are)."""
     if len(severities) == 1:
-        return corrupted_copies(images, severities[0], seed)
+        return corrupted_copies(images, severities[0], seed, suite)
     return {
         f"{name}_s{severity}": copy
         for severity in severities
-        for name, copy in corrupted_copies(images, severity, seed).items()
+        for name, copy in corrupted_copies(images, severity, seed, suite).items()
     }
+
+
+RELEASED_NAMES = {
+    name: {"gaussian_blur": "defocus_blur", "jpeg": "jpeg_compression"}.get(name, name) for name in GENERATORS
+}
+"""Each generated corruption's name in the released CIFAR-10-C files (defocus blur is generated as a
+Gaussian blur)."""
+
+
+def write_generated_layout(
+    folder: str | Path, images: torch.Tensor, labels: torch.Tensor, seed: int = 0
+) -> Path:
+    """optiloss's own thirteen corruptions of ``images`` at severities 1-5, written in the released
+    layout under the released names (:mod:`optiloss.data.released`): for data sets without released
+    files, and to check the reader against images whose corruptions are known."""
+    blocks = {
+        RELEASED_NAMES[name]: [
+            corrupt(images, name, severity, seed + 100 * severity + index).permute(0, 2, 3, 1).numpy()
+            for severity in range(1, 6)
+        ]
+        for index, name in enumerate(GENERATORS)
+    }
+    return write_released_layout(folder, blocks, labels.numpy())
