@@ -8,10 +8,12 @@ PG_URL = $(shell bash scripts/postgres.sh url)
 
 .PHONY: install demo test check lint format typecheck dashboard bench postgres postgres-stop browser clean
 
-# Reinstalls when pyproject.toml or the lock file changes.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstalls when pyproject.toml, the lock file or this recipe changes.
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,postgres]'
+	@# the frost photographs of the frost corruption; --no-deps leaves out the package's OpenCV
+	$(BIN)/python -m pip install --quiet --no-deps imagecorruptions==1.1.2
 	@touch $(STAMP)
 
 install: $(STAMP)

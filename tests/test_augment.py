@@ -297,7 +297,14 @@ def test_corruption_severities_average_robustness_over_several_and_leave_the_def
     assert change[5] > change[1]
 
 
-@pytest.mark.parametrize("name", ["glass_blur", "zoom_blur", "elastic_transform"])
+def correlation_with(images: torch.Tensor, corrupted: torch.Tensor) -> float:
+    """The mean over images of each corrupted image's Pearson correlation with its clean original."""
+    clean, copy = (batch.float().flatten(1) for batch in (images, corrupted))
+    clean, copy = clean - clean.mean(1, keepdim=True), copy - copy.mean(1, keepdim=True)
+    return ((clean * copy).sum(1) / (clean.norm(dim=1) * copy.norm(dim=1))).mean().item()
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "zoom_blur", "elastic_transform", "snow", "frost"])
 def test_each_added_corruption_keeps_shape_type_and_range_and_follows_its_severities(name):
     from optiloss.augment.corruptions import corrupt
 
@@ -313,20 +320,62 @@ def test_each_added_corruption_keeps_shape_type_and_range_and_follows_its_severi
     # each severity applies its own parameters (glass blur's sigmas 0.05 and 0.25, severities 1 and 2,
     # both leave a 32 px image almost unblurred, in CIFAR-10-C as here)
     assert len({round(value, 3) for value in change.values()}) >= (4 if name == "glass_blur" else 5)
-    if name == "zoom_blur":
-        assert list(change.values()) == sorted(change.values())  # a wider zoom blurs more
+    if name in ("zoom_blur", "snow"):
+        assert list(change.values()) == sorted(change.values())  # wider zoom, more and longer flakes
+    elif name == "frost":
+        # the release dims the image as the frost grows (weights 1/0.2 ... 0.75/0.45), so the pixels
+        # change by about as much at severity 2 as at 5, but less and less of the image is left
+        kept = [correlation_with(images, corrupted[severity]) for severity in range(1, 6)]
+        assert kept == sorted(kept, reverse=True) and kept[0] - kept[-1] > 0.03
     else:
         # CIFAR-10-C's own parameters are not ordered by pixel change (elastic's severity 1 is the
         # largest affine shift, glass blur's sigma goes 0.05, 0.25, 0.4, 0.25, 0.4), so neither is ours
         assert change[5] > 0.5 * max(change.values())
 
 
-def test_the_thirteen_suite_adds_three_corruptions_and_leaves_the_ten_as_they_were(digits):
+def test_snow_streaks_follow_imagemagicks_one_sided_motion_blur():
+    from optiloss.augment.corruptions import _motion_streaks
+
+    layer = torch.zeros(2, 1, 9, 9)
+    layer[:, :, 4, 4] = 1.0  # one flake in the middle
+    streaks = _motion_streaks(layer, radius=2, sigma=1.0, angles=torch.tensor([0.0, -90.0]))
+    weights = torch.exp(-(torch.arange(5.0) ** 2) / 2)
+    weights /= weights.sum()
+    # at 0 degrees each pixel averages the pixels to its right, so the flake trails to the left
+    assert torch.allclose(streaks[0, 0, 4, :5], weights.flip(0))
+    # at -90 degrees it averages the pixels above, so the flake trails downwards
+    assert torch.allclose(streaks[1, 0, 4:, 4], weights)
+    assert torch.allclose(streaks.sum((2, 3)), torch.ones(2, 1))
+
+
+def test_frost_without_its_photographs_says_how_to_install_them(monkeypatch):
+    import importlib.util
+
+    from optiloss.augment import corruptions
+    from optiloss.errors import OptilossError
+
+    corruptions._frost_photographs.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    try:
+        with pytest.raises(OptilossError) as raised:
+            corruptions.corrupt(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "frost", 3, seed=0)
+    finally:
+        corruptions._frost_photographs.cache_clear()
+    assert str(raised.value) == (
+        "frost needs the frost photographs of the imagecorruptions package: "
+        "pip install --no-deps imagecorruptions==1.1.2"
+    )
+
+
+def test_the_fifteen_suite_adds_cifar_10_c_s_five_others_and_leaves_the_ten_as_they_were(digits):
     from optiloss.augment import SUITES
+    from optiloss.augment.corruptions import RELEASED_NAMES
+    from optiloss.data.released import RELEASED_CORRUPTIONS
     from optiloss.settings import SearchConfig
 
     assert SearchConfig.from_mapping({}).corruption_suite == "ten"
     ten = corrupted_copies(digits.val_images, 3, seed=5)
-    thirteen = corrupted_copies(digits.val_images, 3, seed=5, suite="thirteen")
-    assert list(thirteen) == list(SUITES["thirteen"]) and len(thirteen) == 13
-    assert all(torch.equal(ten[name], thirteen[name]) for name in CORRUPTIONS)
+    fifteen = corrupted_copies(digits.val_images, 3, seed=5, suite="fifteen")
+    assert list(fifteen) == list(SUITES["fifteen"])
+    assert sorted(RELEASED_NAMES[name] for name in fifteen) == sorted(RELEASED_CORRUPTIONS)
+    assert all(torch.equal(ten[name], fifteen[name]) for name in CORRUPTIONS)

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
-from optiloss.augment.corruptions import GENERATORS, corrupt
+from optiloss.augment.corruptions import RELEASED_NAMES, corrupt
 from optiloss.data import load_dataset
 from optiloss.data.released import (
     LABELS_FILE,
@@ -21,16 +22,13 @@ from optiloss.errors import UsageError
 
 from conftest import CIFAR10_SAMPLE, run_cli, small_search
 
-GENERATED_AS = {"defocus_blur": "gaussian_blur", "jpeg_compression": "jpeg"}
-"""Released names whose optiloss corruption has another name."""
+GENERATED_AS = {released: name for name, released in RELEASED_NAMES.items()}
+"""Each released corruption's generator in optiloss."""
 
 
 def generated_blocks(images, corruption: str) -> list[np.ndarray]:
-    """The five severities of ``corruption`` made by optiloss's own suite, as (N, H, W, 3) uint8.
-    Snow and frost, which optiloss does not generate, are stood in for by its Gaussian blur (the
-    layout, the slicing and the label check are what these tests read, not the corruption)."""
-    name = GENERATED_AS.get(corruption, corruption)
-    name = name if name in GENERATORS else "gaussian_blur"
+    """The five severities of ``corruption`` made by optiloss's own suite, as (N, H, W, 3) uint8."""
+    name = GENERATED_AS[corruption]
     return [
         corrupt(images, name, severity, seed=severity).permute(0, 2, 3, 1).numpy() for severity in SEVERITIES
     ]
@@ -162,3 +160,18 @@ def test_a_transfer_scored_on_the_released_files_reports_cifar_c_beside_the_clea
     assert len(rows) == len(losses) * 75
     assert {row["corruption"] for row in rows} == set(RELEASED_CORRUPTIONS)
     assert all(row["seeds"] == "2" and 0 <= float(row["accuracy"]) <= 1 for row in rows)
+
+
+def test_optiloss_writes_its_own_fifteen_corruptions_in_the_released_layout(sample_test_split, tmp_path):
+    from optiloss.augment.corruptions import write_generated_layout
+
+    images, labels = sample_test_split
+    folder = write_generated_layout(tmp_path / "generated-c", images[:40], torch.from_numpy(labels[:40]))
+    released = ReleasedCorruptions.open(folder, labels[:40])
+    blocks = list(released.blocks())
+    assert [(corruption, severity) for corruption, severity, _ in blocks] == [
+        (corruption, severity) for corruption in RELEASED_CORRUPTIONS for severity in SEVERITIES
+    ]
+    for corruption, severity, block in blocks:
+        assert block.shape == images[:40].shape and block.dtype == images.dtype
+        assert (block.float() - images[:40].float()).abs().mean() > 1.0, (corruption, severity)

@@ -77,16 +77,12 @@ class ReleasedCorruptions:
 
     folder: Path
     per_severity: int
-    corruptions: tuple[str, ...] = RELEASED_CORRUPTIONS
 
     @classmethod
-    def open(
-        cls, folder: str | Path, test_labels: np.ndarray, corruptions: tuple[str, ...] = RELEASED_CORRUPTIONS
-    ) -> ReleasedCorruptions:
+    def open(cls, folder: str | Path, test_labels: np.ndarray) -> ReleasedCorruptions:
         """Check ``folder`` against the test split's labels: ``labels.npy`` must hold them once per
-        severity, in the same order, and every file of ``corruptions`` (default: the fifteen of the
-        headline; a benchmark may read fewer) must be a uint8 array of (5 x the test split, height,
-        width, 3)."""
+        severity, in the same order, and every corruption file must be a uint8 array of
+        (5 x the test split, height, width, 3)."""
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise UsageError(f"--corruptions {folder} is not a folder ({WHERE_FROM})")
@@ -107,7 +103,7 @@ class ReleasedCorruptions:
                     f"{folder / LABELS_FILE} does not match the test split's labels (first at row {row}): "
                     "the files must be of this data set's test split, in its order"
                 )
-        for corruption in corruptions:
+        for corruption in RELEASED_CORRUPTIONS:
             path = folder / f"{corruption}.npy"
             images = _load(path)
             if (
@@ -120,7 +116,7 @@ class ReleasedCorruptions:
                     f"{path} is {images.dtype} of shape {images.shape}; expected uint8 of shape "
                     f"({len(labels)}, height, width, 3)"
                 )
-        return cls(folder, count, corruptions)
+        return cls(folder, count)
 
     def images(self, corruption: str, severity: int) -> torch.Tensor:
         """The uint8 images (N, 3, H, W) of ``corruption`` at ``severity``, read from the memory map."""
@@ -131,7 +127,7 @@ class ReleasedCorruptions:
 
     def blocks(self) -> Iterator[tuple[str, int, torch.Tensor]]:
         """(corruption, severity, images) for every corruption and severity, one block at a time."""
-        for corruption in self.corruptions:
+        for corruption in RELEASED_CORRUPTIONS:
             for severity in SEVERITIES:
                 yield corruption, severity, self.images(corruption, severity)
 
