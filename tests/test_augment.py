@@ -333,6 +333,16 @@ def test_each_added_corruption_keeps_shape_type_and_range_and_follows_its_severi
         assert change[5] > 0.5 * max(change.values())
 
 
+@pytest.mark.parametrize("side", [8, 63, 64, 160])
+def test_frost_covers_images_of_any_size(side):
+    """8 px digits, and sides beyond the smallest scaled photograph (63 rows) up to transfer sizes."""
+    from optiloss.augment.corruptions import corrupt
+
+    images = torch.full((6, 3, side, side), 128, dtype=torch.uint8)
+    frosted = corrupt(images, "frost", 5, seed=0)
+    assert frosted.shape == images.shape and (frosted.float() - images.float()).abs().mean() > 5
+
+
 def test_snow_streaks_follow_imagemagicks_one_sided_motion_blur():
     from optiloss.augment.corruptions import _motion_streaks
 

@@ -259,7 +259,8 @@ def frost(images: torch.Tensor, severity: int) -> torch.Tensor:
         chosen = (choices == index).nonzero().flatten()
         cover = max(1.0, (height + 1) / photograph.shape[-2], (width + 1) / photograph.shape[-1])
         if cover > 1:
-            photograph = F.interpolate(photograph[None], scale_factor=cover, mode="bilinear")[0]
+            size = (math.ceil(photograph.shape[-2] * cover), math.ceil(photograph.shape[-1] * cover))
+            photograph = F.interpolate(photograph[None], size=size, mode="bilinear", align_corners=False)[0]
         tops = torch.randint(photograph.shape[-2] - height, (len(chosen),)).tolist()
         lefts = torch.randint(photograph.shape[-1] - width, (len(chosen),)).tolist()
         for image, top, left in zip(chosen.tolist(), tops, lefts):
