@@ -78,7 +78,9 @@ def main() -> None:
         evaluator = LossEvaluator(
             data, device, config, model="cnn", model_width=args.width, split="test", released=released
         )
-        full_suite = corrupted_suite(test_images, (1, 2, 3, 4, 5), seed=config.seed, suite="fifteen")
+        full_suite = corrupted_suite(
+            test_images, (1, 2, 3, 4, 5), seed=config.seed, suite="fifteen", progress=True
+        )
         cross_entropy = screen(zoo()["cross_entropy"]).genome
         rows = []
         gaps: dict[

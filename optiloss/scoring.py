@@ -144,7 +144,7 @@ class LossEvaluator:
         self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
         self.corrupted = corrupted_suite(
-            self.images, settings.severities(), settings.seed, settings.corruption_suite
+            self.images, settings.severities(), settings.seed, settings.corruption_suite, progress
         )
         self.released = released
         """The released CIFAR-C files of the scored split, read after each training (None: not used)."""

@@ -308,7 +308,7 @@ def corrupt(
 
 
 def corrupted_copies(
-    images: torch.Tensor, severity: int, seed: int, suite: str = "ten"
+    images: torch.Tensor, severity: int, seed: int, suite: str = "ten", progress: bool = False
 ) -> dict[str, torch.Tensor]:
     """One corrupted uint8 copy of ``images`` per corruption of ``suite`` (:data:`SUITES`), on
     ``images``' device.
@@ -321,25 +321,27 @@ def corrupted_copies(
     digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()
     names = SUITES[suite]
     key = {"corruptions": list(names), "images": digest, "severity": severity, "seed": seed}
-    copies = cached(
-        key,
-        lambda: {name: corrupt(images, name, severity, seed + index) for index, name in enumerate(names)},
-    )
+
+    def generate() -> dict[str, torch.Tensor]:
+        bar = tqdm(names, desc=f"corrupting at severity {severity}", unit="copy", disable=not progress)
+        return {name: corrupt(images, name, severity, seed + index) for index, name in enumerate(bar)}
+
+    copies = cached(key, generate)
     return {name: copy.to(images.device) for name, copy in copies.items()}
 
 
 def corrupted_suite(
-    images: torch.Tensor, severities: tuple[int, ...], seed: int, suite: str = "ten"
+    images: torch.Tensor, severities: tuple[int, ...], seed: int, suite: str = "ten", progress: bool = False
 ) -> dict[str, torch.Tensor]:
     """The corrupted copies robustness averages over: :func:`corrupted_copies` of ``suite`` at one
     severity (keys ``<corruption>``, as every study made before severity lists), or at each of several
     (keys ``<corruption>_s<severity>``, each severity's copies cached as the single-severity ones are)."""
     if len(severities) == 1:
-        return corrupted_copies(images, severities[0], seed, suite)
+        return corrupted_copies(images, severities[0], seed, suite, progress)
     return {
         f"{name}_s{severity}": copy
         for severity in severities
-        for name, copy in corrupted_copies(images, severity, seed, suite).items()
+        for name, copy in corrupted_copies(images, severity, seed, suite, progress).items()
     }
 
 
