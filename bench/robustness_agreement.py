@@ -83,9 +83,8 @@ def main() -> None:
         )
         cross_entropy = screen(zoo()["cross_entropy"]).genome
         rows = []
-        gaps: dict[
-            str, list[float]
-        ] = {}  # released corruption -> generated - released, per model and severity
+        # per released corruption: accuracy generated - released, for each model and severity
+        gaps: dict[str, list[float]] = {}
         for epochs in args.epochs:
             with seeded(epochs, device):
                 model = create_model("cnn", data.num_classes, data.channels, args.width)

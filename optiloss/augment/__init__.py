@@ -2,7 +2,6 @@
 
 from optiloss.augment.corruptions import (
     CORRUPTIONS,
-    MORE_CORRUPTIONS,
     SUITES,
     corrupt,
     corrupted_copies,
@@ -35,7 +34,6 @@ __all__ = [
     "corrupt",
     "corrupted_copies",
     "corrupted_suite",
-    "MORE_CORRUPTIONS",
     "SUITES",
     "legacy_flip_mode",
 ]
