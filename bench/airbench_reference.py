@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -35,9 +36,23 @@ from optiloss.data import ImageSplits
 from optiloss.scoring import load_data
 from optiloss.settings import SearchConfig
 
+from _shared import profiled, report_figures
+
 TIMED_TTA_LEVEL = 1
 """Mirror test-time augmentation, as optiloss scores the airbench surrogate."""
 AIRBENCH_AUGMENTATION = {"flip": True, "translate": 2}
+SHUFFLE_SEED = 0
+STEP_TIMING_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Reference:
+    """airbench94 on the P5 split: mean seconds per run (training and scoring), mean validation
+    accuracy, and milliseconds of a steady training step."""
+
+    seconds: float
+    accuracy: float
+    step_ms: float
 
 
 def write_split(images: torch.Tensor, labels: torch.Tensor, classes, path: Path) -> None:
@@ -54,7 +69,10 @@ def airbench_loaders(
     """(training loader, validation loader) of the ``airbench`` package over ``data``'s training and
     validation parts, written under ``folder/cifar10``; ``device`` as airbench's ``gpu`` argument."""
     (folder / "cifar10").mkdir(parents=True, exist_ok=True)
-    write_split(data.train_images, data.train_labels, data.classes, folder / "cifar10" / "train.pt")
+    order = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(SHUFFLE_SEED))
+    write_split(
+        data.train_images[order], data.train_labels[order], data.classes, folder / "cifar10" / "train.pt"
+    )
     write_split(data.val_images, data.val_labels, data.classes, folder / "cifar10" / "test.pt")
     train_loader = airbench.CifarLoader(
         str(folder / "cifar10"),
@@ -101,9 +119,31 @@ def _prebuilt_test_loader(airbench: ModuleType, test_loader) -> Iterator[None]:
         utils.CifarLoader = original
 
 
-def airbench_reference(config: SearchConfig, runs: int = 3) -> tuple[float, float] | None:
-    """Mean seconds per run and mean validation accuracy of airbench94 on ``config``'s split,
-    or None (saying why) without the package or a GPU."""
+def airbench_steps(airbench: ModuleType, train_loader, label_smoothing: float = 0.2) -> Callable[[int], None]:
+    """A callable running ``n`` steps of airbench94's training loop (its network, loss and SGD with
+    Nesterov momentum; no schedule or lookahead, which cost no kernels worth timing) on fresh batches."""
+    model = airbench.make_net94()
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction="none")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.85, nesterov=True)
+
+    def run(steps: int) -> None:
+        done = 0
+        while done < steps:
+            for inputs, labels in train_loader:
+                loss = loss_fn(model(inputs), labels).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done += 1
+                if done == steps:
+                    return
+
+    return run
+
+
+def airbench_reference(config: SearchConfig, runs: int = 3, profile_steps: int = 0) -> Reference | None:
+    """airbench94 on ``config``'s split (:class:`Reference`), or None (saying why) without the package
+    or a GPU; ``profile_steps`` of its training loop also run under the profiler."""
     try:
         import airbench
     except ImportError:
@@ -124,6 +164,15 @@ def airbench_reference(config: SearchConfig, runs: int = 3) -> tuple[float, floa
         with _prebuilt_test_loader(airbench, test_loader):
             seconds, accuracies = timed_runs(run_once, runs, torch.cuda.synchronize)
         full_tta = airbench.evaluate(models[0], test_loader, tta_level=2)
+        steps = airbench_steps(airbench, train_loader)
+        steps(STEP_TIMING_STEPS)  # warm-up
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        steps(STEP_TIMING_STEPS)
+        torch.cuda.synchronize()
+        step_ms = 1000 * (time.perf_counter() - started) / STEP_TIMING_STEPS
+        if profile_steps:
+            profiled("airbench94", lambda: steps(profile_steps), profile_steps, torch.device("cuda"))
     for run, (second, score) in enumerate(zip(seconds, accuracies)):
         print(
             f"airbench94 run {run + 1}: {second:.2f} s, validation accuracy {score:.4f} "
@@ -134,9 +183,14 @@ def airbench_reference(config: SearchConfig, runs: int = 3) -> tuple[float, floa
         f"airbench94 reference: {statistics.mean(seconds):.2f} s per run (training and scoring), "
         f"validation accuracy {statistics.mean(accuracies):.4f} +- {spread:.4f} at tta_level "
         f"{TIMED_TTA_LEVEL}; last run at tta_level 2 (untimed): {full_tta:.4f} "
-        f"({len(data.train_labels)} training, {len(data.val_labels)} validation images)"
+        f"({len(data.train_labels)} training, {len(data.val_labels)} validation images); "
+        f"{step_ms:.2f} ms a training step"
     )
-    return statistics.mean(seconds), statistics.mean(accuracies)
+    reference = Reference(statistics.mean(seconds), statistics.mean(accuracies), step_ms)
+    report_figures(
+        airbench94={"trial_s": reference.seconds, "accuracy": reference.accuracy, "step_ms": step_ms}
+    )
+    return reference
 
 
 def main() -> None:

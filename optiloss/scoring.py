@@ -25,10 +25,12 @@ from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import (
     Checkpointing,
     LossFunction,
+    TrainResult,
     accuracies,
     backend_flags,
     compute_precision,
     seeded,
+    stacked_accuracies,
     train,
 )
 
@@ -143,11 +145,17 @@ class LossEvaluator:
         self.progress = progress
         self.flip_tta = spec is not None and spec.flip_tta  # e.g. airbench scores with mirrored views
         self.images, self.labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        self.corrupted = corrupted_suite(
+        corrupted = corrupted_suite(
             self.images, settings.severities(), settings.seed, settings.corruption_suite, progress
         )
+        # the scored sets stacked once, so scoring runs in few large batches; the copies become views
+        self._scored_names = [*corrupted, CLEAN]
+        self._scored = torch.cat([*corrupted.values(), self.images])
+        count = len(self.images)
+        self.corrupted = {name: self._scored[i * count : (i + 1) * count] for i, name in enumerate(corrupted)}
         self.released = released
         """The released CIFAR-C files of the scored split, read after each training (None: not used)."""
+        self._compiled_model: torch.nn.Module | None = None
 
     @classmethod
     def for_search(
@@ -194,13 +202,13 @@ class LossEvaluator:
 
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
         """(accuracy per corruption, clean accuracy) of a trained ``model`` on the scored split, under
-        the training run's backend flags, read back from the device once."""
-        sets = {**self.corrupted, CLEAN: self.images}
+        the training run's backend flags: the stacked sets in few batches, read back from the device once."""
         with backend_flags(self.train_settings, self.device):
-            scores = accuracies(
+            scores = stacked_accuracies(
                 model,
-                sets,
+                self._scored,
                 self.labels,
+                self._scored_names,
                 mixed_precision=self.train_settings.mixed_precision,
                 flip_tta=self.flip_tta,
             )
@@ -227,6 +235,49 @@ class LossEvaluator:
                 )
         return scores
 
+    def _fresh_model(self) -> torch.nn.Module:
+        """A model initialised from the current random state. With ``compile = true`` the surrogate on
+        the device is built once per evaluator and each run's fresh weights (built on the CPU, as
+        without compiling) are copied into it, so the compilation is paid once per process, not once
+        per trial."""
+        data = self.data
+        model = create_model(self.model, data.num_classes, data.channels, self.model_width, self.weights)
+        if not (self.train_settings.compile and surrogate_named(self.model) is not None):
+            return model.to(self.device)
+        if self._compiled_model is None:
+            self._compiled_model = model.to(self.device)
+        else:
+            self._compiled_model.load_state_dict(model.state_dict())
+        return self._compiled_model
+
+    def train_model(
+        self,
+        loss: LossFunction,
+        augmentation: TrainingAugmentation,
+        seed: int,
+        description: str = "epochs",
+        checkpointing: Checkpointing | None = None,
+        after_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> tuple[torch.nn.Module, TrainResult]:
+        """A fresh model (initialised from ``seed``) trained with ``loss``, unscored, and what training
+        produced; the arguments as in :meth:`evaluate`."""
+        data = self.data
+        with seeded(seed, self.device):
+            model = self._fresh_model()
+            result = train(
+                model,
+                data.train_images,
+                data.train_labels,
+                loss,
+                augmentation,
+                self.train_settings,
+                progress=self.progress,
+                description=description,
+                checkpointing=checkpointing,
+                after_epoch=after_epoch,
+            )
+        return model, result
+
     def evaluate(
         self,
         loss: LossFunction,
@@ -242,23 +293,7 @@ class LossEvaluator:
         existing checkpoint (``Evaluation.resumed_from_epoch``); ``after_epoch`` as
         in :func:`optiloss.train.train` (it may stop training by raising).
         """
-        data = self.data
-        with seeded(seed, self.device):
-            model = create_model(
-                self.model, data.num_classes, data.channels, self.model_width, self.weights
-            ).to(self.device)
-            result = train(
-                model,
-                data.train_images,
-                data.train_labels,
-                loss,
-                augmentation,
-                self.train_settings,
-                progress=self.progress,
-                description=description,
-                checkpointing=checkpointing,
-                after_epoch=after_epoch,
-            )
+        model, result = self.train_model(loss, augmentation, seed, description, checkpointing, after_epoch)
         if result.diverged:
             return Evaluation(
                 *DIVERGED_VALUES,

@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -244,6 +245,21 @@ def backend_flags(settings: TrainSettings, device: torch.device) -> Iterator[Non
         torch.set_float32_matmul_precision(saved[3])
 
 
+COMPILE_BACKEND = "inductor"
+"""The ``torch.compile`` backend of ``compile = true``."""
+_compiled_models: weakref.WeakKeyDictionary[nn.Module, Callable[[torch.Tensor], torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(model)``, made once per model object: training the same model again (after
+    :func:`optiloss.models.reinitialise`) reuses its compiled graphs instead of compiling anew."""
+    if model not in _compiled_models:
+        _compiled_models[model] = torch.compile(model, backend=COMPILE_BACKEND)
+    return _compiled_models[model]
+
+
 @dataclass
 class _Run:
     """The moving parts of one training run, for the steps of :func:`train`."""
@@ -277,7 +293,7 @@ def _prepare(
     forward: Callable[[torch.Tensor], torch.Tensor] = model
     loss_of = loss_fn
     if settings.compile:
-        forward, loss_of = torch.compile(model), torch.compile(loss_fn)
+        forward, loss_of = compiled(model), torch.compile(loss_fn, backend=COMPILE_BACKEND)
     batch_size = min(settings.batch_size, len(images))
     steps_per_epoch = len(images) // batch_size  # full batches only: BatchNorm needs more than one sample
     total_steps = settings.epochs * steps_per_epoch
@@ -443,6 +459,37 @@ def scoring_batch_size(device: torch.device) -> int:
 
 
 @torch.no_grad()
+def stacked_accuracies(
+    model: nn.Module,
+    stacked: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    batch_size: int | None = None,
+    mixed_precision: bool = True,
+    flip_tta: bool = False,
+) -> dict[str, float]:
+    """Top-1 accuracy of ``model`` on each of ``len(names)`` sets of uint8 images held one after another
+    in ``stacked`` (each set labelled by ``labels``): the sets are scored together in batches of
+    ``batch_size`` and the counts read back to the host once. ``mixed_precision`` as in
+    :class:`TrainSettings`; with ``flip_tta``, the logits are the mean of the image's and its mirror
+    image's (test-time augmentation). A model in eval mode scores an image the same whichever batch
+    holds it, so the figures equal those of scoring each set on its own."""
+    model.eval()
+    device = labels.device
+    batch_size = batch_size or scoring_batch_size(device)
+    bf16 = mixed_precision and bf16_pays_off(device)
+    predictions = torch.empty(len(stacked), dtype=torch.long, device=device)
+    for start in range(0, len(stacked), batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            batch = to_float(stacked[start : start + batch_size])
+            logits = model(batch)
+            if flip_tta:
+                logits = (logits + model(batch.flip(-1))) / 2
+        predictions[start : start + len(batch)] = logits.argmax(1)
+    counts = (predictions.view(len(names), len(labels)) == labels).sum(1).tolist()
+    return {name: count / len(labels) for name, count in zip(names, counts)}
+
+
 def accuracies(
     model: nn.Module,
     image_sets: dict[str, torch.Tensor],
@@ -451,25 +498,12 @@ def accuracies(
     mixed_precision: bool = True,
     flip_tta: bool = False,
 ) -> dict[str, float]:
-    """Top-1 accuracy of ``model`` on each set of uint8 images (all labelled by ``labels``), read
-    back to the host once at the end; ``mixed_precision`` as in :class:`TrainSettings`. With
-    ``flip_tta``, the logits are the mean of the image's and its mirror image's (test-time
-    augmentation)."""
-    model.eval()
-    device = labels.device
-    batch_size = batch_size or scoring_batch_size(device)
-    bf16 = mixed_precision and bf16_pays_off(device)
-    correct = torch.zeros(len(image_sets), dtype=torch.long, device=device)
-    for row, images in enumerate(image_sets.values()):
-        for start in range(0, len(images), batch_size):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                batch = to_float(images[start : start + batch_size])
-                logits = model(batch)
-                if flip_tta:
-                    logits = (logits + model(batch.flip(-1))) / 2
-            correct[row] += (logits.argmax(1) == labels[start : start + batch_size]).sum()
-    counts = correct.tolist()
-    return {name: count / len(labels) for name, count in zip(image_sets, counts)}
+    """Top-1 accuracy of ``model`` on each set of uint8 images (all labelled by ``labels``): the sets
+    stacked and scored as :func:`stacked_accuracies` does (a caller scoring the same sets again keeps
+    them stacked and calls that instead)."""
+    sets = list(image_sets.values())
+    stacked = sets[0] if len(sets) == 1 else torch.cat(sets)
+    return stacked_accuracies(model, stacked, labels, list(image_sets), batch_size, mixed_precision, flip_tta)
 
 
 def accuracy(

@@ -75,11 +75,15 @@ class AirbenchNet(nn.Module):
 
     Call :meth:`initialise_from_data` with training images before training: it sets the whitening
     convolution from their 2x2 patches (:class:`AirbenchRecipe` does it when training starts).
-    ``width`` scales the three groups (64 gives airbench's 64/256/256).
+    ``width`` scales the three groups (64 gives airbench's 64/256/256). The whitening bias keeps
+    ``requires_grad``; while :attr:`whitening_bias_trains` is False its gradient is dropped as soon as
+    it is accumulated, so the optimiser skips it as if it were frozen, and a compiled forward never
+    sees a flag change (no recompilation).
     """
 
     mean: torch.Tensor
     std: torch.Tensor
+    whitening_bias_trains: bool = True
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
@@ -89,13 +93,18 @@ class AirbenchNet(nn.Module):
             self.register_buffer(name, torch.tensor(values[:in_channels]).view(1, -1, 1, 1), persistent=False)
         self.whiten = nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
-        nn.init.zeros_(self.whitening_bias())
         self.groups = nn.Sequential(
             _ConvGroup(whiten_width, widths[0]),
             _ConvGroup(widths[0], widths[1]),
             _ConvGroup(widths[1], widths[2]),
         )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
+        nn.init.zeros_(self.whitening_bias())
+        self.whitening_bias().register_post_accumulate_grad_hook(self._drop_frozen_gradient)
+
+    def _drop_frozen_gradient(self, bias: torch.Tensor) -> None:
+        if not self.whitening_bias_trains:
+            bias.grad = None
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
@@ -212,7 +221,7 @@ class _AirbenchRun(RunHooks):
 
     def start_epoch(self, epoch: int) -> None:
         if isinstance(self.model, AirbenchNet):
-            self.model.whitening_bias().requires_grad = epoch < self.recipe.whiten_bias_epochs
+            self.model.whitening_bias_trains = epoch < self.recipe.whiten_bias_epochs
 
     def after_step(self, step: int) -> None:
         """airbench's two updates: every ``lookahead_every`` steps, and at the last step (both when the
