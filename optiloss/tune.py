@@ -1,9 +1,16 @@
 """Tuning one loss's constants (``optiloss tune``): the structure fixed, its numbers searched.
 
 A tune study is a plain Optuna study over the constants a loss uses, each a
-float parameter ``const<k>`` in :data:`~optiloss.genome.genome.CONSTANT_RANGE`:
+float parameter searched near the loss's own value and never across zero
+(:func:`constant_space`): a constant ``c`` > 0 is ``const<k>`` on a logarithmic
+range from ``c / 10`` to ``10 c``, a constant below zero is ``minus_const<k>``
+(its magnitude) on the same kind of range, a zero is ``const<k>`` in
+:data:`ZERO_RANGE` (each range cut at :data:`~optiloss.genome.genome.CONSTANT_RANGE`'s
+bound where that still holds the value), so a weight never flips its sign.
 Optuna's CMA-ES where there are two or more (Hansen's evolution strategy, as
-TaylorGLO tunes its loss coefficients), TPE for one. Every trial trains the
+TaylorGLO tunes its loss coefficients), TPE for one. A tune study made before
+this searched every ``const<k>`` over the whole ``CONSTANT_RANGE`` and
+continues so. Every trial trains the
 search surrogate with the study's config and scores it on the validation split,
 exactly like a search trial, so a tuned loss and a searched one are measured
 alike; the test split stays for :func:`optiloss.evaluate.compare_losses`. It is
@@ -19,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -34,7 +42,37 @@ from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
 
 TUNED_LOSS_ATTR = "tuned_loss"
-"""Study user attr of a tune study: ``{"label", "formula"}`` of the loss whose constants it tunes."""
+"""Study user attr of a tune study: ``{"label", "formula", "space"}`` of the loss whose constants it
+tunes (``space`` :data:`SIGN_KEEPING`; absent in a study made before, which searched the whole range)."""
+SIGN_KEEPING = "sign-keeping"
+SCALE_FACTOR = 10.0
+"""A non-zero constant is searched from its value divided by this to its value times this."""
+ZERO_RANGE = (-0.1, 0.1)
+"""The linear range a constant that is zero in the loss is searched in."""
+NEGATED_PREFIX = "minus_"
+
+
+def constant_space(
+    start: Genome, sign_keeping: bool = True
+) -> tuple[dict[str, FloatDistribution], dict[str, float]]:
+    """(the parameters a tune study of ``start`` searches, by name, as the module docstring says; the
+    values of them that give ``start``'s own constants, its first trial). Without ``sign_keeping``,
+    the space of a study made before: every ``const<k>`` over :data:`CONSTANT_RANGE`."""
+    space, first = {}, {}
+    for k in start.constants_used:
+        value, name = start.constants[k], constant_gene(k)
+        if not sign_keeping:
+            space[name], first[name] = FloatDistribution(*CONSTANT_RANGE), value
+        elif value == 0:
+            space[name], first[name] = FloatDistribution(*ZERO_RANGE), value
+        else:
+            magnitude = abs(value)
+            bound = CONSTANT_RANGE[1] if value > 0 else -CONSTANT_RANGE[0]
+            high = max(magnitude, min(magnitude * SCALE_FACTOR, bound))
+            name = name if value > 0 else NEGATED_PREFIX + name
+            space[name] = FloatDistribution(magnitude / SCALE_FACTOR, high, log=True)
+            first[name] = magnitude
+    return space, first
 
 
 @dataclass(frozen=True)
@@ -57,7 +95,8 @@ def tuned_genome(start: Genome, params: dict[str, float]) -> Genome:
     """``start`` with the constants a tune trial set (the others as they were)."""
     values = list(start.constants)
     for k in start.constants_used:
-        values[k] = float(params[constant_gene(k)])
+        gene = constant_gene(k)
+        values[k] = float(params[gene]) if gene in params else -float(params[NEGATED_PREFIX + gene])
     return start.with_constants(tuple(values))
 
 
@@ -83,29 +122,34 @@ def tune_loss(
         )
     name = study_name or tune_study_name(config.resolved_study_name, label)
     storage = open_storage(storage_url)
-    start_params = {constant_gene(k): start.constants[k] for k in used}
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    recorded = existing[name].user_attrs.get(TUNED_LOSS_ATTR) if name in existing else None
+    space, first_params = constant_space(
+        start, sign_keeping=recorded is None or recorded.get("space") == SIGN_KEEPING
+    )
     sampler: optuna.samplers.BaseSampler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)  # x0 is deprecated in Optuna 4.9+, still honoured
         if len(used) >= 2:
-            sampler = optuna.samplers.CmaEsSampler(x0=start_params, seed=config.seed)
+            sampler = optuna.samplers.CmaEsSampler(x0=first_params, seed=config.seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=config.seed)
         study = optuna.create_study(
             study_name=name, storage=storage, load_if_exists=True, direction="maximize", sampler=sampler
         )
         study.set_metric_names(["accuracy"])
-    recorded = study.user_attrs.get(TUNED_LOSS_ATTR)
     if recorded is not None and recorded["formula"] != start.formula:
         raise UsageError(
             f"tune study {name!r} tunes {recorded['label']} = {recorded['formula']!r}, "
             f"not {start.formula!r}: use another --study-name"
         )
     if recorded is None:
-        study.set_user_attr(TUNED_LOSS_ATTR, {"label": label, "formula": start.formula})
+        study.set_user_attr(
+            TUNED_LOSS_ATTR, {"label": label, "formula": start.formula, "space": SIGN_KEEPING}
+        )
         study.set_user_attr(StudyKey.CONFIG, config.as_dict())
-        study.enqueue_trial(start_params)  # the loss as given: tuning starts from it
+        study.enqueue_trial(first_params)  # the loss as given: tuning starts from it
     fail_dead_trials(storage, study)
     device = resolve_device(config.device)
     evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(device), device)
@@ -113,7 +157,7 @@ def tune_loss(
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
-        params = {constant_gene(k): trial.suggest_float(constant_gene(k), *CONSTANT_RANGE) for k in used}
+        params = {name: trial.suggest_float(name, d.low, d.high, log=d.log) for name, d in space.items()}
         genome = tuned_genome(start, params)
         screened = screen(genome.with_orientation(False), **config.screen_options())
         trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
