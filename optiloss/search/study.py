@@ -64,7 +64,12 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     elif config.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     elif config.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        # as Optuna's AutoSampler sets it for a multi-objective study with categorical parameters:
+        # without multivariate, a two-objective TPE draws each gene on its own; the constant liar
+        # keeps workers from proposing what a running trial already tries
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     else:
         sampler = optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
     if config.screen_in_sampler:
