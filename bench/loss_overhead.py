@@ -28,7 +28,7 @@ from optiloss.genome import screen, zoo
 from optiloss.models import create_model
 from optiloss.train import bf16_pays_off, to_float
 
-from _shared import cifar10_jpeg_folder
+from _shared import cifar10_jpeg_folder, report_figures
 
 
 def main() -> None:
@@ -100,6 +100,11 @@ def main() -> None:
     for name in medians:
         if name != "cross_entropy":
             print(f"{name} step / cross-entropy step: ratio {medians[name] / medians['cross_entropy']:.3f}")
+    report_figures(
+        step_ms={name: 1000 * value for name, value in medians.items()},
+        ratio={name: medians[name] / medians["cross_entropy"] for name in medians if name != "cross_entropy"},
+        compile_s=compile_seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
 from optiloss.train import TrainSettings, _warmup_cosine, accuracy, seeded
 
-from _shared import cifar10_jpeg_folder
+from _shared import cifar10_jpeg_folder, report_figures
 
 
 def plain_pytorch(data, settings: TrainSettings, workers: int, device: torch.device) -> tuple[float, float]:
@@ -124,6 +124,9 @@ def main() -> None:
     print(
         f"optiloss / plain PyTorch: ratio {ours_rate / theirs_rate:.2f} images/s; "
         f"accuracy difference {100 * (ours.accuracy - theirs_accuracy):+.1f} points"
+    )
+    report_figures(
+        optiloss_images_per_s=ours_rate, plain_images_per_s=theirs_rate, ratio=ours_rate / theirs_rate
     )
 
 

@@ -49,6 +49,11 @@ class TrialKey:
     MUTATION = "mutation"
     SCREENED_OUT = "screened_out"
     """Genomes the screening sampler redrew before this trial's, by reason."""
+    GUIDED_PICK = "guided_pick"
+    """How the guided sampler picked the genome (startup, thompson, expected improvement, uniform)
+    and what bred it (mutation, crossover, uniform)."""
+    PREDICTED = "predicted"
+    """The guided sampler's prediction for the trial: ``{objective: {"mean", "sd"}}``."""
     # liveness and recovery
     WORKER = "worker"
     """``{"host", "pid", "trial"}`` of the process running the trial."""

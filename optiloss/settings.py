@@ -43,7 +43,7 @@ _GPU_INDEX = re.compile(r"cuda:\d+")
 
 Limits = tuple[float, float | None] | tuple[str, ...]
 """(minimum, maximum or None) for a number, or the allowed values of a string (or of each list item)."""
-SAMPLERS = ("nsga2", "evolution", "random", "tpe")
+SAMPLERS = ("nsga2", "evolution", "random", "tpe", "guided")
 SELECTIONS = ("accuracy", "pareto")
 
 
@@ -351,7 +351,8 @@ class SearchConfig(RunSettings):
     sampler: str = setting(
         "nsga2",
         limits=SAMPLERS,
-        help="nsga2 (default), evolution (the paper's regularized evolution), random or tpe",
+        help="nsga2 (default), evolution (the paper's regularized evolution), random, tpe or guided "
+        "(a predictor of the objectives from what each trained loss does picks the next)",
     )
     tournament_size: int | None = setting(
         None, limits=(2, None), help="the evolution sampler's tournament (default: a fifth of the population)"

@@ -159,6 +159,11 @@ _PROBE_ONE_HOT = _PROBE_Y.max(dim=1).values == 1
 _PROBE_TRUE_CLASS = _PROBE_Y.argmax(dim=1)
 
 
+def probe_one_hot_rows() -> np.ndarray:
+    """Which probe rows have one-hot targets (the rows a study without soft targets fingerprints)."""
+    return _PROBE_ONE_HOT.numpy()
+
+
 def true_class_slope(gradient: np.ndarray) -> float:
     """Mean derivative of the loss with respect to the true-class logit over the one-hot probe rows.
 

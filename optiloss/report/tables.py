@@ -116,6 +116,17 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
                 f"{floor.spreads(accuracy):+.1f} standard deviations ({where} the 95 % prediction interval "
                 f"{low:.4f}-{high:.4f} of one cross-entropy run; one seed: optiloss recheck retrains it)"
             )
+    predicted = trial.user_attrs.get(TrialKey.PREDICTED)
+    if predicted:
+        measured = dict(zip(_metric_names(study), trial.values or []))
+        lines.append(
+            f"predicted by the guided sampler ({trial.user_attrs.get(TrialKey.GUIDED_PICK, 'pick')}): "
+            + ", ".join(
+                f"{name} {guess['mean']:.4f} +- {guess['sd']:.4f}"
+                + (f" (measured {measured[name]:.4f})" if name in measured else "")
+                for name, guess in predicted.items()
+            )
+        )
     for key in SHOWN_TRIAL_KEYS:
         if key in trial.user_attrs:
             lines.append(f"{key}: {trial.user_attrs[key]}")

@@ -24,6 +24,7 @@ from optiloss.genome import Genome, zoo
 from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
+from optiloss.search.guided import GuidedSampler
 from optiloss.search.sampler import ScreeningSampler
 from optiloss.settings import SearchConfig
 from optiloss.studies import count_trials
@@ -52,6 +53,10 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     ``config.screen_in_sampler``, wrapped so that rejected genomes are redrawn, not stored."""
     seed = sampler_seed(config.seed, trials_in_study, worker)
     sampler: optuna.samplers.BaseSampler
+    if config.sampler == "guided":  # screens its own candidates
+        return GuidedSampler(
+            config.nodes, seed, constants=config.constants, screen_options=config.screen_options()
+        )
     if config.sampler == "evolution":
         assert config.tournament_size is not None  # SearchConfig.__post_init__ fills it
         sampler = RegularizedEvolutionSampler(

@@ -1,0 +1,111 @@
+"""The guided sampler: screened, distinct proposals from a predictor of what each trained loss does,
+its prediction recorded and shown, rebuilt from the study alone, plain Optuna studies throughout."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import optiloss.search.guided as guided
+from optiloss.genome import Genome, gene_names, screen, zoo
+from optiloss.genome.named import named_losses
+from optiloss.genome.phenotype import phenotype, phenotype_length
+from optiloss.search import SearchConfig, run_search
+from optiloss.search.guided import GuidedSampler, PhenotypePredictor, hypervolume_2d, non_dominated
+
+from conftest import run_main
+
+SETTINGS = (
+    'dataset = "digits"\naugmentation = "base"\nepochs = 1\nmodel_width = 8\nsubset = 900\nseed = 5\n'
+    'device = "cpu"\nbaseline_seeds = 0\nconstants = 0\nsampler = "guided"\nartifacts = false\n'
+)
+
+
+def test_a_phenotype_is_what_the_loss_does_and_equal_losses_share_it():
+    losses = {name: screen(genome).genome for name, genome in zoo().items()}
+    vectors = {name: phenotype(genome) for name, genome in losses.items()}
+    assert {len(v) for v in vectors.values()} == {phenotype_length()}
+    assert all(np.isfinite(v).all() for v in vectors.values())
+    # a term without p changes nothing training sees: the same phenotype as cross-entropy's
+    shifted = named_losses({"shifted": "-(y * ln(p)) + (y * y)"}, 5)["shifted"]
+    assert np.allclose(phenotype(shifted), vectors["cross_entropy"])
+    distance = lambda a, b: float(np.linalg.norm(vectors[a] - vectors[b]))  # noqa: E731
+    assert distance("cross_entropy", "poly1") < distance("cross_entropy", "mse")
+
+
+def test_the_front_and_its_hypervolume():
+    points = np.array([[0.5, 0.2], [0.4, 0.4], [0.3, 0.3], [0.6, 0.1]])
+    assert sorted(map(tuple, non_dominated(points))) == [(0.4, 0.4), (0.5, 0.2), (0.6, 0.1)]
+    assert hypervolume_2d(points) == pytest.approx(0.4 * 0.4 + 0.1 * 0.2 + 0.1 * 0.1)
+
+
+@pytest.mark.parametrize("kind", guided.PREDICTORS)
+def test_each_predictor_gives_members_within_the_objectives_range(kind):
+    losses = [screen(genome).genome for genome in zoo().values()]
+    features = np.stack([phenotype(genome) for genome in losses])
+    targets = np.linspace(0.2, 0.9, len(losses))[:, None].repeat(2, axis=1)
+    model = PhenotypePredictor(kind, members=5, seed=0).fit(features, targets)
+    members = model.members(features)
+    assert members.shape == (5, len(losses), 2) and (members >= 0).all() and (members <= 1).all()
+    assert members.std(0).max() > 0  # a spread to sample from
+
+
+@pytest.mark.slow
+def test_a_guided_search_trains_only_screened_distinct_genomes_and_records_its_predictions(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(guided, "DEFAULT_STARTUP", 7)
+    config_path = tmp_path / "guided.toml"
+    config_path.write_text(
+        SETTINGS + f'n_trials = 14\nworkers = 2\ncheckpoint_dir = "{tmp_path / "checkpoints"}"\n'
+    )
+    url = f"sqlite:///{tmp_path / 'guided.db'}"
+    outcome = run_search(SearchConfig.load(str(config_path)), url, progress=False, log=lambda line: None)
+    study = optuna.load_study(study_name=outcome.study_name, storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) >= 14
+    assert not study.get_trials(states=(TrialState.PRUNED,))  # nothing unscreened was stored
+    fingerprints = [t.user_attrs["fingerprint"] for t in complete]
+    assert len(set(fingerprints)) == len(fingerprints)  # two workers never trained one genome twice
+    picked = [t for t in complete if t.user_attrs.get("predicted")]
+    assert picked, "after the start-up the predictor picks"
+    for trial in picked:
+        assert set(trial.user_attrs["predicted"]) == {"accuracy", "robustness"}
+        assert trial.user_attrs["guided_pick"].split(" ")[0] in {"thompson", "uniform"}
+    shown = run_main("show", outcome.study_name, str(picked[0].number), "--storage", url)
+    assert shown.returncode == 0 and "predicted by the guided sampler" in shown.stdout
+    assert "(measured 0." in shown.stdout
+    # the same seed on the same study proposes the same genome: the sampler lives in the study
+    proposals = []
+    for _ in range(2):
+        sampler = GuidedSampler(5, seed=11, screen_options={"soft_targets": False, "scale_free": True})
+        again = optuna.load_study(study_name=outcome.study_name, storage=url, sampler=sampler)
+        trial = again.ask()
+        proposals.append(Genome.suggest(trial, 5, 0).formula)
+        again.tell(trial, state=TrialState.FAIL)
+    assert proposals[0] == proposals[1]
+    assert proposals[0] not in {t.user_attrs["formula"] for t in complete}
+    # a plain Optuna study: Optuna's own CLI lists its trials without optiloss's sampler
+    listed = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("optuna")),
+            "trials",
+            "--study-name",
+            outcome.study_name,
+            "--storage",
+            url,
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0
+    rows = [row for row in json.loads(listed.stdout) if row["state"] == "COMPLETE"]
+    assert len(rows) == len(complete) and all(gene_names(0)[0] in row["params"] for row in rows)
