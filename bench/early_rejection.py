@@ -26,9 +26,9 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from optiloss.data import load_dataset
-from optiloss.report.dashboard import hypervolume
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
 from optiloss.search.objective import early_rejection_epoch
+from optiloss.statistics import hypervolume
 
 
 def run(early: bool, seed: int, args: argparse.Namespace, folder: str) -> dict:

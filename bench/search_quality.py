@@ -27,9 +27,9 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from optiloss.report.dashboard import hypervolume
 from optiloss.scoring import load_data
 from optiloss.search import LossSearchObjective, SearchConfig, open_search_study, open_storage
+from optiloss.statistics import hypervolume
 from optiloss.studies import trial_robustness
 
 from _shared import add_overrides_option, config_overrides

@@ -37,3 +37,30 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(tested) - rank) * p))
         adjusted[index] = running
     return adjusted
+
+
+HYPERVOLUME_REFERENCE = (0.0, 0.0)
+"""Where hypervolume is measured from: accuracy and robustness both start at zero."""
+
+
+def hypervolume(
+    points: Sequence[Sequence[float]], reference: Sequence[float] = HYPERVOLUME_REFERENCE
+) -> float:
+    """Area dominated by 2-D maximisation points and bounded below by ``reference``.
+
+    Points not above the reference in both objectives add nothing.
+    """
+    area, covered_y = 0.0, reference[1]
+    for x, y in sorted(((x, y) for x, y in points), key=lambda point: -point[0]):
+        if x > reference[0] and y > covered_y:
+            area += (x - reference[0]) * (y - covered_y)
+            covered_y = y
+    return area
+
+
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` no other row dominates (every column maximised)."""
+    keep = [
+        i for i, point in enumerate(points) if not ((points >= point).all(1) & (points > point).any(1)).any()
+    ]
+    return points[keep]

@@ -16,7 +16,8 @@ from optiloss.genome import Genome, gene_names, screen, zoo
 from optiloss.genome.named import named_losses
 from optiloss.genome.phenotype import phenotype, phenotype_length
 from optiloss.search import SearchConfig, run_search
-from optiloss.search.guided import GuidedSampler, PhenotypePredictor, hypervolume_2d, non_dominated
+from optiloss.search.guided import GuidedSampler, PhenotypePredictor
+from optiloss.statistics import hypervolume, non_dominated
 
 from conftest import run_main
 
@@ -41,7 +42,7 @@ def test_a_phenotype_is_what_the_loss_does_and_equal_losses_share_it():
 def test_the_front_and_its_hypervolume():
     points = np.array([[0.5, 0.2], [0.4, 0.4], [0.3, 0.3], [0.6, 0.1]])
     assert sorted(map(tuple, non_dominated(points))) == [(0.4, 0.4), (0.5, 0.2), (0.6, 0.1)]
-    assert hypervolume_2d(points) == pytest.approx(0.4 * 0.4 + 0.1 * 0.2 + 0.1 * 0.1)
+    assert hypervolume(points) == pytest.approx(0.4 * 0.4 + 0.1 * 0.2 + 0.1 * 0.1)
 
 
 @pytest.mark.parametrize("kind", guided.PREDICTORS)

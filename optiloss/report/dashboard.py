@@ -25,12 +25,11 @@ from optiloss.genome import Genome, screen, zoo
 from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
+from optiloss.statistics import hypervolume
 from optiloss.studies import noise_floor, noise_floor_verdict, pareto_trials, trial_robustness
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
-REFERENCE_POINT = (0.0, 0.0)
-"""Both objectives are accuracies in [0, 1]; hypervolume is measured from the origin."""
 
 
 def artifact_store(path: str | Path = DEFAULT_ARTIFACT_DIR) -> FileSystemArtifactStore:
@@ -161,19 +160,6 @@ def _objectives_line(study: optuna.Study) -> str:
         "Objective (maximised): validation **accuracy**, as in the paper; robustness (mean accuracy "
         "over the corruption suite) is recorded beside it."
     )
-
-
-def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float] = REFERENCE_POINT) -> float:
-    """Area dominated by 2-D maximisation points and bounded below by ``reference``.
-
-    Points not above the reference in both objectives add nothing.
-    """
-    area, covered_y = 0.0, reference[1]
-    for x, y in sorted(((x, y) for x, y in points), key=lambda point: -point[0]):
-        if x > reference[0] and y > covered_y:
-            area += (x - reference[0]) * (y - covered_y)
-            covered_y = y
-    return area
 
 
 def hypervolume_history(trials: Sequence[FrozenTrial]) -> tuple[list[int], list[float]]:

@@ -44,6 +44,7 @@ from optiloss.genome.phenotype import phenotype
 from optiloss.records import TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import gene_holds, genome_search_space, random_gene, record_on_trial
+from optiloss.statistics import hypervolume, non_dominated
 
 PREDICTORS = ("ridge", "knn", "forest")
 """The predictor kinds :class:`PhenotypePredictor` offers (``bench/predictor.py`` compares them)."""
@@ -144,27 +145,6 @@ def _nearest_mean(x: np.ndarray, known: np.ndarray, values: np.ndarray, k: int =
     return values[nearest].mean(1)
 
 
-def hypervolume_2d(points: np.ndarray) -> float:
-    """The area two maximised objectives dominate above the reference point (0, 0)."""
-    points = points[(points > 0).all(1)]
-    if not len(points):
-        return 0.0
-    area, best_second = 0.0, 0.0
-    for first, second in sorted(map(tuple, points), key=lambda p: -p[0]):
-        if second > best_second:
-            area += first * (second - best_second)
-            best_second = second
-    return area
-
-
-def non_dominated(points: np.ndarray) -> np.ndarray:
-    """The points no other point dominates (both objectives maximised)."""
-    keep = [
-        i for i, point in enumerate(points) if not ((points >= point).all(1) & (points > point).any(1)).any()
-    ]
-    return points[keep]
-
-
 def expected_improvement(mean: np.ndarray, spread: np.ndarray, best: float) -> np.ndarray:
     spread = np.maximum(spread, 1e-9)
     z = (mean - best) / spread
@@ -193,7 +173,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         constants: int = 0,
         screen_options: dict[str, bool] | None = None,
         startup: int | None = None,
-        pool_size: int = 100,
+        pool_size: int = 40,
         predictor: str = DEFAULT_PREDICTOR,
     ) -> None:
         self._nodes, self._constants = nodes, constants
@@ -263,9 +243,9 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             )
         else:
             sampled = predictions[self._rng.randint(len(predictions))]
-            front = non_dominated(values[:, :2])
-            front_area = hypervolume_2d(front)
-            gains = np.array([hypervolume_2d(np.vstack([front, s[None, :2]])) - front_area for s in sampled])
+            front = non_dominated(values[:, :2]).tolist()
+            front_area = hypervolume(front)
+            gains = np.array([hypervolume([*front, point[:2].tolist()]) - front_area for point in sampled])
             chosen = int(np.argmax(gains)) if gains.max() > 0 else int(np.argmax(sampled.sum(1)))
             how = "thompson"
         names = study.metric_names or [f"objective {i}" for i in range(values.shape[1])]
@@ -351,4 +331,4 @@ def _parents(study: optuna.Study, trained: list[FrozenTrial]) -> list[FrozenTria
     return [chosen[n] for n in sorted(chosen)]
 
 
-__all__ = ["GuidedSampler", "PhenotypePredictor", "PREDICTORS", "hypervolume_2d"]
+__all__ = ["GuidedSampler", "PhenotypePredictor", "PREDICTORS"]
