@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 
@@ -16,6 +22,15 @@ from optiloss.errors import OptilossError, UsageError
 
 DEFAULT_STORAGE = "sqlite:///storage/optiloss.db"
 STORAGE_ENVIRONMENT_VARIABLE = "OPTILOSS_STORAGE"
+DEFAULT_OUTAGE_SECONDS = 120.0
+"""How long the storage calls of a search wait for a database that went away before giving up."""
+REAL_ERRORS = (
+    "password authentication failed",
+    "does not exist",
+    "permission denied",
+    "no password supplied",
+)
+"""Messages of database errors that no retry mends: they are reported at once."""
 
 
 def resolve_storage_url(url: str | None = None) -> str:
@@ -54,6 +69,151 @@ def read_only_storage(error: BaseException) -> bool:
     return False
 
 
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a lost or refused database connection that a retry may
+    mend (a server restarting, a failover), not a real error such as a wrong password."""
+    seen: BaseException | None = error
+    while seen is not None:
+        lost = isinstance(
+            seen,
+            sqlalchemy.exc.OperationalError
+            | sqlalchemy.exc.InterfaceError
+            | sqlalchemy.exc.DisconnectionError,
+        ) or type(seen).__name__ in {
+            "OperationalError",
+            "AdminShutdown",
+            "ConnectionFailure",
+            "InterfaceError",
+        }
+        if lost:
+            return not any(mark in str(seen).lower() for mark in REAL_ERRORS)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class DatabaseOutageError(OptilossError):
+    """The database stayed unreachable for longer than the outage window."""
+
+
+class OutageTolerantStorage(optuna.storages.RDBStorage):
+    """An :class:`~optuna.storages.RDBStorage` whose every storage call (those optiloss makes and those
+    it makes Optuna make: ask, tell, attributes, heartbeats) is retried with backoff while the
+    connection is lost, for up to ``outage_s`` seconds of one outage.
+
+    Connections are checked before use (``pool_pre_ping``), so a pooled connection the server dropped
+    is replaced instead of failing a call. One line goes to stderr when the database goes away and
+    one when it is back; a finished trial's values are stored when it returns, never thrown away.
+    Past the window, every call raises :class:`DatabaseOutageError` at once (one line for the user,
+    exit 1). A ``tell`` whose first attempt was committed before the connection broke reads the
+    trial as finished on its retry, which counts as done.
+    """
+
+    def __init__(self, url: str, *args: Any, outage_s: float = DEFAULT_OUTAGE_SECONDS, **kwargs: Any) -> None:
+        self._outage_s = outage_s
+        self._masked = mask_url(url)
+        self._down_since: float | None = None
+        self._gave_up = False
+        self._lock = threading.Lock()
+        super().__init__(url, *args, **kwargs)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
+    def _call(self, method: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+        delay, retried = 0.25, False
+        while True:
+            if self._gave_up:
+                raise DatabaseOutageError(self._outage_message())
+            try:
+                result = method(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if retried and name == "set_trial_state_values":
+                    return True  # the first attempt was committed before the connection broke
+                raise
+            except Exception as error:
+                if not connection_lost(error):
+                    raise
+                if self._waited_too_long():
+                    if name == "record_heartbeat":
+                        return None  # the heartbeat thread stops quietly; the trial's own call says why
+                    raise DatabaseOutageError(self._outage_message()) from None
+                time.sleep(delay)
+                delay, retried = min(2 * delay, 5.0), True
+                continue
+            self._back()
+            return result
+
+    def _waited_too_long(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                print(
+                    f"optiloss: database at {self._masked} unreachable; "
+                    f"retrying for up to {self._outage_s:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if now - self._down_since > self._outage_s:
+                self._gave_up = True
+            return self._gave_up
+
+    def _back(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            if self._down_since is not None:
+                print(
+                    f"optiloss: database at {self._masked} is back after "
+                    f"{time.monotonic() - self._down_since:.0f} s; going on",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._down_since = None
+
+    def _outage_message(self) -> str:
+        return (
+            f"database at {self._masked} unreachable for more than {self._outage_s:.0f} s; "
+            "run the same command to continue once it is back"
+        )
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    original = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(original)
+    def call(self: OutageTolerantStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(functools.partial(original, self), name, *args, **kwargs)
+
+    return call
+
+
+RETRIED_CALLS = (
+    *(
+        name
+        for name in dir(optuna.storages.BaseStorage)
+        if not name.startswith("_")
+        and name != "remove_session"
+        and callable(getattr(optuna.storages.BaseStorage, name))
+    ),
+    "record_heartbeat",
+    # what Optuna's cache in front of an RDB storage calls directly
+    "_get_stale_trial_ids",
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_set_trial_param",
+)
+for _name in RETRIED_CALLS:
+    setattr(OutageTolerantStorage, _name, _retried(_name))
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -61,12 +221,14 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int | None = None,
+    outage_s: float = DEFAULT_OUTAGE_SECONDS,
 ) -> optuna.storages.RDBStorage:
     """Open (and with ``create``, initialise) the storage at ``url``.
 
     With ``heartbeat_interval``, running trials send heartbeats; one silent for
     ``grace_period`` seconds is failed and re-enqueued with the same parameters
-    (at most ``max_retry`` times).
+    (at most ``max_retry`` times). Once open, it rides out a lost connection for up to
+    ``outage_s`` seconds (:class:`OutageTolerantStorage`); opening it does not wait.
 
     Raises :class:`UsageError` (exit 2) for a malformed URL, an unknown database
     kind, a rejected password or an SQLite folder that cannot be made,
@@ -98,6 +260,7 @@ def open_storage(
                 ) from None
         # a dashboard or another worker may hold the lock for a while
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    engine_kwargs["pool_pre_ping"] = True  # a connection the server dropped is replaced, not used
     heartbeat: dict[str, Any] = {}
     if heartbeat_interval:
         warnings.filterwarnings(
@@ -116,8 +279,8 @@ def open_storage(
     try:
         # reading an existing SQLite file creates no table, so a read-only file opens for reading
         reading = not create and path is not None
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
+        return OutageTolerantStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=reading, outage_s=outage_s, **heartbeat
         )
     except sqlalchemy.exc.NoSuchModuleError:
         raise UsageError(
