@@ -172,7 +172,7 @@ def load_experiment(path: str | Path) -> Experiment:
     ``file`` keys are read relative to the experiment file's folder.
     """
     path = Path(path)
-    values = read_toml(path)
+    values = read_toml(path, "experiment file")
     where = str(path)
     _refuse_unknown(where, values, _TOP_KEYS)
     name = values.get("name", path.stem)
@@ -247,6 +247,8 @@ def _with_file(where: str, table_name: str, table: dict[str, Any], folder: Path)
     if not isinstance(file, str):
         raise UsageError(f"{where}: [{table_name}] file must be a path string, got {file!r}")
     target = folder / file
+    if target.is_dir():
+        raise UsageError(f"{where}: [{table_name}] file {str(target)!r} is a folder, not a TOML file")
     if not target.is_file():
         raise UsageError(f"{where}: [{table_name}] file {str(target)!r} does not exist")
     return {**read_toml(target), **table}

@@ -485,17 +485,27 @@ class TransferConfig(RunSettings):
             )
 
 
-def read_toml(path: str | Path | None) -> dict[str, Any]:
-    """The table of a TOML file ({} for None); a missing or malformed file is a :class:`UsageError`."""
+def read_toml(path: str | Path | None, what: str = "config file") -> dict[str, Any]:
+    """The table of a TOML file ({} for None); a missing or malformed file, or a folder, is a
+    :class:`UsageError` calling it ``what``."""
     if path is None:
         return {}
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(_folder_message(Path(path), what)) from None
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML ({error})") from None
+
+
+def _folder_message(folder: Path, what: str) -> str:
+    """What to say when a folder is given where a TOML file belongs, naming a few files it holds."""
+    inside = sorted(str(item) for item in folder.glob("*.toml"))[:3]
+    hint = f" (it holds {', '.join(inside)})" if inside else " (it holds no .toml file)"
+    return f"{what} {folder} is a folder, not a file: name a TOML file{hint}"
 
 
 def _legacy_value(key: str, value: Any) -> Any:

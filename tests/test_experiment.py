@@ -165,6 +165,7 @@ def test_the_digits_experiment_runs_resumes_after_kill_9_and_writes_a_page_chrom
         ({"[transfer]": 'name = "t"\nepochs = 0\n'}, "[transfer t]: epochs must be >= 1"),
         ({"[transfer]": 'name = "t"\naugmentations = ["cutout"]\n'}, "'cutout' has no search"),
         ({"[transfer]": 'name = "t"\nfile = "missing.toml"\n'}, "missing.toml' does not exist"),
+        ({"[transfer]": 'name = "t"\nfile = "."\n'}, "' is a folder, not a TOML file"),
     ],
 )
 def test_a_bad_experiment_file_is_one_line_and_exit_2_naming_the_key(tmp_path, tables, named):
@@ -172,6 +173,16 @@ def test_a_bad_experiment_file_is_one_line_and_exit_2_naming_the_key(tmp_path, t
     assert result.returncode == 2, result.stdout
     assert named in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_folder_given_as_the_experiment_file_is_called_a_folder(tmp_path):
+    write_experiment(tmp_path)
+    result = run_main("experiment", str(tmp_path), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"optiloss: error: experiment file {tmp_path} is a folder, not a file: "
+        f"name a TOML file (it holds {tmp_path / 'tiny-experiment.toml'})"
+    )
 
 
 def test_the_dry_run_prints_each_stage_and_writes_nothing(tmp_path):
