@@ -158,3 +158,11 @@ def test_a_read_only_database_is_one_line_for_a_search_and_still_reads(tmp_path)
         read = run_main(*command, "--storage", read_only)
         assert read.returncode == 0 and read.stdout.strip(), (command, read.stderr)
     assert database.read_bytes() == before
+
+
+def test_a_formula_of_700_terms_is_one_line_naming_the_limit_and_exit_2():
+    formula = " + ".join(f"{index % 9 + 1}.5 * y * ln(|p| + eps)" for index in range(700))
+    result = run_main("evaluate", formula, "--dataset", "digits")
+    _assert_one_line(result, 2, "operations deep")
+    assert "deeper than the 28 a loss of the genome's 5 nodes can be" in result.stderr
+    assert len(result.stderr) < 400  # the formula is not repeated in full
