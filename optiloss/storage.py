@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,22 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL: say nothing that could contain a secret
         return "<storage URL>"
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` masked where it stands as a password: the URL itself,
+    any URL's ``scheme://user:PASSWORD@`` and ``password=PASSWORD`` (a libpq connection string). The same
+    characters elsewhere in the text (a password ``p`` in "import") are left alone."""
+    try:
+        password = make_url(url).password
+    except Exception:  # not a URL: nothing to find in the text
+        return text
+    if not password:
+        return text
+    secret = re.escape(str(password))
+    text = text.replace(url, mask_url(url))
+    text = re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", text)  # any URL's password field
+    return re.sub(rf"(password\s*=\s*['\"]?){secret}(?=['\"]?(\s|$))", r"\1***", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -126,14 +143,14 @@ def open_storage(
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        password = make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
+        reason = mask_password(reason, url)
         if "password authentication failed" in reason or "no password supplied" in reason:
             raise UsageError(
                 f"the database refused the login for {mask_url(url)}: check the user and password in the URL"
             ) from None
-        raise OptilossError(
-            f"cannot open storage {mask_url(url)}: {reason}; "
-            "check that the database server is running and the URL is right"
-        ) from None
+        advice = (
+            "install the Python driver that URL names"
+            if isinstance(error, ImportError)
+            else "check that the database server is running and the URL is right"
+        )
+        raise OptilossError(f"cannot open storage {mask_url(url)}: {reason}; {advice}") from None

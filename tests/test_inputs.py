@@ -70,6 +70,30 @@ def test_an_unreachable_database_exits_1_without_showing_the_password(tmp_path):
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_the_mask_hides_the_password_field_and_leaves_the_message_alone(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    result = run_main("search", str(config), "--storage", "mysql://u:p@127.0.0.1:1/x")
+    _assert_one_line(result, 1, "cannot open storage mysql://u:***@127.0.0.1:1/x: ")
+    assert "Failed to import DB access module for the specified storage URL" in result.stderr
+    assert "***ort" not in result.stderr and "install the Python driver" in result.stderr
+
+
+def test_mask_password_masks_a_password_only_where_it_is_one():
+    from optiloss.storage import mask_password
+
+    url = "postgresql://ada:pass@db.example/studies"
+    text = (
+        f"passing {url}: postgresql://ada:pass@db.example failed (host=db.example password=pass user=ada) "
+        "password='pass'"
+    )
+    assert mask_password(text, url) == (
+        "passing postgresql://ada:***@db.example/studies: postgresql://ada:***@db.example failed "
+        "(host=db.example password=*** user=ada) password='***'"
+    )
+    assert mask_password("no password here", "sqlite:///x.db") == "no password here"
+
+
 def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
