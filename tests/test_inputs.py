@@ -116,6 +116,30 @@ def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, 
     assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
 
 
+def test_continuing_a_study_with_another_width_or_epochs_is_refused_naming_a_study_name(tmp_path, sqlite_url):
+    config = tmp_path / "study.toml"
+    config.write_text(
+        GOOD.replace("model_width = 8", "model_width = 16")
+        + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\nbaseline_seeds = 0\n'
+    )
+    assert run_main("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
+    trials = len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials)
+    wider = tmp_path / "wider.toml"
+    wider.write_text(GOOD.replace("model_width = 8\n", "").replace("epochs = 1", "epochs = 3"))
+    result = run_main("search", str(wider), "--storage", sqlite_url, "--loss", "mine=-(y * ln(|p| + eps))^2")
+    _assert_one_line(
+        result,
+        2,
+        "study 'digits-base' was created with epochs 1 (this run: 3), model_width 16 (this run: 32); "
+        "its trials would not be comparable: continue it with its own settings or choose another "
+        "study name (--study-name digits-base-2)",
+    )
+    assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
+    # what cannot change a trial's numbers may differ: a larger budget, another device spelling
+    more = run_main("search", str(config), "--storage", sqlite_url, "--n-trials", "3", "--device", "cpu")
+    assert more.returncode == 0, more.stderr
+
+
 @pytest.mark.parametrize(
     "arguments, code, fragment",
     [

@@ -38,6 +38,37 @@ IDENTITY_ATTRS = (
     StudyKey.OBJECTIVES,
 )
 """Study user attrs that a continuing search must match: a study answers one question."""
+TRAINING_KEYS = (
+    "image_size",
+    "subset",
+    "validation_fraction",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_fraction",
+    "model_width",
+    "seed",
+    "hflip",
+    "crop_padding",
+    "crop_padding_mode",
+    "cutout_size",
+    "mixup_alpha",
+    "randaug_n",
+    "randaug_m",
+    "corruption_severity",
+    "corruption_severities",
+    "corruption_suite",
+)
+"""Config keys that change what a trial's accuracy and robustness measure: a continuing search must
+match the study's stored config (:attr:`StudyKey.CONFIG`) in each, or its trials, and the noise floor
+measured at the first settings, would not be comparable. Every other key may differ: the budget and the
+search's strategy (``n_trials``, ``sampler``, ``population_size``, ``tournament_size``, the screen
+and early rejection, which decide which genomes train, not what a trained one scores), where things
+live and how they run (``data_root``, ``download``, ``device``, ``workers``, checkpoints, heartbeats,
+artifacts), the given ``losses``, ``baseline_seeds`` (more seeds of the same noise floor), and the
+numerics ``mixed_precision``, ``compile`` and ``deterministic`` (each trial records its ``precision``).
+A key the stored config lacks (a study made before the key existed) is not compared."""
 
 
 def sampler_seed(base_seed: int, trials_in_study: int, worker: int = 0) -> int:
@@ -154,11 +185,13 @@ def open_search_study(
             # a continued study keeps its own constants unless the file or an option sets them
             and not (key == StudyKey.CONSTANTS and key not in config.given_keys())
         ]
+        different += _training_differences(config, attrs.get(StudyKey.CONFIG) or {})
         if different:
             raise UsageError(
                 f"study {name!r} was created with "
                 + ", ".join(different)
-                + "; continue it with its own settings or choose another --study-name"
+                + "; its trials would not be comparable: continue it with its own settings or choose "
+                + f"another study name (--study-name {_free_name(storage, name)})"
             )
     else:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
@@ -181,6 +214,33 @@ def open_search_study(
         (log or print)(f"{loss_name} is {what}; trained once, as {record.label()}")
         _name_also(study, holder, loss_name)
     return study
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value  # the stored config is JSON: lists
+
+
+def _training_differences(config: SearchConfig, stored: Mapping[str, Any]) -> list[str]:
+    """``key stored (this run: value)`` for each of :data:`TRAINING_KEYS` in which ``config``
+    differs from the study's stored config; the image size compared as trained (a default resolved)."""
+    if not stored:
+        return []
+    resolved = {"image_size": lambda size: resolved_image_size(config.dataset, size)}
+    different = []
+    for key in TRAINING_KEYS:
+        if key not in stored:
+            continue
+        resolve = resolved.get(key, _comparable)
+        before, now = resolve(stored[key]), resolve(getattr(config, key))
+        if before != now:
+            different.append(f"{key} {before!r} (this run: {now!r})")
+    return different
+
+
+def _free_name(storage: BaseStorage, name: str) -> str:
+    """``{name}-2``, ``{name}-3`` …: the first that names no study in ``storage``."""
+    taken = {study.study_name for study in storage.get_all_studies()}
+    return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
 
 
 def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
