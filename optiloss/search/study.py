@@ -18,6 +18,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from optiloss.augment import legacy_flip_mode
 from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
 from optiloss.genome import Genome, zoo
@@ -25,7 +26,7 @@ from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import ScreeningSampler
-from optiloss.settings import SearchConfig
+from optiloss.settings import SURROGATE_DEFAULTS, SearchConfig
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
@@ -216,8 +217,16 @@ def open_search_study(
     return study
 
 
-def _comparable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value  # the stored config is JSON: lists
+def _comparable(key: str, value: Any, model: str) -> Any:
+    """A config value as today's config holds it: a list for a tuple (the stored config is JSON),
+    a flip mode for an old ``hflip = true/false``, the surrogate's value for an unset one."""
+    if isinstance(value, tuple):
+        return list(value)
+    if key == "hflip" and isinstance(value, bool):
+        return legacy_flip_mode(value)
+    if value is None:
+        return SURROGATE_DEFAULTS.get(model, {}).get(key)
+    return value
 
 
 def _training_differences(config: SearchConfig, stored: Mapping[str, Any]) -> list[str]:
@@ -225,13 +234,16 @@ def _training_differences(config: SearchConfig, stored: Mapping[str, Any]) -> li
     differs from the study's stored config; the image size compared as trained (a default resolved)."""
     if not stored:
         return []
-    resolved = {"image_size": lambda size: resolved_image_size(config.dataset, size)}
     different = []
     for key in TRAINING_KEYS:
         if key not in stored:
             continue
-        resolve = resolved.get(key, _comparable)
-        before, now = resolve(stored[key]), resolve(getattr(config, key))
+        before, now = (_comparable(key, value, config.model) for value in (stored[key], getattr(config, key)))
+        if key == "image_size":
+            before, now = (
+                resolved_image_size(config.dataset, before),
+                resolved_image_size(config.dataset, now),
+            )
         if before != now:
             different.append(f"{key} {before!r} (this run: {now!r})")
     return different
