@@ -389,6 +389,9 @@ def _search(args: argparse.Namespace) -> int:
         "\nWatch it in optuna-dashboard:  "
         + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
     )
+    given = [f"{outcome.study_name}: {line}" for outcome in outcomes for line in outcome.given]
+    if given:
+        print("\n" + "\n".join(given))
     return 0
 
 

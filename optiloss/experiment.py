@@ -564,9 +564,11 @@ def run_experiment(
                 config = experiment.search_config(augmentation)
                 if data is None:
                     data = load_data(config, progress)
-                run_search(
+                outcome = run_search(
                     config, storage_url, progress=progress, log=log, data=data, hooks=search_hooks or NO_HOOKS
                 )
+                for line in outcome.given:
+                    log(f"{outcome.study_name}: {line}")
         elif stage == RECHECK:
             for augmentation, name in names.items():
                 recheck(

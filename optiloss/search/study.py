@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.augment import legacy_flip_mode
 from optiloss.data import resolved_image_size
@@ -200,8 +200,7 @@ def open_search_study(
             study.set_metric_names(list(config.objectives))
         for key, value in search_study_attrs(config).items():
             study.set_user_attr(key, value)
-        for loss_name, genome in zoo(config.nodes, config.constants, num_classes).items():
-            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
+        _enqueue_first_generation(study, config, given, num_classes)
     held = _losses_held(study, config.nodes)
     for loss_name, genome in given.items():
         holder = held.get(genome.structure)
@@ -255,6 +254,28 @@ def _free_name(storage: BaseStorage, name: str) -> str:
     return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
 
 
+def _enqueue_first_generation(
+    study: optuna.Study, config: SearchConfig, given: Mapping[str, Genome], num_classes: int
+) -> None:
+    """Queue a new study's known losses: cross-entropy (every comparison's reference, and the loss
+    a disguised copy is a duplicate of), then the losses the user gave, so that the rest of the zoo
+    cannot take the budget before them, then the rest of the zoo. A given loss that is a zoo loss
+    is queued as the zoo's (the caller records the user's name for it)."""
+    known = zoo(config.nodes, config.constants, num_classes)
+    first = {name: genome for name, genome in known.items() if name == "cross_entropy"}
+    for loss_name, genome in first.items():
+        study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name})
+    zoo_structures = {genome.structure for genome in known.values()}
+    queued: set[str] = set()
+    for loss_name, genome in given.items():
+        if genome.structure not in zoo_structures and genome.structure not in queued:
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.LOSS_NAME: loss_name})
+            queued.add(genome.structure)
+    for loss_name, genome in known.items():
+        if loss_name not in first:
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
+
+
 def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
     """The study's trials by the structure of the loss they hold (enqueued ones too), first first."""
     held: dict[str, FrozenTrial] = {}
@@ -266,6 +287,62 @@ def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
             continue
         held.setdefault(structure, trial)
     return held
+
+
+_STATE_PREFERENCE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+"""Which of a loss's trials (the first, its retries) speaks for it: finished first, failed last."""
+
+
+def given_loss_lines(study: optuna.Study, config: SearchConfig) -> list[str]:
+    """One line per loss of ``config.losses``: trained as trial N, the zoo's loss or a found one,
+    waiting (and the ``--n-trials`` that trains it), rejected or failed."""
+    if not config.losses:
+        return []
+    given = named_losses(config.losses, config.nodes, config.constants)
+    trials = study.get_trials(deepcopy=False)
+    by_structure: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        try:
+            by_structure.setdefault(Genome.from_params(params, config.nodes).structure, []).append(trial)
+        except (ValueError, KeyError):
+            continue
+    complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
+    waiting = [trial.number for trial in trials if trial.state == TrialState.WAITING]
+    lines = []
+    for loss_name, genome in given.items():
+        holders = by_structure.get(genome.structure, [])
+        if not holders:
+            lines.append(f"given loss {loss_name}: not in study {study.study_name}")
+            continue
+        trial = min(
+            holders,
+            key=lambda t: (_STATE_PREFERENCE.index(t.state) if t.state in _STATE_PREFERENCE else 9, t.number),
+        )
+        record = SearchTrialRecord.from_trial(trial)
+        who = (
+            ""
+            if record.name == loss_name
+            else (f" (the zoo's {record.zoo})" if record.zoo else f" ({record.label()}'s loss)")
+        )
+        if trial.state == TrialState.COMPLETE:
+            values = ", ".join(f"{name} {value:.4f}" for name, value in zip(config.objectives, trial.values))
+            lines.append(f"given loss {loss_name}: trained as trial {trial.number}{who}, {values}")
+        elif trial.state == TrialState.WAITING:
+            ahead = sum(number <= trial.number for number in waiting)
+            lines.append(
+                f"given loss {loss_name}: waiting as trial {trial.number}{who}, not trained: the study "
+                f"met its budget first; run the search again with --n-trials {complete + ahead} to train it"
+            )
+        elif trial.state == TrialState.RUNNING:
+            lines.append(f"given loss {loss_name}: training as trial {trial.number}{who}")
+        elif trial.state == TrialState.PRUNED:
+            reason = trial.user_attrs.get(TrialKey.REJECTED, "rejected")
+            lines.append(f"given loss {loss_name}: rejected as trial {trial.number}{who}: {reason}")
+        else:
+            reason = trial.user_attrs.get(TrialKey.FAIL_REASON, "failed")
+            lines.append(f"given loss {loss_name}: failed as trial {trial.number}{who} ({reason})")
+    return lines
 
 
 def _name_also(study: optuna.Study, trial: FrozenTrial, name: str) -> None:
