@@ -289,8 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = commands.add_parser(
         "matrix",
         help="retrain each augmentation study's best losses under every augmentation and tabulate accuracy",
+        description="Retrain the best losses of the augmentation studies you name (and cross-entropy) under "
+        "every augmentation with fresh seeds, and tabulate accuracy on the test split, which no search "
+        "selected on. The studies must share their training settings.",
     )
-    matrix.add_argument("--dataset", required=True, help="the data set whose augmentation studies to use")
+    which = matrix.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--dataset", metavar="D", help="the studies D-{base,cutout,...} (search's default names)"
+    )
+    which.add_argument(
+        "--prefix", metavar="P", help="the studies P-{base,cutout,...}, e.g. an experiment's name"
+    )
+    which.add_argument(
+        "--study",
+        dest="studies",
+        action="append",
+        metavar="NAME",
+        help="a search study; repeat for one per augmentation",
+    )
+    matrix.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="test (default: no search selected on it) or val (the searches' own split, which flatters them)",
+    )
     _storage_option(matrix)
     matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
     matrix.add_argument(
@@ -558,16 +580,20 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.seeds < 1:
         raise UsageError("--top-k and --seeds must be at least 1")
     result = loss_augmentation_matrix(
-        args.dataset,
+        args.prefix or args.dataset,
         args.storage,
         top_k=args.top_k,
         seeds=args.seeds,
         device=args.device,
         select=args.select,
         losses=_losses(args),
+        study_names=args.studies,
+        split=args.split,
     )
     csv_path, png_path = save_matrix(result, args.output)
     print(format_rows(result.rows(), args.format))
+    if args.format == "table":
+        print(f"\n{result.describe()}")
     print(f"\nwrote {csv_path} and {png_path}")
     return 0
 

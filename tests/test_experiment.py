@@ -100,7 +100,7 @@ def test_the_digits_experiment_runs_resumes_after_kill_9_and_writes_a_page_chrom
     assert len(runs) == len(set(runs)) == 2 * 7  # cross-entropy, five zoo losses, one evolved; two seeds
     finished_before = {t.number: t.user_attrs["run"] for t in complete(url, transfer_study)}
     assert all(finished_before[number] == run for number, run in transferred.items())
-    matrix = [t.user_attrs["run"] for t in complete(url, "tiny-experiment-matrix")]
+    matrix = [t.user_attrs["run"] for t in complete(url, "tiny-experiment-matrix-test")]
     losses = {run.split("/")[1] for run in matrix}
     assert "cross_entropy" in losses and 2 <= len(losses) <= 3  # and each study's best, when not the same
     assert len(matrix) == len(set(matrix)) == 5 * len(losses)  # under five augmentations, one seed
@@ -108,7 +108,7 @@ def test_the_digits_experiment_runs_resumes_after_kill_9_and_writes_a_page_chrom
     only = run_main("experiment", *common, "--only", "matrix", "--no-progress")
     assert only.returncode == 0, only.stderr
     assert f"[1/1] matrix: finished ({len(matrix)} trainings" in only.stdout
-    assert len(complete(url, "tiny-experiment-matrix")) == len(matrix)
+    assert len(complete(url, "tiny-experiment-matrix-test")) == len(matrix)
 
     page = output / "tiny-experiment" / "index.html"
     assert str(page.resolve()) in again.stdout

@@ -155,7 +155,7 @@ def test_continuing_a_study_with_another_width_or_epochs_is_refused_naming_a_stu
         (["transfer", "digits-base", "--seeds", "0", "--storage", "URL"], 2, "seeds must be >= 1, got 0"),
         (["transfer", "digits-base", "--model", "wrn-10-1", "--storage", "URL"], 1, "no study database at"),
         (["matrix", "--dataset", "digits", "--seeds", "0"], 2, "--top-k and --seeds must be at least 1"),
-        (["matrix", "--seeds", "2"], 2, "the following arguments are required: --dataset"),
+        (["matrix", "--seeds", "2"], 2, "one of the arguments --dataset --prefix --study is required"),
         (["matrix", "--dataset", "digits", "--storage", "URL"], 1, "no study database at"),
         (["recheck", "digits-base", "--seeds", "0"], 2, "--seeds must be at least 1"),
         (["recheck", "digits-base", "--storage", "URL"], 1, "no study database at"),

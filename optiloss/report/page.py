@@ -358,7 +358,13 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
     study = _load(storage, experiment.matrix_ledger)
     if study is None:
         return None, ""
-    result = MatrixResult(experiment.search.dataset, {}, ())
+    result = MatrixResult(
+        experiment.search.dataset,
+        {},
+        (),
+        split=experiment.matrix.split,
+        studies=tuple(experiment.study_names().values()),
+    )
     augmentations: list[str] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = TransferRunRecord.from_trial(trial)
@@ -400,7 +406,8 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
                     fontsize=8,
                     color="black" if value > middle else "white",
                 )
-    axes.set(xlabel="trained under", title="validation accuracy: loss x augmentation")
+    split = {"test": "test", "val": "validation"}[result.split]
+    axes.set(xlabel="trained under", title=f"{split} accuracy: loss x augmentation")
     figure.colorbar(image, ax=axes, label="accuracy")
     return result, _svg(figure)
 

@@ -18,7 +18,6 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from optiloss.augment import legacy_flip_mode
 from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
 from optiloss.genome import Genome, zoo
@@ -26,7 +25,7 @@ from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.sampler import ScreeningSampler
-from optiloss.settings import SURROGATE_DEFAULTS, SearchConfig
+from optiloss.settings import SearchConfig, training_differences
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
@@ -39,37 +38,6 @@ IDENTITY_ATTRS = (
     StudyKey.OBJECTIVES,
 )
 """Study user attrs that a continuing search must match: a study answers one question."""
-TRAINING_KEYS = (
-    "image_size",
-    "subset",
-    "validation_fraction",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "weight_decay",
-    "warmup_fraction",
-    "model_width",
-    "seed",
-    "hflip",
-    "crop_padding",
-    "crop_padding_mode",
-    "cutout_size",
-    "mixup_alpha",
-    "randaug_n",
-    "randaug_m",
-    "corruption_severity",
-    "corruption_severities",
-    "corruption_suite",
-)
-"""Config keys that change what a trial's accuracy and robustness measure: a continuing search must
-match the study's stored config (:attr:`StudyKey.CONFIG`) in each, or its trials, and the noise floor
-measured at the first settings, would not be comparable. Every other key may differ: the budget and the
-search's strategy (``n_trials``, ``sampler``, ``population_size``, ``tournament_size``, the screen
-and early rejection, which decide which genomes train, not what a trained one scores), where things
-live and how they run (``data_root``, ``download``, ``device``, ``workers``, checkpoints, heartbeats,
-artifacts), the given ``losses``, ``baseline_seeds`` (more seeds of the same noise floor), and the
-numerics ``mixed_precision``, ``compile`` and ``deterministic`` (each trial records its ``precision``).
-A key the stored config lacks (a study made before the key existed) is not compared."""
 
 
 def sampler_seed(base_seed: int, trials_in_study: int, worker: int = 0) -> int:
@@ -216,36 +184,12 @@ def open_search_study(
     return study
 
 
-def _comparable(key: str, value: Any, model: str) -> Any:
-    """A config value as today's config holds it: a list for a tuple (the stored config is JSON),
-    a flip mode for an old ``hflip = true/false``, the surrogate's value for an unset one."""
-    if isinstance(value, tuple):
-        return list(value)
-    if key == "hflip" and isinstance(value, bool):
-        return legacy_flip_mode(value)
-    if value is None:
-        return SURROGATE_DEFAULTS.get(model, {}).get(key)
-    return value
-
-
 def _training_differences(config: SearchConfig, stored: Mapping[str, Any]) -> list[str]:
-    """``key stored (this run: value)`` for each of :data:`TRAINING_KEYS` in which ``config``
-    differs from the study's stored config; the image size compared as trained (a default resolved)."""
-    if not stored:
-        return []
-    different = []
-    for key in TRAINING_KEYS:
-        if key not in stored:
-            continue
-        before, now = (_comparable(key, value, config.model) for value in (stored[key], getattr(config, key)))
-        if key == "image_size":
-            before, now = (
-                resolved_image_size(config.dataset, before),
-                resolved_image_size(config.dataset, now),
-            )
-        if before != now:
-            different.append(f"{key} {before!r} (this run: {now!r})")
-    return different
+    """``key stored (this run: value)`` for each training key (:data:`~optiloss.settings.TRAINING_KEYS`)
+    in which ``config`` differs from the study's stored config."""
+    return [
+        f"{key} {before!r} (this run: {now!r})" for key, before, now in training_differences(stored, config)
+    ]
 
 
 def _free_name(storage: BaseStorage, name: str) -> str:
