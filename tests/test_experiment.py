@@ -143,7 +143,7 @@ def test_the_digits_experiment_runs_resumes_after_kill_9_and_writes_a_page_chrom
     screenshot = tmp_path / "page.png"
     subprocess.run(flags + [f"--screenshot={screenshot}", address], capture_output=True, timeout=180)
     assert "Summary" in dom and "the best loss the search found is" in dom
-    assert 'class="heatmap"' in dom and "validation accuracy: loss x augmentation" in dom
+    assert 'class="heatmap"' in dom and "test accuracy: loss x augmentation" in dom
     for augmentation in AUGMENTATIONS:
         assert re.search(rf'id="front-{augmentation}"[^>]*>\s*<svg', dom)
     assert 'class="transfer-table"' in dom and "cross_entropy" in dom
