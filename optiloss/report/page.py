@@ -113,6 +113,8 @@ class AugmentationSection:
     front_svg: str = ""
     shapes_svg: str = ""
     noise_floor: str = ""
+    too_wide: str = ""
+    """The sentence saying cross-entropy's runs spread too widely to tell losses apart, when they do."""
     summary: str = ""
 
 
@@ -256,6 +258,9 @@ def _augmentation_section(
         return section
     section.front_svg = _front_svg(study, augmentation)
     section.noise_floor = noise_floor_verdict(study, pareto_trials(study)).removeprefix("noise floor: ")
+    floor = noise_floor(study)
+    if floor is not None and floor.too_wide:
+        section.too_wide = f"In the search, {floor.too_wide_sentence()}."
     found, zoo_losses = found_and_zoo(study)
     section.shapes_svg = _shapes_svg(study, found[:3])
     best = found[0] if found else None
@@ -265,8 +270,13 @@ def _augmentation_section(
     if best_zoo is not None:
         section.best_zoo = best_zoo.user_attrs[TrialKey.ZOO]
     if best is None:
-        section.summary = (
-            f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials)."
+        section.summary = " ".join(
+            part
+            for part in (
+                f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials).",
+                section.too_wide,
+            )
+            if part
         )
         return section
     label = SearchTrialRecord.from_trial(best).label()
@@ -322,6 +332,8 @@ def _summary(section: AugmentationSection) -> str:
         f"Under {section.augmentation}, the best loss the search found is {section.best_label} "
         f"(validation accuracy {section.best_accuracy:.4f} in the search, {section.complete} trained losses)."
     ]
+    if section.too_wide:
+        parts.append(section.too_wide)
     if section.recheck_vs_ce is None:
         parts.append("It has not been rechecked with fresh seeds yet.")
     else:
