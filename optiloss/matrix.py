@@ -121,12 +121,13 @@ def select_studies(
     }
 
 
-_SHARED_KEYS = ("dataset", "model", *TRAINING_KEYS)
+_SHARED_KEYS = tuple(key for key in TRAINING_KEYS if key != "seed")
+"""What every cell trains with; the searches' seed may differ (the cells have seeds of their own)."""
 
 
 def shared_config(studies: dict[str, optuna.Study]) -> SearchConfig:
     """The training settings every cell of the matrix uses: those of the studies, which must agree in
-    data set, surrogate and every training key (:data:`~optiloss.settings.TRAINING_KEYS`); mixed
+    data set, surrogate and every training key but the seed (:data:`~optiloss.settings.TRAINING_KEYS`); mixed
     settings are a :class:`UsageError` naming the key, two studies and their values."""
     first = next(iter(studies.values()))
     config = SearchConfig.from_mapping(first.user_attrs[StudyKey.CONFIG], f"study {first.study_name} config")
