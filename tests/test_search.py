@@ -79,10 +79,13 @@ def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     open_search_study(SearchConfig.from_mapping({"study_name": "mine", "constants": 0}), storage)
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 6  # the zoo, enqueued
     open_search_study(
-        SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage
-    )  # budget knobs may change
+        SearchConfig.from_mapping({"study_name": "mine", "n_trials": 50, "sampler": "random"}), storage
+    )  # the budget and the search's strategy may change
     with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
         open_search_study(SearchConfig.from_mapping({"study_name": "mine", "nodes": 6}), storage)
+    # what a trial trains with may not: its trials would not be comparable (issue 33)
+    with pytest.raises(UsageError, match=r"epochs 10 \(this run: 3\).*--study-name mine-2\)$"):
+        open_search_study(SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage)
 
 
 @pytest.mark.parametrize(
