@@ -274,9 +274,14 @@ def given_loss_lines(study: optuna.Study, config: SearchConfig) -> list[str]:
             lines.append(f"given loss {loss_name}: trained as trial {trial.number}{who}, {values}")
         elif trial.state == TrialState.WAITING:
             ahead = sum(number <= trial.number for number in waiting)
+            why = (
+                "the study met its budget first"
+                if complete >= config.n_trials
+                else "the search stopped first"
+            )
             lines.append(
-                f"given loss {loss_name}: waiting as trial {trial.number}{who}, not trained: the study "
-                f"met its budget first; run the search again with --n-trials {complete + ahead} to train it"
+                f"given loss {loss_name}: waiting as trial {trial.number}{who}, not trained: {why}; "
+                f"run the search again with --n-trials {complete + ahead} to train it"
             )
         elif trial.state == TrialState.RUNNING:
             lines.append(f"given loss {loss_name}: training as trial {trial.number}{who}")
