@@ -217,6 +217,8 @@ def test_a_prediction_interval_is_clipped_to_accuracies_and_a_too_wide_one_is_sa
     )
     assert pareto.stdout.strip().splitlines()[-1] == f"noise floor: {sentence}"
     assert "-0.3248" not in pareto.stdout
+    shown = run_main("show", "exp-all", "1", "--storage", sqlite_url)
+    assert f"accuracy vs the noise floor: {sentence}" in shown.stdout.splitlines()
 
     experiment = tmp_path / "exp.toml"
     experiment.write_text(
