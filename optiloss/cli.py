@@ -7,7 +7,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from optiloss.errors import OptilossError, UsageError
@@ -55,14 +55,14 @@ def _loss(text: str) -> tuple[str, str]:
     return name.strip(), formula.strip()
 
 
-def _loss_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _loss_option(parser: argparse.ArgumentParser, what: str, *, repeatable: bool = True) -> None:
+    more = "repeatable; adds to the config's [losses] table" if repeatable else "one only"
     parser.add_argument(
         "--loss",
         type=_loss,
         action="append",
         metavar="NAME=FORMULA",
-        help=f"a loss written as a formula (as `optiloss show` prints it), {what}; "
-        "repeatable; adds to the config's [losses] table",
+        help=f"a loss written as a formula (as `optiloss show` prints it), {what}; {more}",
     )
 
 
@@ -115,16 +115,29 @@ TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "da
 EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
 _OPTION_TYPES = {"device": _device}
 """Option values argparse checks beyond the key's type (a device names a GPU index)."""
+ONE_AUGMENTATION_HELP = "base, cutout, mixup, randaug or all (default: base)"
+"""``--augmentation`` of the commands that train under one augmentation (no ``all5``)."""
 
 
-def add_setting_options(parser: argparse.ArgumentParser, owner: type, keys: Sequence[str]) -> None:
+def add_setting_options(
+    parser: argparse.ArgumentParser,
+    owner: type,
+    keys: Sequence[str],
+    narrowed: Mapping[str, tuple[tuple[str, ...], str]] | None = None,
+) -> None:
     """One ``--key-name`` option per settings key, built from the field (type, choices, help, metavar).
     An option left out is None, which :meth:`~optiloss.settings.Settings.load` ignores, so the TOML
-    file's value or the default stays."""
+    file's value or the default stays. ``narrowed``: key -> (the words this command accepts, its help),
+    for a command that takes fewer values than the key allows (one augmentation, not ``all5``)."""
+    from dataclasses import replace
+
     from optiloss.settings import key_info
 
     for key in keys:
         info = key_info(owner, key)
+        if narrowed and key in narrowed:
+            accepted, help_text = narrowed[key]
+            info = replace(info, limits=accepted, help=help_text)
         flag = "--" + key.replace("_", "-")
         if info.kind is bool:
             parser.add_argument(flag, dest=key, action="store_true", default=None, help=info.help)
@@ -146,7 +159,10 @@ def setting_values(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, A
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from optiloss.augment import AUGMENTATIONS
     from optiloss.settings import SearchConfig, TransferConfig  # the options come from their fields
+
+    one_augmentation = {"augmentation": (AUGMENTATIONS, ONE_AUGMENTATION_HELP)}
 
     parser = _Parser(
         prog="optiloss",
@@ -210,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it"
     )
     _storage_option(transfer)
-    add_setting_options(transfer, TransferConfig, TRANSFER_OPTIONS)
+    add_setting_options(transfer, TransferConfig, TRANSFER_OPTIONS, one_augmentation)
     transfer.add_argument(
         "--output",
         default="storage/reports",
@@ -236,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)")
     evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
     evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
-    add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS)
+    add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS, one_augmentation)
     evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     tune = commands.add_parser(
@@ -250,12 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("study", nargs="?", help="a search study holding the loss to tune")
     tune.add_argument("trial", nargs="?", type=int, help="the trial of that study")
-    _loss_option(tune, "whose constants to tune (give one)")
+    _loss_option(tune, "whose constants to tune", repeatable=False)
     tune.add_argument(
         "--zoo", metavar="NAME", help="a zoo loss with constants, e.g. label_smoothing_0.1 or poly1"
     )
     tune.add_argument("--config", metavar="TOML", help="search settings (a study TOML); options override it")
-    add_setting_options(tune, SearchConfig, TUNE_OPTIONS)
+    add_setting_options(tune, SearchConfig, TUNE_OPTIONS, one_augmentation)
     tune.add_argument(
         "--n-trials", type=int, default=30, metavar="N", help="COMPLETE tune trials (default 30)"
     )
@@ -273,8 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = commands.add_parser(
         "matrix",
         help="retrain each augmentation study's best losses under every augmentation and tabulate accuracy",
+        description="Retrain the best losses of the augmentation studies you name (and cross-entropy) under "
+        "every augmentation with fresh seeds, and tabulate accuracy on the test split, which no search "
+        "selected on. The studies must share their training settings.",
     )
-    matrix.add_argument("--dataset", required=True, help="the data set whose augmentation studies to use")
+    which = matrix.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--dataset", metavar="D", help="the studies D-{base,cutout,...} (search's default names)"
+    )
+    which.add_argument(
+        "--prefix", metavar="P", help="the studies P-{base,cutout,...}, e.g. an experiment's name"
+    )
+    which.add_argument(
+        "--study",
+        dest="studies",
+        action="append",
+        metavar="NAME",
+        help="a search study; repeat for one per augmentation",
+    )
+    matrix.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="test (default: no search selected on it) or val (the searches' own split, which flatters them)",
+    )
     _storage_option(matrix)
     matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
     matrix.add_argument(
@@ -373,6 +411,9 @@ def _search(args: argparse.Namespace) -> int:
         "\nWatch it in optuna-dashboard:  "
         + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
     )
+    given = [f"{outcome.study_name}: {line}" for outcome in outcomes for line in outcome.given]
+    if given:
+        print("\n" + "\n".join(given))
     return 0
 
 
@@ -485,8 +526,10 @@ def _tune(args: argparse.Namespace) -> int:
     from optiloss.studies import get_trial, load_study, trial_genome
     from optiloss.tune import baseline_loss, tune_loss, zoo_loss
 
+    if args.loss and len(args.loss) > 1:
+        raise UsageError(f"tune tunes one loss: --loss is given {len(args.loss)} times")
     given = [bool(args.study), bool(args.loss), bool(args.zoo)]
-    if sum(given) != 1 or (args.study and args.trial is None) or (args.loss and len(args.loss) > 1):
+    if sum(given) != 1 or (args.study and args.trial is None):
         raise UsageError("name one loss to tune: STUDY TRIAL, --loss NAME=FORMULA or --zoo NAME")
     if args.n_trials < 1 or args.evaluate < 0:
         raise UsageError("--n-trials must be at least 1 and --evaluate at least 0")
@@ -537,16 +580,20 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.seeds < 1:
         raise UsageError("--top-k and --seeds must be at least 1")
     result = loss_augmentation_matrix(
-        args.dataset,
+        args.prefix or args.dataset,
         args.storage,
         top_k=args.top_k,
         seeds=args.seeds,
         device=args.device,
         select=args.select,
         losses=_losses(args),
+        study_names=args.studies,
+        split=args.split,
     )
     csv_path, png_path = save_matrix(result, args.output)
     print(format_rows(result.rows(), args.format))
+    if args.format == "table":
+        print(f"\n{result.describe()}")
     print(f"\nwrote {csv_path} and {png_path}")
     return 0
 
@@ -664,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command in ("search", "transfer", "experiment"):
             what_now = "the study is saved. Resume with"
+        elif args.command == "tune":
+            what_now = "the tune study keeps its finished trials. Continue it with"
         else:
             what_now = "nothing was written. Run it again with"
         print(f"\ninterrupted; {what_now}: {_command_line(argv)}", file=sys.stderr)

@@ -11,8 +11,8 @@ existing plain Optuna studies:
 - one stage per ``[[transfer]]`` table, named by its ``name``:
   :func:`~optiloss.transfer.run_transfer` of each augmentation's study under that augmentation
   (``pooled = true``: of all studies' losses pooled, under each augmentation);
-- ``matrix``: :func:`~optiloss.matrix.loss_augmentation_matrix` of the studies, kept in the ledger
-  ``{name}-matrix``.
+- ``matrix``: :func:`~optiloss.matrix.loss_augmentation_matrix` of the studies, scored on the test
+  split (``[matrix] split``), kept in the ledger ``{name}-matrix-{split}``.
 
 Every stage trains only what its studies do not hold yet, so running the command again after a stop
 (Ctrl-C, kill -9, a lost machine) continues where it stopped; a finished stage says so in one line.
@@ -73,6 +73,12 @@ class MatrixSettings(Settings):
     seeds: int = setting(2, limits=(0, 100), help="seeds per loss and augmentation (0: no matrix stage)")
     top_k: int = setting(1, limits=(1, None), help="best losses taken from each augmentation study")
     select: str = setting("accuracy", limits=SELECTIONS, help="accuracy or pareto, as for transfer")
+    split: str = setting(
+        "test",
+        limits=("test", "val"),
+        help="where the cells are scored: test (default; no search selected on it) or val (the searches' "
+        "own validation split, which flatters the losses they chose there)",
+    )
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,9 @@ class Experiment:
 
     @property
     def matrix_ledger(self) -> str:
-        return f"{self.name}-matrix"
+        """``{name}-matrix-{split}``: a matrix scored on another split (or by an older version, which
+        scored on validation with the searches' own seed) is kept apart, never mixed in."""
+        return f"{self.name}-matrix-{self.matrix.split}"
 
     def all_study_names(self) -> list[str]:
         """Every study the experiment writes: searches, recheck ledgers, transfer studies, the matrix's."""
@@ -172,7 +180,7 @@ def load_experiment(path: str | Path) -> Experiment:
     ``file`` keys are read relative to the experiment file's folder.
     """
     path = Path(path)
-    values = read_toml(path)
+    values = read_toml(path, "experiment file")
     where = str(path)
     _refuse_unknown(where, values, _TOP_KEYS)
     name = values.get("name", path.stem)
@@ -247,6 +255,8 @@ def _with_file(where: str, table_name: str, table: dict[str, Any], folder: Path)
     if not isinstance(file, str):
         raise UsageError(f"{where}: [{table_name}] file must be a path string, got {file!r}")
     target = folder / file
+    if target.is_dir():
+        raise UsageError(f"{where}: [{table_name}] file {str(target)!r} is a folder, not a TOML file")
     if not target.is_file():
         raise UsageError(f"{where}: [{table_name}] file {str(target)!r} does not exist")
     return {**read_toml(target), **table}
@@ -562,9 +572,11 @@ def run_experiment(
                 config = experiment.search_config(augmentation)
                 if data is None:
                     data = load_data(config, progress)
-                run_search(
+                outcome = run_search(
                     config, storage_url, progress=progress, log=log, data=data, hooks=search_hooks or NO_HOOKS
                 )
+                for line in outcome.given:
+                    log(f"{outcome.study_name}: {line}")
         elif stage == RECHECK:
             for augmentation, name in names.items():
                 recheck(
@@ -578,7 +590,7 @@ def run_experiment(
                 )
         elif stage == MATRIX:
             loss_augmentation_matrix(
-                experiment.search.dataset,
+                None,
                 storage_url,
                 top_k=experiment.matrix.top_k,
                 seeds=experiment.matrix.seeds,
@@ -588,6 +600,7 @@ def run_experiment(
                 progress=progress,
                 study_names=names,
                 ledger=experiment.matrix_ledger,
+                split=experiment.matrix.split,
             )
         else:
             transfer = next(item for item in experiment.transfers if item.name == stage)

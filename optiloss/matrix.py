@@ -1,14 +1,21 @@
 """The loss x augmentation matrix: does the best loss depend on the augmentation?
 
-Takes the best losses of each augmentation study of a data set (plus
+Takes the best losses of the augmentation studies named (plus
 cross-entropy), retrains every one of them under every augmentation with
-several seeds, and tabulates validation accuracy (mean and standard deviation).
-This measures the paper's central claim with the tool itself.
+fresh seeds, and tabulates accuracy (mean and standard deviation) on the test
+split, which no search selected on (the validation split on request, labelled
+as such: the searches chose their losses there, so it flatters them). This
+measures the paper's central claim with the tool itself.
+
+The studies are chosen explicitly, by names or by a prefix (``{prefix}-{augmentation}``),
+never by the data set alone, and must share their training settings: every cell
+is trained with them.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -17,25 +24,39 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
-from optiloss.errors import OptilossError
+from optiloss.errors import UsageError
 from optiloss.genome import Genome, screen, zoo
 from optiloss.genome.named import named_losses
 from optiloss.ledger import RunLedger, score_unrecorded
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
-from optiloss.scoring import Evaluation, LossEvaluator, load_data
-from optiloss.settings import SearchConfig
+from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
+from optiloss.settings import TRAINING_KEYS, SearchConfig, training_differences
 from optiloss.storage import open_storage
 from optiloss.studies import load_study, select_trials, trial_genome
+
+SPLITS = ("test", "val")
+"""Where the matrix scores: the test split (default), or the validation split the searches selected on."""
+SPLIT_WORDS = {
+    "test": "the test split, which no search selected on",
+    "val": "the validation split, on which the searches selected these losses (so it flatters them)",
+}
 
 
 @dataclass
 class MatrixResult:
-    """Accuracies per (loss label, augmentation), one value per seed."""
+    """Accuracies per (loss label, augmentation), one value per seed, on ``split``."""
 
     dataset: str
     losses: dict[str, str]  # label -> formula
     augmentations: tuple[str, ...]
     accuracies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    split: str = "test"
+    studies: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One sentence: which studies' losses, and on which split the accuracies were measured."""
+        where = f" of {', '.join(self.studies)}" if self.studies else ""
+        return f"Accuracy on {SPLIT_WORDS[self.split]}; losses{where} and cross-entropy, with fresh seeds."
 
     def cell(self, loss: str, augmentation: str) -> str:
         values = self.accuracies[(loss, augmentation)]
@@ -53,17 +74,83 @@ class MatrixResult:
         ]
 
 
-def augmentation_studies(storage: BaseStorage, dataset: str) -> dict[str, optuna.Study]:
-    """The search study of each augmentation for ``dataset`` (``{dataset}-{augmentation}`` preferred)."""
-    found: dict[str, optuna.Study] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        attrs = summary.user_attrs
-        augmentation = attrs.get(StudyKey.AUGMENTATION)
-        if attrs.get(StudyKey.DATASET) != dataset or augmentation not in AUGMENTATIONS:
-            continue
-        if augmentation not in found or summary.study_name == f"{dataset}-{augmentation}":
-            found[augmentation] = optuna.load_study(study_name=summary.study_name, storage=storage)
-    return found
+def _search_studies(storage: BaseStorage) -> dict[str, str]:
+    """Study name -> augmentation of every search study in ``storage``."""
+    return {
+        summary.study_name: summary.user_attrs[StudyKey.AUGMENTATION]
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if summary.user_attrs.get(StudyKey.AUGMENTATION) in AUGMENTATIONS
+    }
+
+
+def select_studies(
+    storage: BaseStorage, *, prefix: str | None = None, names: Sequence[str] | None = None
+) -> dict[str, optuna.Study]:
+    """Augmentation -> search study: the studies ``names``, or ``{prefix}-{augmentation}`` for each
+    augmentation that has one. A name that is no search study, two studies of one augmentation, or
+    nothing found is a :class:`UsageError` listing the search studies there are."""
+    searches = _search_studies(storage)
+    known = ", ".join(sorted(searches)) or "none"
+    if names:
+        chosen: dict[str, str] = {}
+        for name in names:
+            if name not in searches:
+                raise UsageError(f"{name!r} is no search study in this storage; the search studies: {known}")
+            augmentation = searches[name]
+            if augmentation in chosen:
+                raise UsageError(
+                    f"studies {chosen[augmentation]!r} and {name!r} are both {augmentation} searches: "
+                    "name one study per augmentation"
+                )
+            chosen[augmentation] = name
+    else:
+        chosen = {
+            augmentation: f"{prefix}-{augmentation}"
+            for augmentation in AUGMENTATIONS
+            if searches.get(f"{prefix}-{augmentation}") == augmentation
+        }
+        if not chosen:
+            raise UsageError(
+                f"no search study named {prefix}-{{{','.join(AUGMENTATIONS)}}} in this storage; "
+                f"the search studies: {known}"
+            )
+    return {
+        augmentation: optuna.load_study(study_name=chosen[augmentation], storage=storage)
+        for augmentation in AUGMENTATIONS
+        if augmentation in chosen
+    }
+
+
+_SHARED_KEYS = tuple(key for key in TRAINING_KEYS if key != "seed")
+"""What every cell trains with; the searches' seed may differ (the cells have seeds of their own)."""
+
+
+def shared_config(studies: dict[str, optuna.Study]) -> SearchConfig:
+    """The training settings every cell of the matrix uses: those of the studies, which must agree in
+    data set, surrogate and every training key but the seed (:data:`~optiloss.settings.TRAINING_KEYS`); mixed
+    settings are a :class:`UsageError` naming the key, two studies and their values."""
+    first = next(iter(studies.values()))
+    config = SearchConfig.from_mapping(first.user_attrs[StudyKey.CONFIG], f"study {first.study_name} config")
+    for study in list(studies.values())[1:]:
+        stored = study.user_attrs.get(StudyKey.CONFIG) or {}
+        different = [
+            (key, before, now)
+            for key, before, now in training_differences(stored, config)
+            if key in _SHARED_KEYS
+        ]
+        different += [
+            (key, stored[key], getattr(config, key))
+            for key in ("dataset", "model")
+            if key in stored and stored[key] != getattr(config, key)
+        ]
+        if different:
+            raise UsageError(
+                f"the matrix trains every cell with one setting, and studies {first.study_name!r} and "
+                f"{study.study_name!r} differ: "
+                + ", ".join(f"{key} {now!r} and {before!r}" for key, before, now in different)
+                + "; choose studies made with the same settings"
+            )
+    return config
 
 
 def matrix_losses(
@@ -92,7 +179,7 @@ def matrix_losses(
 
 
 def loss_augmentation_matrix(
-    dataset: str,
+    prefix: str | None = None,
     storage_url: str | None = None,
     *,
     top_k: int = 1,
@@ -101,32 +188,36 @@ def loss_augmentation_matrix(
     select: str = "accuracy",
     losses: dict[str, str] | None = None,
     progress: bool = True,
-    study_names: dict[str, str] | None = None,
+    study_names: dict[str, str] | Sequence[str] | None = None,
     ledger: str | None = None,
+    split: str = "test",
 ) -> MatrixResult:
-    """Retrain the best losses of ``dataset``'s augmentation studies, and ``losses`` (name ->
-    formula), under every augmentation.
+    """Retrain the best losses of the augmentation studies ``{prefix}-{augmentation}`` (or the
+    studies ``study_names``: names, or augmentation -> name), and ``losses`` (name -> formula), under
+    every augmentation, and score them on ``split`` (:data:`SPLITS`).
 
-    The studies are found by their dataset (:func:`augmentation_studies`) unless ``study_names``
-    (augmentation -> study) names them. Training settings come from the studies' stored config.
+    Training settings come from the studies' stored config, which must agree (:func:`shared_config`).
+    Cell seeds are fresh: none is the seed a search trained its trials with.
     With ``ledger``, each finished training is kept in the :class:`~optiloss.ledger.RunLedger` study
     of that name and a rerun trains only the runs that did not finish; without it nothing is written.
-    Raises :class:`OptilossError` when the storage holds no study for ``dataset``.
+    Raises :class:`UsageError` when no study matches or their settings are mixed.
     """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     storage = open_storage(storage_url, create=False)
-    if study_names:
+    if isinstance(study_names, Mapping):
         studies = {augmentation: load_study(storage, name) for augmentation, name in study_names.items()}
     else:
-        studies = augmentation_studies(storage, dataset)
-    if not studies:
-        raise OptilossError(
-            f"no search study for dataset {dataset!r} in this storage; "
-            f"run `optiloss search --dataset {dataset} --augmentation all5` first"
-        )
-    first = next(iter(studies.values()))
-    config = SearchConfig.from_mapping(first.user_attrs[StudyKey.CONFIG], f"study {first.study_name} config")
+        studies = select_studies(storage, prefix=prefix, names=study_names)
+    config = shared_config(studies)
     chosen = matrix_losses(studies, top_k, select, named_losses(losses or {}, config.nodes))
-    result = MatrixResult(dataset, {label: genome.formula for label, genome in chosen.items()}, AUGMENTATIONS)
+    result = MatrixResult(
+        config.dataset,
+        {label: genome.formula for label, genome in chosen.items()},
+        AUGMENTATIONS,
+        split=split,
+        studies=tuple(study.study_name for study in studies.values()),
+    )
     runs = {
         (label, augmentation, seed): TransferRunRecord(label, augmentation, seed, chosen[label].formula)
         for label in chosen
@@ -140,12 +231,21 @@ def loss_augmentation_matrix(
     missing = [key for key in runs if key not in scores]
     if missing:
         target = resolve_device(device)
-        evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
+        assert config.model_width is not None  # filled from the surrogate's defaults
+        evaluator = LossEvaluator(
+            load_data(config, progress).to(target),
+            target,
+            config,
+            model=config.model,
+            model_width=config.model_width,
+            split=split,
+        )
         pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
         for label, augmentation, seed in tqdm(missing, desc="matrix runs", unit="run", disable=not progress):
 
             def train(label: str = label, augmentation: str = augmentation, seed: int = seed) -> Evaluation:
-                return evaluator.evaluate(chosen[label], pipelines[augmentation], config.seed + 1000 * seed)
+                fresh = config.seed + RECHECK_SEED_STRIDE * (seed + 1)  # never the searches' own seed
+                return evaluator.evaluate(chosen[label], pipelines[augmentation], fresh)
 
             record = runs[(label, augmentation, seed)]
             scores[(label, augmentation, seed)] = (

@@ -33,7 +33,7 @@ from optiloss.augment import (
     AugmentSettings,
     legacy_flip_mode,
 )
-from optiloss.data import DATASETS, is_dataset_name
+from optiloss.data import DATASETS, is_dataset_name, resolved_image_size
 from optiloss.errors import UsageError
 from optiloss.models import SURROGATES, surrogate_named
 from optiloss.train import Recipe, TrainSettings, recipe_named
@@ -433,6 +433,70 @@ class SearchConfig(RunSettings):
         ]
 
 
+TRAINING_KEYS = (
+    "image_size",
+    "subset",
+    "validation_fraction",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_fraction",
+    "model_width",
+    "seed",
+    "hflip",
+    "crop_padding",
+    "crop_padding_mode",
+    "cutout_size",
+    "mixup_alpha",
+    "randaug_n",
+    "randaug_m",
+    "corruption_severity",
+    "corruption_severities",
+    "corruption_suite",
+)
+"""Config keys that change what a trial's accuracy and robustness measure: a continuing search must
+match the study's stored config (``StudyKey.CONFIG``) in each, or its trials, and the noise floor
+measured at the first settings, would not be comparable. Every other key may differ: the budget and the
+search's strategy (``n_trials``, ``sampler``, ``population_size``, ``tournament_size``, the screen
+and early rejection, which decide which genomes train, not what a trained one scores), where things
+live and how they run (``data_root``, ``download``, ``device``, ``workers``, checkpoints, heartbeats,
+artifacts), the given ``losses``, ``baseline_seeds`` (more seeds of the same noise floor), and the
+numerics ``mixed_precision``, ``compile`` and ``deterministic`` (each trial records its ``precision``).
+A key the stored config lacks (a study made before the key existed) is not compared."""
+
+
+def _comparable(key: str, value: Any, model: str) -> Any:
+    """A config value as today's config holds it: a list for a tuple (a stored config is JSON),
+    a flip mode for an old ``hflip = true/false``, the surrogate's value for an unset one."""
+    if isinstance(value, tuple):
+        return list(value)
+    if key == "hflip" and isinstance(value, bool):
+        return legacy_flip_mode(value)
+    if value is None:
+        return SURROGATE_DEFAULTS.get(model, {}).get(key)
+    return value
+
+
+def training_differences(stored: Mapping[str, Any], config: SearchConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, stored value, config's value)`` for each of :data:`TRAINING_KEYS` in which ``config``
+    differs from a study's stored config (a mapping, as JSON keeps it); the image size compared as
+    trained (a default resolved). Keys ``stored`` lacks are not compared."""
+    different = []
+    for key in TRAINING_KEYS:
+        if key not in stored:
+            continue
+        before, now = (_comparable(key, value, config.model) for value in (stored[key], getattr(config, key)))
+        if key == "image_size":
+            before, now = (
+                resolved_image_size(config.dataset, before),
+                resolved_image_size(config.dataset, now),
+            )
+        if before != now:
+            different.append((key, before, now))
+    return different
+
+
 @dataclass(frozen=True)
 class TransferConfig(RunSettings):
     """Settings of a transfer run; ``studies/transfer-*.toml`` hold the paper's.
@@ -486,17 +550,27 @@ class TransferConfig(RunSettings):
             )
 
 
-def read_toml(path: str | Path | None) -> dict[str, Any]:
-    """The table of a TOML file ({} for None); a missing or malformed file is a :class:`UsageError`."""
+def read_toml(path: str | Path | None, what: str = "config file") -> dict[str, Any]:
+    """The table of a TOML file ({} for None); a missing or malformed file, or a folder, is a
+    :class:`UsageError` calling it ``what``."""
     if path is None:
         return {}
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(_folder_message(Path(path), what)) from None
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML ({error})") from None
+
+
+def _folder_message(folder: Path, what: str) -> str:
+    """What to say when a folder is given where a TOML file belongs, naming a few files it holds."""
+    inside = sorted(str(item) for item in folder.glob("*.toml"))[:3]
+    hint = f" (it holds {', '.join(inside)})" if inside else " (it holds no .toml file)"
+    return f"{what} {folder} is a folder, not a file: name a TOML file{hint}"
 
 
 def _legacy_value(key: str, value: Any) -> Any:

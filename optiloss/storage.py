@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import threading
 import time
@@ -44,6 +45,22 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL: say nothing that could contain a secret
         return "<storage URL>"
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` masked where it stands as a password: the URL itself,
+    any URL's ``scheme://user:PASSWORD@`` and ``password=PASSWORD`` (a libpq connection string). The same
+    characters elsewhere in the text (a password ``p`` in "import") are left alone."""
+    try:
+        password = make_url(url).password
+    except Exception:  # not a URL: nothing to find in the text
+        return text
+    if not password:
+        return text
+    secret = re.escape(str(password))
+    text = text.replace(url, mask_url(url))
+    text = re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", text)  # any URL's password field
+    return re.sub(rf"(password\s*=\s*['\"]?){secret}(?=['\"]?(\s|$))", r"\1***", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -227,8 +244,9 @@ def open_storage(
 
     With ``heartbeat_interval``, running trials send heartbeats; one silent for
     ``grace_period`` seconds is failed and re-enqueued with the same parameters
-    (at most ``max_retry`` times). Once open, it rides out a lost connection for up to
-    ``outage_s`` seconds (:class:`OutageTolerantStorage`); opening it does not wait.
+    (at most ``max_retry`` times). A database server's storage, once open, rides out a lost
+    connection for up to ``outage_s`` seconds (:class:`OutageTolerantStorage`); opening it does not
+    wait, and an SQLite file has no server to wait for.
 
     Raises :class:`UsageError` (exit 2) for a malformed URL, an unknown database
     kind, a rejected password or an SQLite folder that cannot be made,
@@ -279,9 +297,11 @@ def open_storage(
     try:
         # reading an existing SQLite file creates no table, so a read-only file opens for reading
         reading = not create and path is not None
-        return OutageTolerantStorage(
-            url, engine_kwargs=engine_kwargs, skip_table_creation=reading, outage_s=outage_s, **heartbeat
-        )
+        if path is not None:  # a file: no server to come back, and its errors (read-only, full) are real
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
+            )
+        return OutageTolerantStorage(url, engine_kwargs=engine_kwargs, outage_s=outage_s, **heartbeat)
     except sqlalchemy.exc.NoSuchModuleError:
         raise UsageError(
             f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "
@@ -289,14 +309,14 @@ def open_storage(
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        password = make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
+        reason = mask_password(reason, url)
         if "password authentication failed" in reason or "no password supplied" in reason:
             raise UsageError(
                 f"the database refused the login for {mask_url(url)}: check the user and password in the URL"
             ) from None
-        raise OptilossError(
-            f"cannot open storage {mask_url(url)}: {reason}; "
-            "check that the database server is running and the URL is right"
-        ) from None
+        advice = (
+            "install the Python driver that URL names"
+            if isinstance(error, ImportError)
+            else "check that the database server is running and the URL is right"
+        )
+        raise OptilossError(f"cannot open storage {mask_url(url)}: {reason}; {advice}") from None

@@ -157,6 +157,9 @@ NOISE_FLOOR_ATTR = StudyKey.NOISE_FLOOR
 """Study user attr: cross-entropy's runs with extra seeds (:attr:`optiloss.records.StudyKey.NOISE_FLOOR`)."""
 PREDICTION_LEVEL = 0.95
 """The prediction interval a single search run is judged with: 19 new cross-entropy runs in 20 land in it."""
+TOO_WIDE = 0.5
+"""A prediction interval this wide (clipped to [0, 1]) covers half of all accuracies: cross-entropy
+itself does not train reliably, and no single run can be told apart from it."""
 
 
 @dataclass(frozen=True)
@@ -186,10 +189,28 @@ class NoiseFloor:
         return (accuracy - self.mean) / self.std if self.std > 0 else None
 
     def prediction_interval(self, level: float = PREDICTION_LEVEL) -> tuple[float, float]:
-        """Where one new cross-entropy run lands with probability ``level`` (normal runs assumed)."""
+        """Where one new cross-entropy run lands with probability ``level`` (normal runs assumed),
+        clipped to [0, 1], where accuracies lie."""
         n = len(self.accuracies)
         half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * self.std * math.sqrt(1 + 1 / n)
-        return self.mean - half, self.mean + half
+        return max(0.0, self.mean - half), min(1.0, self.mean + half)
+
+    @property
+    def too_wide(self) -> bool:
+        """Whether cross-entropy's own runs spread so widely (:data:`TOO_WIDE`) that a single run of any
+        loss cannot be told apart from them."""
+        low, high = self.prediction_interval()
+        return high - low >= TOO_WIDE
+
+    def too_wide_sentence(self) -> str:
+        """The one sentence a report gives instead of comparisons when :attr:`too_wide`."""
+        low, high = self.prediction_interval()
+        return (
+            f"{self.describe()} spread too widely to tell losses apart: one new cross-entropy run lands "
+            f"anywhere in {low:.4f}-{high:.4f} {round(100 * PREDICTION_LEVEL)} times in 100, so "
+            "cross-entropy does not train reliably with these settings and no single run here says "
+            "anything against it"
+        )
 
     def beyond(self, accuracy: float) -> bool:
         """Whether one run's ``accuracy`` lies outside the prediction interval (never without spread)."""
@@ -241,6 +262,8 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
             f"noise floor: {floor.describe()}, the same accuracy every time: no spread to measure the "
             "differences against (optiloss recheck retrains the front and cross-entropy with new seeds)"
         )
+    if floor.too_wide:
+        return f"noise floor: {floor.too_wide_sentence()}"
     low, high = floor.prediction_interval()
     trained = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     best = floor.chance_best(trained)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -20,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from optiloss.errors import OptilossError
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AugmentationFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -307,8 +310,17 @@ def _prepare(
 
 
 def _resume(run: _Run, path: Path, device: torch.device, result: TrainResult) -> int:
-    """Load a checkpoint into ``run`` and ``result``; returns the epoch to continue from."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    """Load a checkpoint into ``run`` and ``result``; returns the epoch to continue from.
+
+    Only tensors and plain values are read (``weights_only``): a file that needs any other object
+    unpickled is refused with an :class:`OptilossError`, and nothing in it runs."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise OptilossError(
+            f"checkpoint {path} holds objects other than tensors and plain values, so it is not loaded "
+            "(a checkpoint optiloss writes never does): delete it to train that run from its start"
+        ) from None
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["schedule"])

@@ -1,6 +1,7 @@
 """End to end through the command line, into real SQLite files read back by plain Optuna."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,29 @@ def test_every_command_has_help():
     for command in ([], ["search"], ["studies"], ["pareto"], ["show"], ["dashboard"]):
         result = run_main(*command, "--help")
         assert result.returncode == 0 and "usage: optiloss" in result.stdout
+
+
+def test_help_offers_each_command_only_the_augmentations_it_accepts():
+    for command in ("evaluate", "tune", "transfer"):
+        text = run_main(command, "--help").stdout
+        assert "--augmentation {base,cutout,mixup,randaug,all}" in text, command
+        assert "all5" not in text, command
+        loss = {"evaluate": ["y * ln(p)"], "tune": ["--loss", "a=0.5 * y * ln(p)"]}.get(
+            command, ["digits-base"]
+        )
+        refused = run_main(command, *loss, "--augmentation", "all5")
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert re.search("trains under one augmentation|a transfer trains one", refused.stderr), (
+            refused.stderr
+        )
+    assert "--augmentation {base,cutout,mixup,randaug,all,all5}" in run_main("search", "--help").stdout
+
+
+def test_tune_help_takes_one_loss_and_a_second_is_refused_by_name():
+    text = " ".join(run_main("tune", "--help").stdout.split())
+    assert "whose constants to tune; one only" in text
+    assert "repeatable" not in text
+    assert "repeatable" in " ".join(run_main("search", "--help").stdout.split())
+    twice = run_main("tune", "--loss", "a=0.5 * y * ln(p)", "--loss", "b=0.2 * y * ln(p)")
+    assert twice.returncode == 2
+    assert twice.stderr.strip() == "optiloss: error: tune tunes one loss: --loss is given 2 times"

@@ -70,6 +70,30 @@ def test_an_unreachable_database_exits_1_without_showing_the_password(tmp_path):
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_the_mask_hides_the_password_field_and_leaves_the_message_alone(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(GOOD)
+    result = run_main("search", str(config), "--storage", "mysql://u:p@127.0.0.1:1/x")
+    _assert_one_line(result, 1, "cannot open storage mysql://u:***@127.0.0.1:1/x: ")
+    assert "Failed to import DB access module for the specified storage URL" in result.stderr
+    assert "***ort" not in result.stderr and "install the Python driver" in result.stderr
+
+
+def test_mask_password_masks_a_password_only_where_it_is_one():
+    from optiloss.storage import mask_password
+
+    url = "postgresql://ada:pass@db.example/studies"
+    text = (
+        f"passing {url}: postgresql://ada:pass@db.example failed (host=db.example password=pass user=ada) "
+        "password='pass'"
+    )
+    assert mask_password(text, url) == (
+        "passing postgresql://ada:***@db.example/studies: postgresql://ada:***@db.example failed "
+        "(host=db.example password=*** user=ada) password='***'"
+    )
+    assert mask_password("no password here", "sqlite:///x.db") == "no password here"
+
+
 def test_a_wrong_password_exits_2_and_creates_no_study(tmp_path, postgres_url):
     config = tmp_path / "study.toml"
     config.write_text(GOOD)
@@ -92,6 +116,30 @@ def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, 
     assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
 
 
+def test_continuing_a_study_with_another_width_or_epochs_is_refused_naming_a_study_name(tmp_path, sqlite_url):
+    config = tmp_path / "study.toml"
+    config.write_text(
+        GOOD.replace("model_width = 8", "model_width = 16")
+        + f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\nbaseline_seeds = 0\n'
+    )
+    assert run_main("search", str(config), "--storage", sqlite_url, "--no-progress").returncode == 0
+    trials = len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials)
+    wider = tmp_path / "wider.toml"
+    wider.write_text(GOOD.replace("model_width = 8\n", "").replace("epochs = 1", "epochs = 3"))
+    result = run_main("search", str(wider), "--storage", sqlite_url, "--loss", "mine=-(y * ln(|p| + eps))^2")
+    _assert_one_line(
+        result,
+        2,
+        "study 'digits-base' was created with epochs 1 (this run: 3), model_width 16 (this run: 32); "
+        "its trials would not be comparable: continue it with its own settings or choose another "
+        "study name (--study-name digits-base-2)",
+    )
+    assert len(optuna.load_study(study_name="digits-base", storage=sqlite_url).trials) == trials
+    # what cannot change a trial's numbers may differ: a larger budget, another device spelling
+    more = run_main("search", str(config), "--storage", sqlite_url, "--n-trials", "3", "--device", "cpu")
+    assert more.returncode == 0, more.stderr
+
+
 @pytest.mark.parametrize(
     "arguments, code, fragment",
     [
@@ -107,7 +155,7 @@ def test_resuming_with_a_conflicting_config_exits_2_and_adds_no_trial(tmp_path, 
         (["transfer", "digits-base", "--seeds", "0", "--storage", "URL"], 2, "seeds must be >= 1, got 0"),
         (["transfer", "digits-base", "--model", "wrn-10-1", "--storage", "URL"], 1, "no study database at"),
         (["matrix", "--dataset", "digits", "--seeds", "0"], 2, "--top-k and --seeds must be at least 1"),
-        (["matrix", "--seeds", "2"], 2, "the following arguments are required: --dataset"),
+        (["matrix", "--seeds", "2"], 2, "one of the arguments --dataset --prefix --study is required"),
         (["matrix", "--dataset", "digits", "--storage", "URL"], 1, "no study database at"),
         (["recheck", "digits-base", "--seeds", "0"], 2, "--seeds must be at least 1"),
         (["recheck", "digits-base", "--storage", "URL"], 1, "no study database at"),
@@ -158,3 +206,11 @@ def test_a_read_only_database_is_one_line_for_a_search_and_still_reads(tmp_path)
         read = run_main(*command, "--storage", read_only)
         assert read.returncode == 0 and read.stdout.strip(), (command, read.stderr)
     assert database.read_bytes() == before
+
+
+def test_a_formula_of_700_terms_is_one_line_naming_the_limit_and_exit_2():
+    formula = " + ".join(f"{index % 9 + 1}.5 * y * ln(|p| + eps)" for index in range(700))
+    result = run_main("evaluate", formula, "--dataset", "digits")
+    _assert_one_line(result, 2, "operations deep")
+    assert "deeper than the 28 a loss of the genome's 5 nodes can be" in result.stderr
+    assert len(result.stderr) < 400  # the formula is not repeated in full

@@ -128,12 +128,15 @@ def test_cross_entropys_seed_runs_are_trained_once_per_study_and_shown_beside_ev
     assert rebuilt[0] == runs[0] and [run["seed"] for run in rebuilt] == [run["seed"] for run in runs]
 
 
-def _study_with_floor(seed_runs: list[float], cross_entropy_trial: float, others: dict[str, float]):
-    """An in-memory study: cross-entropy's extra seed runs, its own trial, and other trained losses."""
+def _study_with_floor(
+    seed_runs: list[float], cross_entropy_trial: float, others: dict[str, float], **where
+) -> optuna.Study:
+    """A study (in memory, or ``where`` = storage and study_name): cross-entropy's extra seed runs, its
+    own trial, and other trained losses."""
     from optiloss.genome import zoo
     from optiloss.search.sampler import genome_search_space
 
-    study = optuna.create_study(directions=["maximize", "maximize"])
+    study = optuna.create_study(directions=["maximize", "maximize"], **where)
     study.set_user_attr(
         NOISE_FLOOR_ATTR, [{"seed": k, "accuracy": a, "robustness": 0.5} for k, a in enumerate(seed_runs)]
     )
@@ -174,15 +177,56 @@ def test_cross_entropys_own_trial_is_never_called_beyond_the_noise():
 def test_the_prediction_interval_covers_nineteen_new_runs_in_twenty_and_the_chance_best_grows_with_trials():
     rng = np.random.default_rng(1)
     covered = 0
-    for _ in range(4000):
-        runs = rng.normal(0.0, 1.0, 4)
+    for _ in range(4000):  # accuracies well inside [0, 1], where the interval is not clipped
+        runs = rng.normal(0.5, 0.05, 4)
         low, high = NoiseFloor(tuple(runs)).prediction_interval()
-        covered += low <= rng.normal(0.0, 1.0) <= high
+        covered += low <= rng.normal(0.5, 0.05) <= high
     assert 0.93 < covered / 4000 < 0.97  # a fixed 2 sd covers about 0.82 with four runs
     floor = NoiseFloor((0.9, 0.91))
     assert floor.chance_best(1) == 0.0 and 1.9 < floor.chance_best(30) < 2.2 < floor.chance_best(300)
     maxima = rng.normal(0.0, 1.0, (4000, 30)).max(axis=1).mean()
     assert abs(maxima - floor.chance_best(30)) < 0.1
+
+
+SPREAD = [0.0657, 0.1274, 0.3274]  # cross-entropy under `all` in the digits experiment: 0.2274 +- 0.1552
+"""Three seed runs and (below) cross-entropy's own trial, 0.3891: the spread the experiment page showed."""
+
+
+def test_a_prediction_interval_is_clipped_to_accuracies_and_a_too_wide_one_is_said_in_one_sentence(
+    sqlite_url, tmp_path
+):
+    from optiloss.experiment import load_experiment
+    from optiloss.report.page import write_experiment_page
+
+    from conftest import run_main
+
+    floor = NoiseFloor((*SPREAD, 0.3891))
+    assert round(floor.mean, 4) == 0.2274 and round(floor.std, 4) == 0.1552
+    low, high = floor.prediction_interval()
+    assert low == 0.0 and round(high, 4) == 0.7797  # not -0.3248
+    assert floor.too_wide and not NoiseFloor((0.90, 0.91, 0.92)).too_wide
+    assert NoiseFloor((0.97, 0.99, 0.999)).prediction_interval()[1] == 1.0
+
+    _study_with_floor(SPREAD, 0.3891, {"mse": 0.41}, storage=sqlite_url, study_name="exp-all")
+    pareto = run_main("pareto", "exp-all", "--storage", sqlite_url)
+    assert pareto.returncode == 0, pareto.stderr
+    sentence = (
+        "cross-entropy 0.2274 +- 0.1552 over 4 seeds spread too widely to tell losses apart: one new "
+        "cross-entropy run lands anywhere in 0.0000-0.7797 95 times in 100, so cross-entropy does not train "
+        "reliably with these settings and no single run here says anything against it"
+    )
+    assert pareto.stdout.strip().splitlines()[-1] == f"noise floor: {sentence}"
+    assert "-0.3248" not in pareto.stdout
+    shown = run_main("show", "exp-all", "1", "--storage", sqlite_url)
+    assert f"accuracy vs the noise floor: {sentence}" in shown.stdout.splitlines()
+
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(
+        '[search]\ndataset = "digits"\naugmentations = ["all"]\n[recheck]\nseeds = 0\n[matrix]\nseeds = 0\n'
+    )
+    page = write_experiment_page(load_experiment(experiment), sqlite_url, tmp_path / "reports").read_text()
+    assert f"In the search, {sentence}." in page
+    assert "-0.3248" not in page
 
 
 def test_holm_adjusts_several_comparisons_and_leaves_one_alone():

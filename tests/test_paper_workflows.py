@@ -78,6 +78,11 @@ def test_a_loss_given_on_the_command_line_is_trained_in_the_first_generation(tmp
     assert all(t.state == TrialState.COMPLETE for t in given.values())
     assert all(t.number < 9 for t in given.values())  # queued with the zoo, before any evolved genome
     assert "sqrt(|p|)" in given["mine"].user_attrs["formula"]
+    # above the zoo's size too, the search ends with a line per given loss
+    ending = result.stdout.strip().splitlines()[-3:]
+    assert [line.split(": trained as trial ")[0] for line in ending] == [
+        f"digits-base: given loss {name}" for name in ("hinge_like", "sq_plus", "mine")
+    ]
 
 
 @pytest.mark.parametrize(

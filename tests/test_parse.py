@@ -1,5 +1,6 @@
 """Reading loss formulas back into genomes: printed formulas, friendly forms and errors."""
 
+import re
 import time
 
 import numpy as np
@@ -328,8 +329,40 @@ def test_formula_error_is_a_value_error_and_nothing_is_evaluated():
         parse_formula("__import__('os').system('true')")
     with pytest.raises(FormulaError, match="column 2: unexpected character"):
         parse_formula("p.real")
-    with pytest.raises(FormulaError, match="nested too deeply"):
+    with pytest.raises(
+        FormulaError, match="column 29: the formula nests brackets.* more than 28 levels deep"
+    ):
         parse_formula("(" * 2000 + "p" + ")" * 2000)
+
+
+@pytest.mark.parametrize(
+    "text, limit",
+    [
+        (
+            " + ".join(["y * ln(|p| + eps)"] * 700),
+            "is 704 operations deep (13997 characters), deeper than the 28",
+        ),
+        (
+            "-" * 3000 + "p",
+            "nests brackets, bars, functions and signs more than 28 levels deep (3001 characters)",
+        ),
+        ("ln(" * 500 + "p" + ")" * 500, "more than 28 levels deep (2001 characters)"),
+    ],
+)
+def test_a_long_or_deep_formula_names_the_limit_it_passed_and_the_node_budget(text, limit):
+    with pytest.raises(FormulaError, match=re.escape(limit)) as error:
+        parse_formula(text, 5)
+    assert "the genome's 5 nodes" in str(error.value)
+
+
+def test_the_nesting_limit_stays_below_pythons_for_the_largest_genome():
+    # 32 nodes (the largest the settings allow) would allow 136 levels: the parser stops at 64 first
+    with pytest.raises(FormulaError, match="more than 64 levels deep"):
+        parse_formula("(" * 5000 + "p" + ")" * 5000, 32)
+    chain = "p"
+    for _ in range(32):  # a chain of 32 nodes, each written four levels deep, still reads
+        chain = f"({chain} / sqrt(1 + y^2))"
+    assert len(parse_formula(chain, 32).active_nodes) == 32
 
 
 @pytest.mark.parametrize("text", ["y * 2", "0.5 * y", "(y - 0)", "-2 * p"])

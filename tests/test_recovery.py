@@ -247,8 +247,8 @@ def test_a_resumed_training_run_matches_an_uninterrupted_one(tmp_path):
     full_model, full = run(TrainSettings(epochs=4))
     saved = tmp_path / "c.pt"
     run(TrainSettings(epochs=4), Checkpointing(save_to=saved))  # leaves the epoch-4 state
-    state = torch.load(saved, weights_only=False)
-    assert state["epoch"] == 4
+    state = torch.load(saved, weights_only=True)  # tensors and plain values only: nothing to unpickle
+    assert state["epoch"] == 4 and isinstance(state["rng"], torch.Tensor)
     # stop after two epochs by truncating a copy of the run, then resume
     partial_path = tmp_path / "partial.pt"
     with seeded(5):
@@ -284,3 +284,66 @@ def test_a_resumed_training_run_matches_an_uninterrupted_one(tmp_path):
     assert [round(h["loss"], 6) for h in resumed.history] == [round(h["loss"], 6) for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+class _OpensAFile:
+    """Unpickled, it would create ``path``: what a checkpoint of someone else's making could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _checkpoint_that_needs_pickle(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "epoch": 1, "history": [], "rng": _OpensAFile(marker)}, path)
+    return path
+
+
+def test_a_checkpoint_that_needs_pickle_is_refused_and_runs_nothing(tmp_path):
+    from optiloss.data import load_dataset
+    from optiloss.errors import OptilossError
+    from optiloss.genome import screen, zoo
+    from optiloss.models import create_model
+    from optiloss.train import Checkpointing, TrainSettings, train
+
+    data = load_dataset("digits")
+    marker = tmp_path / "ran"
+    checkpoint = _checkpoint_that_needs_pickle(tmp_path / "checkpoints" / "c.pt", marker)
+    with pytest.raises(OptilossError, match=r"checkpoint .*c\.pt holds objects other than tensors"):
+        train(
+            create_model("surrogate", 10, 3, 8),
+            data.train_images,
+            data.train_labels,
+            screen(zoo()["cross_entropy"]).genome,
+            lambda images, labels: (images, torch.nn.functional.one_hot(labels, 10).float()),
+            TrainSettings(epochs=1),
+            checkpointing=Checkpointing(resume_from=checkpoint),
+        )
+    assert not marker.exists()
+
+
+def test_a_retry_whose_checkpoint_lies_outside_the_checkpoint_folder_trains_from_its_start(
+    tmp_path, tiny_config, capsys
+):
+    from optiloss.genome import screen, zoo
+    from optiloss.scoring import load_data
+    from optiloss.search.objective import LossSearchObjective
+    from optiloss.settings import SearchConfig
+
+    config = SearchConfig.load(tiny_config)
+    outside = _checkpoint_that_needs_pickle(tmp_path / "elsewhere" / "7" / "checkpoint.pt", tmp_path / "ran")
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    genome = screen(zoo(config.nodes)["cross_entropy"]).genome
+    study.enqueue_trial(genome.to_params(), user_attrs={"checkpoint": str(outside)})
+    objective = LossSearchObjective(config, load_data(config, progress=False), torch.device("cpu"))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs.get("resumed_from_epoch") is None
+    assert outside.exists() and not (tmp_path / "ran").exists()  # neither loaded nor removed
+    assert trial.user_attrs["checkpoint"].startswith(str(tmp_path / "checkpoints"))
+    assert f"its checkpoint {outside} lies outside checkpoint_dir {tmp_path / 'checkpoints'}" in (
+        capsys.readouterr().err
+    )

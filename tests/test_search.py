@@ -1,6 +1,7 @@
 """The search loop in-process: NSGA-II inheritance, divergence, study identity."""
 
 import collections
+import json
 import re
 
 import optuna
@@ -78,10 +79,13 @@ def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     open_search_study(SearchConfig.from_mapping({"study_name": "mine", "constants": 0}), storage)
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 6  # the zoo, enqueued
     open_search_study(
-        SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage
-    )  # budget knobs may change
+        SearchConfig.from_mapping({"study_name": "mine", "n_trials": 50, "sampler": "random"}), storage
+    )  # the budget and the search's strategy may change
     with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
         open_search_study(SearchConfig.from_mapping({"study_name": "mine", "nodes": 6}), storage)
+    # what a trial trains with may not: its trials would not be comparable (issue 33)
+    with pytest.raises(UsageError, match=r"epochs 10 \(this run: 3\).*--study-name mine-2\)$"):
+        open_search_study(SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage)
 
 
 @pytest.mark.parametrize(
@@ -317,3 +321,89 @@ def test_tpe_is_the_multivariate_tpe_with_the_constant_liar_that_optuna_advises_
     assert isinstance(sampler, optuna.samplers.TPESampler)
     # a two-objective study leaves TPE independent per gene unless asked; Optuna's AutoSampler asks
     assert sampler._multivariate and sampler._constant_liar
+
+
+def _digits_config(tmp_path, **keys):
+    values = {
+        "n_trials": 4,
+        "population_size": 4,
+        "epochs": 1,
+        "subset": 300,
+        "model_width": 8,
+        "device": "cpu",
+        "baseline_seeds": 0,
+        "artifacts": False,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        **keys,
+    }
+    path = tmp_path / "search.toml"
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    return str(path)
+
+
+GIVEN = {"d1": "-(y * sqrt(|p|))", "d2": "max((1 - p) * y, 0)", "d3": "(y - p)^2 + y * p"}
+
+
+def test_given_losses_train_before_the_zoo_takes_the_budget_and_each_ends_with_a_line(tmp_path, sqlite_url):
+    from conftest import run_main
+
+    config = _digits_config(tmp_path)  # 2 constants: the zoo holds 8 losses, more than the 4 trials
+    options = [word for name, formula in GIVEN.items() for word in ("--loss", f"{name}={formula}")]
+    result = run_main("search", config, "--storage", sqlite_url, "--no-progress", *options)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [t.user_attrs.get("zoo") or t.user_attrs.get("loss_name") for t in complete] == [
+        "cross_entropy",
+        "d1",
+        "d2",
+        "d3",
+    ]
+    ending = result.stdout.strip().splitlines()[-3:]
+    for number, (name, line) in enumerate(zip(GIVEN, ending), start=1):
+        assert re.fullmatch(
+            rf"digits-base: given loss {name}: trained as trial {number}, accuracy 0\.\d{{4}}, "
+            r"robustness 0\.\d{4}",
+            line,
+        ), line
+    # a loss given when the budget is met waits behind the rest of the zoo, named, and its line says
+    # what trains it (above the zoo's size: tests/test_paper_workflows.py)
+    waits = run_main("search", config, "--storage", sqlite_url, "--loss", "d5=y * (1 - p)^2 * (1 - p)")
+    assert waits.returncode == 0, waits.stderr
+    assert waits.stdout.strip().splitlines()[-1] == (
+        "digits-base: given loss d5: waiting as trial 11, not trained: the study met its budget first; "
+        "run the search again with --n-trials 12 to train it"
+    )
+    waiting = optuna.load_study(study_name="digits-base", storage=sqlite_url).trials[11]
+    assert waiting.state == optuna.trial.TrialState.WAITING and waiting.user_attrs["loss_name"] == "d5"
+
+
+def test_a_retry_queued_after_the_budget_was_met_does_not_stay_waiting(tmp_path, sqlite_url):
+    import socket
+    import subprocess
+
+    from conftest import run_main
+
+    config = _digits_config(tmp_path, n_trials=1, constants=0)
+    assert run_main("search", config, "--storage", sqlite_url, "--no-progress").returncode == 0
+    study = optuna.load_study(study_name="digits-base", storage=sqlite_url)
+    orphan = study.ask()  # a worker that died mid-trial once the budget was met
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its process id names no process now
+    record = {"host": socket.gethostname(), "pid": finished.pid, "trial": orphan.number}
+    orphan.set_user_attr("worker", record)
+    again = run_main("search", config, "--storage", sqlite_url, "--no-progress")
+    assert again.returncode == 0, again.stderr
+    trials = optuna.load_study(study_name="digits-base", storage=sqlite_url).trials
+    retry = next(t for t in trials if orphan.number in t.system_attrs.get("retry_history", []))
+    assert retry.state == optuna.trial.TrialState.FAIL
+    assert (
+        retry.user_attrs["fail_reason"]
+        == "retry not needed: the study had reached its budget of 1 COMPLETE trials"
+    )
+    assert (
+        f"retry trial(s) {retry.number} no longer needed (1 trials complete): closed as FAIL" in again.stdout
+    )
+    assert not any(
+        t.state == optuna.trial.TrialState.WAITING and "retry_history" in t.system_attrs for t in trials
+    )

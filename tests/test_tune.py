@@ -150,3 +150,27 @@ def test_a_tune_study_made_before_continues_over_the_whole_range(config, sqlite_
     assert result.returncode == 0, result.stderr
     (trial,) = optuna.load_study(study_name="digits-base-tune-mine", storage=sqlite_url).trials
     assert trial.distributions["const0"].low == CONSTANT_RANGE[0]
+
+
+def test_ctrl_c_in_tune_says_its_finished_trials_are_kept(config, sqlite_url, monkeypatch):
+    from optiloss.scoring import LossEvaluator
+
+    train = LossEvaluator.evaluate
+    calls = []
+
+    def interrupted_on_the_second(self, *args, **kwargs):  # Ctrl-C while the second trial trains
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(LossEvaluator, "evaluate", interrupted_on_the_second)
+    arguments = ["tune", "--zoo", "label_smoothing_0.1", "--config", config, "--n-trials", "3"]
+    result = run_main(*arguments, "--storage", sqlite_url, "--no-progress")
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted; the tune study keeps its finished trials. Continue it with: optiloss "
+        + " ".join([*arguments, "--storage", sqlite_url, "--no-progress"])
+    )
+    study = optuna.load_study(study_name="digits-base-tune-label_smoothing_0.1", storage=sqlite_url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]

@@ -31,6 +31,17 @@ def _without_outer_negation(formula: str) -> str:
     return formula
 
 
+SHOWN_FORMULA = 80
+"""The most characters of a formula an error message repeats (a longer one is cut, marked "...")."""
+
+
+def shown(formula: str) -> str:
+    """``formula`` quoted for a one-line message, cut to :data:`SHOWN_FORMULA` characters."""
+    if len(formula) <= SHOWN_FORMULA:
+        return repr(formula)
+    return repr(formula[: SHOWN_FORMULA - 3] + "...")
+
+
 def _parse(formula: str, n_nodes: int, n_constants: int | None) -> Genome:
     try:
         return parse_formula(formula, n_nodes, n_constants)
@@ -65,9 +76,9 @@ def named_losses(
         try:
             genome = _parse(formula, n_nodes, n_constants)
         except FormulaError as error:
-            raise UsageError(f"loss {name} = {formula!r}: {error}") from None
+            raise UsageError(f"loss {name} = {shown(formula)}: {error}") from None
         result = screen(genome)
         if not result.accepted:
-            raise UsageError(f"loss {name} = {formula!r} is rejected by the screen: {result.reason}")
+            raise UsageError(f"loss {name} = {shown(formula)} is rejected by the screen: {result.reason}")
         losses[name] = result.genome
     return losses

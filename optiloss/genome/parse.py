@@ -72,6 +72,7 @@ leaf such as ``p`` becomes ``mul(p, 1)``: one node, exactly the same values.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -79,7 +80,7 @@ from dataclasses import dataclass, field, replace
 from optiloss.genome.genome import DEFAULT_NODES, Genome, constant_name, node_name
 from optiloss.genome.operators import OPERATORS
 
-__all__ = ["FormulaError", "parse_formula"]
+__all__ = ["FormulaError", "depth_limit", "parse_formula"]
 
 _ALIASES = {
     "log": "ln",
@@ -125,12 +126,20 @@ def parse_formula(text: str, n_nodes: int = DEFAULT_NODES, n_constants: int | No
     """
     if n_nodes < 1:
         raise ValueError(f"n_nodes must be at least 1, got {n_nodes}")
+    limit = depth_limit(n_nodes)
     try:
-        tree = _Parser(text).formula()
-        term = _lower(tree)
-    except RecursionError:
-        raise FormulaError("the formula is nested too deeply") from None
-    nodes = _nodes(term)
+        tree = _Parser(text, min(limit, _MAX_NESTING), n_nodes).formula()
+        depth = _depth(tree)
+        if depth > limit:
+            raise FormulaError(
+                f"the formula is {depth} operations deep ({len(text)} characters), deeper than the "
+                f"{limit} a loss of the genome's {n_nodes} nodes can be: it needs more nodes than that"
+            )
+        nodes = _nodes(_lower(tree))
+    except RecursionError:  # the limits above keep well inside Python's; this is the last guard
+        raise FormulaError(
+            f"the formula is nested too deeply ({len(text)} characters) for the genome's {n_nodes} nodes"
+        ) from None
     if len(nodes) > n_nodes:
         message = (
             f"the formula needs {len(nodes)} nodes, more than the genome's {n_nodes}: "
@@ -149,6 +158,43 @@ def parse_formula(text: str, n_nodes: int = DEFAULT_NODES, n_constants: int | No
             f"{n_constants} constant(s): constants must be at least {len(values)}"
         )
     return Genome.from_nodes(*nodes, n_nodes=n_nodes, constants=values, n_constants=n_constants)
+
+
+_LEVELS_PER_NODE = 4
+"""The most syntax levels one operator node is written with: ``(a / sqrt(1 + b^2))`` is four."""
+_MAX_NESTING = 64
+"""Brackets, bars, function calls and signs nested deeper than this are refused before parsing them
+(each level costs the recursive descent seven Python frames)."""
+
+
+def depth_limit(n_nodes: int) -> int:
+    """How deep (in syntax levels) the formula of a loss of ``n_nodes`` operator nodes can be:
+    every node takes at most :data:`_LEVELS_PER_NODE` levels, a leading ``-(...)`` one node more and
+    a leaf (``-1``) two levels."""
+    return _LEVELS_PER_NODE * (n_nodes + 2)
+
+
+def _children(tree: _Expr) -> tuple[_Expr, ...]:
+    match tree:
+        case _Neg() | _Abs():
+            return (tree.operand,)
+        case _Square():
+            return (tree.base,)
+        case _Binary():
+            return (tree.left, tree.right)
+        case _Call():
+            return tree.args
+    return ()
+
+
+def _depth(tree: _Expr) -> int:
+    """The number of levels of ``tree`` (a leaf is one), counted without recursion."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        pending.extend((child, level + 1) for child in _children(node))
+    return deepest
 
 
 _CONSTANT_MARK = "#"
@@ -256,10 +302,30 @@ class _Call(_Expr):
 class _Parser:
     """Recursive descent over the grammar of the module docstring."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_nesting: int = _MAX_NESTING, n_nodes: int = DEFAULT_NODES) -> None:
         self.tokens: list[_Token] = []
         self.pending = _tokens(text)
         self.index = 0
+        self.length = len(text)
+        self.nesting = 0  # brackets, bars, calls and signs open around the current token
+        self.max_nesting = max_nesting
+        self.n_nodes = n_nodes
+
+    @contextlib.contextmanager
+    def nested(self, token: _Token) -> Iterator[None]:
+        """Around the parsing of what ``token`` opens; refuses a nesting deeper than ``max_nesting``."""
+        if self.nesting >= self.max_nesting:
+            raise FormulaError(
+                f"the formula nests brackets, bars, functions and signs more than {self.max_nesting} "
+                f"levels deep ({self.length} characters), more than a loss of the genome's "
+                f"{self.n_nodes} nodes needs",
+                token.column,
+            )
+        self.nesting += 1
+        try:
+            yield
+        finally:
+            self.nesting -= 1
 
     @property
     def token(self) -> _Token:
@@ -306,7 +372,8 @@ class _Parser:
 
     def signed(self) -> _Expr:
         if minus := self.accept("-"):
-            return _Neg(self.signed(), column=minus.column)
+            with self.nested(minus):
+                return _Neg(self.signed(), column=minus.column)
         return self.implicit()
 
     def implicit(self) -> _Expr:
@@ -341,9 +408,10 @@ class _Parser:
                 return _Symbol(token.text, column=token.column)
             if token.text in _FUNCTIONS:
                 self.expect("(", f"after {token.text}")
-                args = [self.sum()]
-                while self.accept(","):
-                    args.append(self.sum())
+                with self.nested(token):
+                    args = [self.sum()]
+                    while self.accept(","):
+                        args.append(self.sum())
                 self.expect(")", f"after the arguments of {token.text}")
                 return _Call(token.text, tuple(args), column=token.column)
             if self.token.text == "(":
@@ -354,11 +422,13 @@ class _Parser:
                 )
             raise FormulaError(f'unknown name "{token.text}"; {_LEAVES_HINT}', token.column)
         if self.accept("("):
-            inner = self.sum()
+            with self.nested(token):
+                inner = self.sum()
             self.expect(")", f'to close the "(" at column {token.column}')
             return replace(inner, grouped=True, column=token.column)
         if self.accept("|"):
-            inner = self.sum()
+            with self.nested(token):
+                inner = self.sum()
             self.expect("|", f'to close the "|" at column {token.column}')
             return _Abs(inner, column=token.column)
         raise FormulaError(f'expected y, p, 1, a function, "(" or "|", got {token.describe()}', token.column)

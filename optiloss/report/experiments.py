@@ -139,7 +139,8 @@ def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
                 va="center",
                 color="black" if bright else "white",
             )
-    axes.set_title(f"{result.dataset}: validation accuracy, loss x augmentation")
+    split = {"test": "test", "val": "validation"}.get(result.split, result.split)
+    axes.set_title(f"{result.dataset}: {split} accuracy, loss x augmentation")
     figure.colorbar(image, ax=axes, label="accuracy")
     figure.tight_layout()
     figure.savefig(png_path, dpi=120)

@@ -113,6 +113,8 @@ class AugmentationSection:
     front_svg: str = ""
     shapes_svg: str = ""
     noise_floor: str = ""
+    too_wide: str = ""
+    """The sentence saying cross-entropy's runs spread too widely to tell losses apart, when they do."""
     summary: str = ""
 
 
@@ -256,6 +258,9 @@ def _augmentation_section(
         return section
     section.front_svg = _front_svg(study, augmentation)
     section.noise_floor = noise_floor_verdict(study, pareto_trials(study)).removeprefix("noise floor: ")
+    floor = noise_floor(study)
+    if floor is not None and floor.too_wide:
+        section.too_wide = f"In the search, {floor.too_wide_sentence()}."
     found, zoo_losses = found_and_zoo(study)
     section.shapes_svg = _shapes_svg(study, found[:3])
     best = found[0] if found else None
@@ -265,8 +270,13 @@ def _augmentation_section(
     if best_zoo is not None:
         section.best_zoo = best_zoo.user_attrs[TrialKey.ZOO]
     if best is None:
-        section.summary = (
-            f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials)."
+        section.summary = " ".join(
+            part
+            for part in (
+                f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials).",
+                section.too_wide,
+            )
+            if part
         )
         return section
     label = SearchTrialRecord.from_trial(best).label()
@@ -322,6 +332,8 @@ def _summary(section: AugmentationSection) -> str:
         f"Under {section.augmentation}, the best loss the search found is {section.best_label} "
         f"(validation accuracy {section.best_accuracy:.4f} in the search, {section.complete} trained losses)."
     ]
+    if section.too_wide:
+        parts.append(section.too_wide)
     if section.recheck_vs_ce is None:
         parts.append("It has not been rechecked with fresh seeds yet.")
     else:
@@ -358,7 +370,13 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
     study = _load(storage, experiment.matrix_ledger)
     if study is None:
         return None, ""
-    result = MatrixResult(experiment.search.dataset, {}, ())
+    result = MatrixResult(
+        experiment.search.dataset,
+        {},
+        (),
+        split=experiment.matrix.split,
+        studies=tuple(experiment.study_names().values()),
+    )
     augmentations: list[str] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = TransferRunRecord.from_trial(trial)
@@ -400,7 +418,8 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
                     fontsize=8,
                     color="black" if value > middle else "white",
                 )
-    axes.set(xlabel="trained under", title="validation accuracy: loss x augmentation")
+    split = {"test": "test", "val": "validation"}[result.split]
+    axes.set(xlabel="trained under", title=f"{split} accuracy: loss x augmentation")
     figure.colorbar(image, ax=axes, label="accuracy")
     return result, _svg(figure)
 

@@ -108,7 +108,9 @@ def show_trial(study: optuna.Study, number: int, fmt: str = "text") -> str:
         lines.append(", ".join(f"{name} {value:.4f}" for name, value in zip(names, trial.values)))
         floor = noise_floor(study)
         accuracy = trial.values[0]
-        if floor is not None and floor.spreads(accuracy) is not None:
+        if floor is not None and floor.too_wide:
+            lines.append(f"accuracy vs the noise floor: {floor.too_wide_sentence()}")
+        elif floor is not None and floor.spreads(accuracy) is not None:
             low, high = floor.prediction_interval()
             where = "outside" if floor.beyond(accuracy) else "inside"
             lines.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,7 +148,7 @@ class LossSearchObjective:
     def train_and_score(self, trial: optuna.Trial, genome: Genome) -> tuple[float, ...]:
         """Train with checkpoints; a retry resumes from its failed predecessor's last epoch.
         A slow learner (see :class:`~optiloss.settings.SearchConfig`) ends as :class:`Rejected`."""
-        inherited = trial.user_attrs.get(TrialKey.CHECKPOINT)  # copied from the trial this one retries
+        inherited = self._inherited_checkpoint(trial)
         own = Path(self.config.checkpoint_dir) / trial.study.study_name / str(trial.number) / "checkpoint.pt"
         trial.set_user_attr(TrialKey.CHECKPOINT, str(own))
         checkpointing = Checkpointing(
@@ -175,6 +176,24 @@ class LossSearchObjective:
         if result.diverged:
             return self._objective_values(*DIVERGED_VALUES, trial)
         return self._objective_values(result.accuracy, result.robustness, trial)
+
+    def _inherited_checkpoint(self, trial: optuna.Trial) -> str | None:
+        """The checkpoint of the trial this one retries (copied into its user attrs), if it lies in
+        the configured ``checkpoint_dir``. A path elsewhere is refused, neither read nor removed:
+        whoever can write a trial attribute of a shared study must not choose a file that another
+        worker loads or deletes. The trial then trains from its start, saying so on stderr."""
+        inherited = trial.user_attrs.get(TrialKey.CHECKPOINT)
+        if not inherited:
+            return None
+        folder = Path(self.config.checkpoint_dir).resolve()
+        if Path(inherited).resolve().is_relative_to(folder):
+            return str(inherited)
+        print(
+            f"optiloss: trial {trial.number}: its checkpoint {inherited} lies outside checkpoint_dir "
+            f"{folder}: refused, the trial trains from its start",
+            file=sys.stderr,
+        )
+        return None
 
     def _objective_values(self, accuracy: float, robustness: float, trial: optuna.Trial) -> tuple[float, ...]:
         if "robustness" in self.config.objectives:

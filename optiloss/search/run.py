@@ -25,8 +25,8 @@ from optiloss.scoring import LossEvaluator, load_data
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
-from optiloss.search.recovery import sweep_dead_trials
-from optiloss.search.study import open_search_study, settle_config
+from optiloss.search.recovery import close_unneeded_retries, sweep_dead_trials
+from optiloss.search.study import given_loss_lines, open_search_study, settle_config
 from optiloss.settings import SearchConfig
 from optiloss.storage import mask_url, open_storage, resolve_storage_url
 from optiloss.studies import count_trials
@@ -48,6 +48,8 @@ class SearchOutcome:
     stopped_early: str | None = None
     study: optuna.Study | None = field(default=None, compare=False, repr=False)
     """The study as this process holds it open, for a report right after the search."""
+    given: tuple[str, ...] = ()
+    """One line per loss the user gave (:func:`~optiloss.search.study.given_loss_lines`)."""
 
 
 class _Progress:
@@ -144,7 +146,10 @@ def run_search(
     remaining = config.n_trials - complete
     if remaining <= 0:
         log(f"{name}: {complete}/{config.n_trials} complete, nothing to run")
-        return SearchOutcome(name, url, complete, 0, study=study)
+        _close_unneeded_retries(storage, study, config, log)
+        return SearchOutcome(
+            name, url, complete, 0, study=study, given=tuple(given_loss_lines(study, config))
+        )
     workers = f", {config.workers} workers" if config.workers > 1 else ""
     # with several workers, each resolves its own device (optiloss.evaluate.worker_device)
     shown_device = config.device if config.workers > 1 else device
@@ -160,7 +165,20 @@ def run_search(
     if stopped_early:
         log(f"{name}: {stopped_early}")
     after = count_trials(storage, name, (TrialState.COMPLETE,))
-    return SearchOutcome(name, url, after, rejected, stopped_early, study=study)
+    _close_unneeded_retries(storage, study, config, log)
+    given = tuple(given_loss_lines(study, config))
+    return SearchOutcome(name, url, after, rejected, stopped_early, study=study, given=given)
+
+
+def _close_unneeded_retries(
+    storage: BaseStorage, study: optuna.Study, config: SearchConfig, log: Callable[[str], None]
+) -> None:
+    closed = close_unneeded_retries(storage, study, config.n_trials)
+    if closed:
+        log(
+            f"{study.study_name}: retry trial(s) {', '.join(map(str, closed))} no longer needed "
+            f"({config.n_trials} trials complete): closed as FAIL"
+        )
 
 
 def _open_study(

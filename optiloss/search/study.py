@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
@@ -26,7 +26,7 @@ from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.guided import GuidedSampler
 from optiloss.search.sampler import ScreeningSampler
-from optiloss.settings import SearchConfig
+from optiloss.settings import SearchConfig, training_differences
 from optiloss.studies import count_trials
 
 METRIC_NAMES = ("accuracy", "robustness")
@@ -164,11 +164,13 @@ def open_search_study(
             # a continued study keeps its own constants unless the file or an option sets them
             and not (key == StudyKey.CONSTANTS and key not in config.given_keys())
         ]
+        different += _training_differences(config, attrs.get(StudyKey.CONFIG) or {})
         if different:
             raise UsageError(
                 f"study {name!r} was created with "
                 + ", ".join(different)
-                + "; continue it with its own settings or choose another --study-name"
+                + "; its trials would not be comparable: continue it with its own settings or choose "
+                + f"another study name (--study-name {_free_name(storage, name)})"
             )
     else:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
@@ -176,8 +178,7 @@ def open_search_study(
             study.set_metric_names(list(config.objectives))
         for key, value in search_study_attrs(config).items():
             study.set_user_attr(key, value)
-        for loss_name, genome in zoo(config.nodes, config.constants, num_classes).items():
-            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
+        _enqueue_first_generation(study, config, given, num_classes)
     held = _losses_held(study, config.nodes)
     for loss_name, genome in given.items():
         holder = held.get(genome.structure)
@@ -193,6 +194,42 @@ def open_search_study(
     return study
 
 
+def _training_differences(config: SearchConfig, stored: Mapping[str, Any]) -> list[str]:
+    """``key stored (this run: value)`` for each training key (:data:`~optiloss.settings.TRAINING_KEYS`)
+    in which ``config`` differs from the study's stored config."""
+    return [
+        f"{key} {before!r} (this run: {now!r})" for key, before, now in training_differences(stored, config)
+    ]
+
+
+def _free_name(storage: BaseStorage, name: str) -> str:
+    """``{name}-2``, ``{name}-3`` …: the first that names no study in ``storage``."""
+    taken = {study.study_name for study in storage.get_all_studies()}
+    return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
+
+
+def _enqueue_first_generation(
+    study: optuna.Study, config: SearchConfig, given: Mapping[str, Genome], num_classes: int
+) -> None:
+    """Queue a new study's known losses: cross-entropy (every comparison's reference, and the loss
+    a disguised copy is a duplicate of), then the losses the user gave, so that the rest of the zoo
+    cannot take the budget before them, then the rest of the zoo. A given loss that is a zoo loss
+    is queued as the zoo's (the caller records the user's name for it)."""
+    known = zoo(config.nodes, config.constants, num_classes)
+    first = {name: genome for name, genome in known.items() if name == "cross_entropy"}
+    for loss_name, genome in first.items():
+        study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name})
+    zoo_structures = {genome.structure for genome in known.values()}
+    queued: set[str] = set()
+    for loss_name, genome in given.items():
+        if genome.structure not in zoo_structures and genome.structure not in queued:
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.LOSS_NAME: loss_name})
+            queued.add(genome.structure)
+    for loss_name, genome in known.items():
+        if loss_name not in first:
+            study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name}, skip_if_exists=True)
+
+
 def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
     """The study's trials by the structure of the loss they hold (enqueued ones too), first first."""
     held: dict[str, FrozenTrial] = {}
@@ -204,6 +241,67 @@ def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
             continue
         held.setdefault(structure, trial)
     return held
+
+
+_STATE_PREFERENCE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+"""Which of a loss's trials (the first, its retries) speaks for it: finished first, failed last."""
+
+
+def given_loss_lines(study: optuna.Study, config: SearchConfig) -> list[str]:
+    """One line per loss of ``config.losses``: trained as trial N, the zoo's loss or a found one,
+    waiting (and the ``--n-trials`` that trains it), rejected or failed."""
+    if not config.losses:
+        return []
+    given = named_losses(config.losses, config.nodes, config.constants)
+    trials = study.get_trials(deepcopy=False)
+    by_structure: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        try:
+            by_structure.setdefault(Genome.from_params(params, config.nodes).structure, []).append(trial)
+        except (ValueError, KeyError):
+            continue
+    complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
+    waiting = [trial.number for trial in trials if trial.state == TrialState.WAITING]
+    lines = []
+    for loss_name, genome in given.items():
+        holders = by_structure.get(genome.structure, [])
+        if not holders:
+            lines.append(f"given loss {loss_name}: not in study {study.study_name}")
+            continue
+        trial = min(
+            holders,
+            key=lambda t: (_STATE_PREFERENCE.index(t.state) if t.state in _STATE_PREFERENCE else 9, t.number),
+        )
+        record = SearchTrialRecord.from_trial(trial)
+        who = (
+            ""
+            if record.name == loss_name
+            else (f" (the zoo's {record.zoo})" if record.zoo else f" ({record.label()}'s loss)")
+        )
+        if trial.state == TrialState.COMPLETE:
+            values = ", ".join(f"{name} {value:.4f}" for name, value in zip(config.objectives, trial.values))
+            lines.append(f"given loss {loss_name}: trained as trial {trial.number}{who}, {values}")
+        elif trial.state == TrialState.WAITING:
+            ahead = sum(number <= trial.number for number in waiting)
+            why = (
+                "the study met its budget first"
+                if complete >= config.n_trials
+                else "the search stopped first"
+            )
+            lines.append(
+                f"given loss {loss_name}: waiting as trial {trial.number}{who}, not trained: {why}; "
+                f"run the search again with --n-trials {complete + ahead} to train it"
+            )
+        elif trial.state == TrialState.RUNNING:
+            lines.append(f"given loss {loss_name}: training as trial {trial.number}{who}")
+        elif trial.state == TrialState.PRUNED:
+            reason = trial.user_attrs.get(TrialKey.REJECTED, "rejected")
+            lines.append(f"given loss {loss_name}: rejected as trial {trial.number}{who}: {reason}")
+        else:
+            reason = trial.user_attrs.get(TrialKey.FAIL_REASON, "failed")
+            lines.append(f"given loss {loss_name}: failed as trial {trial.number}{who} ({reason})")
+    return lines
 
 
 def _name_also(study: optuna.Study, trial: FrozenTrial, name: str) -> None:
