@@ -360,6 +360,9 @@ class SearchConfig(RunSettings):
     baseline_seeds: int = setting(3, limits=(0, 100), help="cross-entropy's extra seeds, the noise floor")
     workers: int = setting(1, limits=(1, 64), metavar="N", help="processes sharing the study (default 1)")
     heartbeat_interval: int = setting(10, limits=(1, 3600), help="seconds between a trial's heartbeats")
+    db_outage_s: int = setting(
+        120, limits=(0, 86400), help="seconds a search waits for a database server that went away"
+    )
     grace_period: int = setting(60, limits=(2, 86400), help="silence after which a trial is failed")
     max_retry: int = setting(3, limits=(0, 100), help="retries of a trial whose worker died")
     artifacts: bool = setting(True, help="per-trial plots for the dashboard")

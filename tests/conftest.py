@@ -178,7 +178,8 @@ def postgres_url():
             "scripts/postgres.sh)"
         )
     name = f"test_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the server, which drops the pooled connection
+    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     yield admin_url.rsplit("/", 1)[0] + f"/{name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -158,7 +159,7 @@ def run_search(
         f"(storage {mask_url(url)}, device {shown_device}{workers})"
     )
     if config.workers > 1:
-        rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks)
+        rejected, stopped_early = _run_workers(config, url, storage, name, complete, progress, hooks, log)
     else:
         tracker = _optimize(config, storage, study, evaluator, progress=progress, done=complete, hooks=hooks)
         rejected, stopped_early = tracker.rejected, tracker.stopped_early
@@ -193,6 +194,7 @@ def _open_study(
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
         max_retry=config.max_retry,
+        outage_s=config.db_outage_s,
     )
     return storage, open_search_study(config, storage, worker, num_classes, log)
 
@@ -238,11 +240,31 @@ def _optimize(
     try:
         enough = MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))
         study.optimize(objective, callbacks=[enough, tracker, after_trial])
+    except Exception as error:
+        # Optuna may mask a storage failure inside its own bookkeeping (an UnboundLocalError after a
+        # failed tell): the user's error is the one underneath
+        reported = _optiloss_error_in(error)
+        if reported is not None and reported is not error:
+            raise reported from None
+        raise
     finally:
         tracker.close()
     if hooks.study_report is not None:
         hooks.study_report(study)  # not after Ctrl-C: an interrupted search stops at once
     return tracker
+
+
+def _optiloss_error_in(error: BaseException) -> OptilossError | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OptilossError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+WORKER_ERROR_EXIT = 3
+"""A worker's exit status after an :class:`OptilossError` it reported (told apart from a crash)."""
 
 
 def _worker_main(
@@ -267,7 +289,11 @@ def _worker_main(
         sys.exit(130)
     except OptilossError as error:
         print(f"optiloss: worker {worker}: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        sys.exit(WORKER_ERROR_EXIT if error.exit_code == 1 else error.exit_code)
+
+
+MAX_WORKER_RESTARTS = 3
+"""How often a worker slot's process is started again after it died, in one run."""
 
 
 def _run_workers(
@@ -278,38 +304,92 @@ def _run_workers(
     done: int,
     progress: bool,
     hooks: SearchHooks,
+    log: Callable[[str], None] = print,
 ) -> tuple[int, str | None]:
+    """Run ``config.workers`` worker processes on the study until its budget is met.
+
+    A worker killed by a signal (the out-of-memory killer, ``kill -9``) or crashing is replaced: its
+    trial is failed and queued for retry (:func:`sweep_dead_trials`) and a new process takes its slot,
+    at most :data:`MAX_WORKER_RESTARTS` times per slot, each said in one line. A worker that stops on
+    an error the user must mend (an :class:`OptilossError`, such as a database outage longer than its
+    window) is not replaced: the search ends once the others have, saying which.
+    """
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     rejected = context.Queue()
-    processes = [
-        context.Process(
+
+    def start(worker: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(
             target=_worker_main, args=(config, url, worker, threads, hooks, rejected), daemon=False
         )
-        for worker in range(config.workers)
-    ]
-    for process in processes:
         process.start()
+        return process
+
+    slots = {worker: start(worker) for worker in range(config.workers)}
+    restarts = dict.fromkeys(slots, 0)
+    finished: dict[int, int] = {}  # slot -> exit status of its last process
     bar = tqdm(
         total=config.n_trials, initial=done, desc="complete trials", unit="trial", disable=not progress
     )
     try:
-        for process in processes:
-            while process.is_alive():
-                process.join(timeout=1.0)  # wakes up to refresh the bar from the shared storage
-                bar.n = count_trials(storage, name, (TrialState.COMPLETE,))
-                bar.refresh()
+        while slots:
+            next(iter(slots.values())).join(timeout=1.0)  # wakes up to refresh the bar and check workers
+            bar.n = count_trials(storage, name, (TrialState.COMPLETE,))
+            bar.refresh()
+            for worker, process in list(slots.items()):
+                if process.is_alive():
+                    continue
+                status = process.exitcode if process.exitcode is not None else 0
+                del slots[worker]
+                if (
+                    _replaceable(status)
+                    and restarts[worker] < MAX_WORKER_RESTARTS
+                    and bar.n < config.n_trials
+                ):
+                    restarts[worker] += 1
+                    study = optuna.load_study(study_name=name, storage=storage)
+                    retried = sweep_dead_trials(storage, study, config.max_retry)
+                    numbers = ", ".join(map(str, retried))
+                    what = f"trial(s) {numbers} failed and queued for retry; " if retried else ""
+                    log(
+                        f"{name}: worker {worker} died ({_describe_exit(status)}); {what}"
+                        f"started a new worker in its place "
+                        f"(restart {restarts[worker]} of {MAX_WORKER_RESTARTS})"
+                    )
+                    slots[worker] = start(worker)
+                else:
+                    finished[worker] = status
+    except BaseException:
+        for process in slots.values():
+            process.join()
+        raise
     finally:
         bar.close()
-        for process in processes:
-            process.join()
-    failed = [worker for worker, process in enumerate(processes) if process.exitcode not in (0, None)]
-    if any(process.exitcode == 130 for process in processes):
+    if any(status == 130 for status in finished.values()):
         raise KeyboardInterrupt
+    failed = sorted(worker for worker, status in finished.items() if status != 0)
     if failed:
+        past_limit = [w for w in failed if _replaceable(finished[w])]
+        why = f" ({MAX_WORKER_RESTARTS} restarts used)" if past_limit else " (see above)"
         raise OptilossError(
-            f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error "
-            "(see above); run the same command to continue"
+            f"worker(s) {', '.join(map(str, failed))} of study {name} exited with an error{why}; "
+            "run the same command to continue"
         )
     # every worker that exited 0 put its count first
-    return sum(rejected.get(timeout=60) for _ in processes), None
+    return sum(rejected.get(timeout=60) for _ in finished), None
+
+
+def _replaceable(status: int) -> bool:
+    """Whether a worker that ended with ``status`` died rather than stopped: killed by a signal, or a
+    crash (Python's exit status 1 after a traceback is told apart from an OptilossError by
+    :data:`WORKER_ERROR_EXIT`)."""
+    return status < 0 or status not in (0, 130, WORKER_ERROR_EXIT, UsageError.exit_code)
+
+
+def _describe_exit(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
