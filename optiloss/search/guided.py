@@ -48,7 +48,8 @@ from optiloss.statistics import hypervolume, non_dominated
 
 PREDICTORS = ("ridge", "knn", "forest")
 """The predictor kinds :class:`PhenotypePredictor` offers (``bench/predictor.py`` compares them)."""
-DEFAULT_PREDICTOR = "ridge"
+DEFAULT_PREDICTOR = "forest"
+"""Chosen by the gate (bench/predictor.py, docs/benchmarks.md): the best forward-chained rank correlation."""
 DEFAULT_STARTUP = 12
 """Trained losses (the zoo's count) before the predictor picks: the zoo and a few uniform draws."""
 ENSEMBLE_MEMBERS = 16
