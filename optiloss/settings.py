@@ -366,6 +366,9 @@ class SearchConfig(RunSettings):
     grace_period: int = setting(60, limits=(2, 86400), help="silence after which a trial is failed")
     max_retry: int = setting(3, limits=(0, 100), help="retries of a trial whose worker died")
     artifacts: bool = setting(True, help="per-trial plots for the dashboard")
+    artifacts_front_only: bool = setting(
+        True, help="per-trial plots only for trials on the Pareto front when they finish (false: every one)"
+    )
     artifact_dir: str = setting("storage/artifacts", help="where the dashboard's artifacts go")
     checkpoint_interval: float = setting(
         30.0, limits=(0.0, None), help="seconds between a trial's checkpoints (0: after every epoch)"

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.engine
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
@@ -54,6 +56,29 @@ def read_only_storage(error: BaseException) -> bool:
     return False
 
 
+def _fast_durable_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
+    """Every connection of ``engine`` (an SQLite file opened for writing) in write-ahead-log mode with
+    ``synchronous = NORMAL``: a commit appends to the log without waiting for the disk, so a trial's
+    writes (its parameters, about 30 user attrs, its values) cost a fraction of a millisecond each
+    instead of a disk flush each.
+
+    Durable against a killed process (kill -9, a crash, Ctrl-C): a committed transaction is in the
+    log, and the next opening replays it, which is what resuming a search needs. A power cut or an
+    operating-system crash may lose the last commits (never corrupt the file). The mode stays with
+    the file: readers (optuna-dashboard, ``optiloss pareto``) need to write its ``-wal`` and ``-shm``
+    files beside it, so share a copy, not the live file, read-only.
+    """
+    sqlalchemy.event.listen(engine, "connect", _fast_durable_pragmas)
+    engine.dispose()  # the connections made while creating the tables reopen with the pragmas
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -64,7 +89,8 @@ def open_storage(
 ) -> optuna.storages.RDBStorage:
     """Open (and with ``create``, initialise) the storage at ``url``.
 
-    With ``heartbeat_interval``, running trials send heartbeats; one silent for
+    An SQLite file opened with ``create`` uses write-ahead logging with ``synchronous = NORMAL``
+    (:func:`write_ahead_log`). With ``heartbeat_interval``, running trials send heartbeats; one silent for
     ``grace_period`` seconds is failed and re-enqueued with the same parameters
     (at most ``max_retry`` times).
 
@@ -116,9 +142,12 @@ def open_storage(
     try:
         # reading an existing SQLite file creates no table, so a read-only file opens for reading
         reading = not create and path is not None
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
         )
+        if path is not None and create:
+            write_ahead_log(storage.engine)
+        return storage
     except sqlalchemy.exc.NoSuchModuleError:
         raise UsageError(
             f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "

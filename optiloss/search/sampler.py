@@ -35,6 +35,7 @@ from optiloss.genome.draw import draw_genes
 from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
 from optiloss.genome.operators import OPERATOR_NAMES
 from optiloss.records import TrialKey
+from optiloss.studies import reason_kind
 
 
 def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
@@ -70,11 +71,6 @@ def random_gene(rng: np.random.RandomState, distribution: BaseDistribution) -> A
         return float(rng.uniform(distribution.low, distribution.high))
     assert isinstance(distribution, CategoricalDistribution)
     return distribution.choices[rng.randint(len(distribution.choices))]
-
-
-def _reason_kind(reason: str) -> str:
-    """A rejection reason without its numbers, to count reasons of one kind together."""
-    return reason.split(":")[0].split("(")[0].strip()
 
 
 class ScreeningSampler(optuna.samplers.BaseSampler):
@@ -125,7 +121,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
             reason = result.reason or ("duplicate" if result.fingerprint in trained else None)
             if reason is None:
                 break
-            screened_out[_reason_kind(reason)] += 1
+            screened_out[reason_kind(reason)] += 1
         # after max_draws the last genome goes to the objective, which rejects it as a trial
         if screened_out:
             record_on_trial(study, trial, TrialKey.SCREENED_OUT, dict(screened_out))
