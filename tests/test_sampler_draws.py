@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from optiloss.genome import Genome, screen
 from optiloss.search import SearchConfig, open_search_study, open_storage
+from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.run import run_search
 from optiloss.search.sampler import ScreeningSampler
 from optiloss.search.study import settle_config
@@ -142,3 +143,13 @@ def test_the_committed_old_study_continues_as_it_was_made(tmp_path):
     pruned = [t for t in new if t.state == TrialState.PRUNED]
     assert pruned and all(t.user_attrs["rejected"] for t in pruned)
     assert outcome.rejected == len(pruned)
+
+
+def test_the_evolution_sampler_alone_stores_only_genomes_that_read_y_and_p():
+    """Its generation 0 is drawn by construction, its mutations that lose y or p are drawn again."""
+    sampler = RegularizedEvolutionSampler(NODES, population_size=10, tournament_size=3, seed=2)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    study.optimize(structure_score, n_trials=120)
+    trials = study.get_trials()
+    assert sum("parent" in t.user_attrs for t in trials) == 110
+    assert all({"y", "p"} <= Genome.from_params(t.params, NODES).leaves_used for t in trials)
