@@ -129,7 +129,7 @@ def study_note(study: optuna.Study) -> str:
         "",
         _objectives_line(study),
         "",
-        *(line.capitalize() + "." for line in search_summary(study).splitlines()),
+        *(line[0].upper() + line[1:] + "." for line in search_summary(study).splitlines()),
         "",
         "## Pareto set" if len(study.directions) > 1 else "## Best",
         "",
