@@ -57,10 +57,15 @@ def read_only_storage(error: BaseException) -> bool:
 
 
 def _fast_durable_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # the driver begins no transaction of its own: _begin_immediate does
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
@@ -74,8 +79,15 @@ def write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
     operating-system crash may lose the last commits (never corrupt the file). The mode stays with
     the file: readers (optuna-dashboard, ``optiloss pareto``) need to write its ``-wal`` and ``-shm``
     files beside it, so share a copy, not the live file, read-only.
+
+    Each transaction begins with ``BEGIN IMMEDIATE``, taking the write lock before it reads: Optuna
+    reads a trial's state and then writes it (``SELECT … FOR UPDATE``, which SQLite ignores), and
+    without the lock two workers could both take the same waiting trial, both train it, and the
+    second fail with "Cannot tell a COMPLETE trial" (seen with ``--workers 2``). Other writers wait
+    for the lock (the busy timeout); readers never do.
     """
     sqlalchemy.event.listen(engine, "connect", _fast_durable_pragmas)
+    sqlalchemy.event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # the connections made while creating the tables reopen with the pragmas
 
 

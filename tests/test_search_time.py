@@ -2,7 +2,10 @@
 that make each storage write cheap, and the per-trial plots drawn only where they are needed."""
 
 import datetime
+import os
 import re
+import subprocess
+import sys
 import time
 
 import optuna
@@ -20,7 +23,7 @@ from optiloss.search.sampler import genome_search_space
 from optiloss.storage import open_storage
 from optiloss.studies import rejections, time_breakdown
 
-from conftest import run_main
+from conftest import ROOT, run_main
 
 START = datetime.datetime(2026, 12, 1, 12, 0, 0)
 
@@ -160,3 +163,36 @@ def test_pareto_prints_the_rejections_and_the_time_shares_and_show_a_trials_redr
     made = optuna.create_study(directions=["maximize", "maximize"])
     made.add_trial(_trial(0, 1, 1, training=0.5, screened_out={"duplicate": 4, "plateau": 1}))
     assert "screened_out: {'duplicate': 4, 'plateau': 1}" in show_trial(made, 0)
+
+
+POP_WAITING = """
+import sys
+import optuna
+from optiloss.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="race", storage=open_storage(sys.argv[1]))
+numbers = [study.ask().number for _ in range(120)]
+print(" ".join(str(number) for number in numbers if number < 200))
+"""
+
+
+def test_two_processes_never_take_the_same_waiting_trial_from_sqlite(tmp_path):
+    """Optuna reads a waiting trial's state, then marks it RUNNING; SQLite ignores FOR UPDATE, so
+    without BEGIN IMMEDIATE two workers took the same trial (about 10 of 200 here) and the second
+    failed with "Cannot tell a COMPLETE trial"."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    for x in range(200):
+        study.enqueue_trial({"x": x})
+    script = tmp_path / "pop.py"
+    script.write_text(POP_WAITING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    workers = [
+        subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    taken = [set(worker.communicate(timeout=120)[0].split()) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert not taken[0] & taken[1]
+    assert len(taken[0] | taken[1]) == 200
