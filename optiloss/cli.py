@@ -387,7 +387,7 @@ def _command_line(argv: Sequence[str]) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict
+    from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict, search_summary
     from optiloss.search import run_searches
     from optiloss.settings import SearchConfig
     from optiloss.storage import mask_url, open_storage
@@ -407,6 +407,7 @@ def _search(args: argparse.Namespace) -> int:
         )
         print(format_rows(pareto_rows(study)))
         print(pareto_verdict(study))
+        print(search_summary(study))
     print(
         "\nWatch it in optuna-dashboard:  "
         + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
@@ -426,7 +427,7 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, pareto_rows, pareto_verdict
+    from optiloss.report import format_rows, pareto_rows, pareto_verdict, search_summary
     from optiloss.storage import open_storage
     from optiloss.studies import load_study
 
@@ -434,6 +435,7 @@ def _pareto(args: argparse.Namespace) -> int:
     print(format_rows(pareto_rows(study), args.format))
     if args.format == "table":
         print(pareto_verdict(study))
+        print(search_summary(study))
     return 0
 
 

@@ -296,8 +296,10 @@ class SearchConfig(RunSettings):
     after that share of training, a genome whose training accuracy is below the ratio times the
     study's cross-entropy trial's at the same epoch stops and is rejected (a slow learner).
 
-    ``screen_in_sampler``: rejected genomes are redrawn inside the sampler instead of being stored
-    as PRUNED trials (:mod:`optiloss.search.sampler`).
+    ``screen_in_sampler`` (default true): rejected genomes are redrawn inside the sampler instead of
+    being stored as PRUNED trials (:mod:`optiloss.search.sampler`). A study keeps the setting it was
+    made with (false for studies made before it became the default) unless a file or an option sets
+    it (:func:`optiloss.search.study.settle_config`).
 
     ``objectives``: ``["accuracy", "robustness"]`` (two maximised objectives) or ``["accuracy"]``
     (the paper's single objective; robustness is then a user attr). ``sampler``: ``nsga2``,
@@ -344,7 +346,9 @@ class SearchConfig(RunSettings):
     early_rejection_ratio: float = setting(
         0.5, limits=(0.0, 1.0), help="a slow learner trains below this times cross-entropy's accuracy"
     )
-    screen_in_sampler: bool = setting(False, help="redraw rejected genomes inside the sampler")
+    screen_in_sampler: bool = setting(
+        True, help="redraw rejected genomes inside the sampler (a study made before keeps its own setting)"
+    )
     objectives: tuple[str, ...] = setting(
         ("accuracy", "robustness"), limits=("accuracy", "robustness"), help="the maximised objectives"
     )
@@ -366,6 +370,9 @@ class SearchConfig(RunSettings):
     grace_period: int = setting(60, limits=(2, 86400), help="silence after which a trial is failed")
     max_retry: int = setting(3, limits=(0, 100), help="retries of a trial whose worker died")
     artifacts: bool = setting(True, help="per-trial plots for the dashboard")
+    artifacts_front_only: bool = setting(
+        True, help="per-trial plots only for trials on the Pareto front when they finish (false: every one)"
+    )
     artifact_dir: str = setting("storage/artifacts", help="where the dashboard's artifacts go")
     checkpoint_interval: float = setting(
         30.0, limits=(0.0, None), help="seconds between a trial's checkpoints (0: after every epoch)"

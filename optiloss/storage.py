@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.engine
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -231,6 +233,41 @@ for _name in RETRIED_CALLS:
     setattr(OutageTolerantStorage, _name, _retried(_name))
 
 
+def _fast_durable_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # the driver begins no transaction of its own: _begin_immediate does
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
+    """Every connection of ``engine`` (an SQLite file opened for writing) in write-ahead-log mode with
+    ``synchronous = NORMAL``: a commit appends to the log without waiting for the disk, so a trial's
+    writes (its parameters, about 30 user attrs, its values) cost a fraction of a millisecond each
+    instead of a disk flush each.
+
+    Durable against a killed process (kill -9, a crash, Ctrl-C): a committed transaction is in the
+    log, and the next opening replays it, which is what resuming a search needs. A power cut or an
+    operating-system crash may lose the last commits (never corrupt the file). The mode stays with
+    the file: readers (optuna-dashboard, ``optiloss pareto``) need to write its ``-wal`` and ``-shm``
+    files beside it, so share a copy, not the live file, read-only.
+
+    Each transaction begins with ``BEGIN IMMEDIATE``, taking the write lock before it reads: Optuna
+    reads a trial's state and then writes it (``SELECT … FOR UPDATE``, which SQLite ignores), and
+    without the lock two workers could both take the same waiting trial, both train it, and the
+    second fail with "Cannot tell a COMPLETE trial" (seen with ``--workers 2``). Other writers wait
+    for the lock (the busy timeout); readers never do.
+    """
+    sqlalchemy.event.listen(engine, "connect", _fast_durable_pragmas)
+    sqlalchemy.event.listen(engine, "begin", _begin_immediate)
+    engine.dispose()  # the connections made while creating the tables reopen with the pragmas
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -242,7 +279,8 @@ def open_storage(
 ) -> optuna.storages.RDBStorage:
     """Open (and with ``create``, initialise) the storage at ``url``.
 
-    With ``heartbeat_interval``, running trials send heartbeats; one silent for
+    An SQLite file opened with ``create`` uses write-ahead logging with ``synchronous = NORMAL``
+    (:func:`write_ahead_log`). With ``heartbeat_interval``, running trials send heartbeats; one silent for
     ``grace_period`` seconds is failed and re-enqueued with the same parameters
     (at most ``max_retry`` times). A database server's storage, once open, rides out a lost
     connection for up to ``outage_s`` seconds (:class:`OutageTolerantStorage`); opening it does not
@@ -297,11 +335,15 @@ def open_storage(
     try:
         # reading an existing SQLite file creates no table, so a read-only file opens for reading
         reading = not create and path is not None
-        if path is not None:  # a file: no server to come back, and its errors (read-only, full) are real
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
-            )
-        return OutageTolerantStorage(url, engine_kwargs=engine_kwargs, outage_s=outage_s, **heartbeat)
+        if path is None:
+            return OutageTolerantStorage(url, engine_kwargs=engine_kwargs, outage_s=outage_s, **heartbeat)
+        # a file: no server to come back, and its errors (read-only, disk full) are real
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=reading, **heartbeat
+        )
+        if create:
+            write_ahead_log(storage.engine)
+        return storage
     except sqlalchemy.exc.NoSuchModuleError:
         raise UsageError(
             f"unknown database kind in {mask_url(url)}; use sqlite:///PATH or "

@@ -291,3 +291,136 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
         f"{len(floor.accuracies) - 1} degrees of freedom); {found}. Each trial is one run of one seed"
         f"{selected}. Only new seeds can tell (optiloss recheck; optiloss evaluate on the test split)"
     )
+
+
+SEARCH_GAP_SECONDS = 600.0
+"""A pause longer than this between one worker's trials is the search stopped (and resumed later),
+not time it spent: :func:`time_breakdown` leaves it out."""
+
+
+@dataclass(frozen=True)
+class TimeBreakdown:
+    """Where a search's time went, from its trials' timestamps and training records.
+
+    ``worker_seconds`` is each worker's time from its first trial's start to its last trial's end
+    (pauses over :data:`SEARCH_GAP_SECONDS` left out), summed over workers: with one worker, the
+    search's wall time. ``training_seconds`` and ``scoring_seconds`` are the trials'
+    ``training_seconds`` and ``evaluation_seconds``; ``outside_seconds`` is the rest (sampling and
+    screening, storage writes, model construction, checkpoints, the dashboard's plots and callbacks).
+    Start-up before a run's first trial (data, corrupted copies, the noise floor) carries no trial
+    timestamp and is not counted. ``wall_seconds`` is the time at least one worker ran trials.
+    """
+
+    wall_seconds: float
+    worker_seconds: float
+    training_seconds: float
+    scoring_seconds: float
+    workers: int
+    trials: int
+
+    @property
+    def outside_seconds(self) -> float:
+        return self.worker_seconds - self.training_seconds - self.scoring_seconds
+
+    def share(self, seconds: float) -> float:
+        """``seconds`` as a share of the workers' time (0 for a study without finished trials)."""
+        return seconds / self.worker_seconds if self.worker_seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line: the shares inside training, inside scoring and outside both."""
+        workers = f" over {self.workers} worker processes ({self.worker_seconds:.1f} s of worker time)"
+        return (
+            f"time: {self.wall_seconds:.1f} s running {self.trials} trials"
+            + (workers if self.workers > 1 else "")
+            + f"; training {self.share(self.training_seconds):.1%}, scoring "
+            f"{self.share(self.scoring_seconds):.1%}, outside both {self.share(self.outside_seconds):.1%}"
+        )
+
+
+def _worker_of(trial: FrozenTrial) -> tuple[str, int] | None:
+    worker = trial.user_attrs.get(TrialKey.WORKER)
+    if isinstance(worker, dict) and "pid" in worker:
+        return str(worker.get("host", "")), int(worker["pid"])
+    return None
+
+
+def _busy_spans(spans: list[tuple[float, float]], gap: float) -> list[tuple[float, float]]:
+    """``spans`` (start, end) merged into runs, joining two when the pause between them is at most ``gap``."""
+    runs: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if runs and start - runs[-1][1] <= gap:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        else:
+            runs.append((start, end))
+    return runs
+
+
+def time_breakdown(study: optuna.Study, gap_seconds: float = SEARCH_GAP_SECONDS) -> TimeBreakdown:
+    """The share of a search's time inside training, inside scoring and outside both, from the
+    finished trials' timestamps and their ``training_seconds`` / ``evaluation_seconds``
+    (:class:`TimeBreakdown`). Trials without a worker record (studies made before it) count as one
+    worker's."""
+    finished = [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state.is_finished() and trial.datetime_start and trial.datetime_complete
+    ]
+    by_worker: dict[tuple[str, int] | None, list[tuple[float, float]]] = {}
+    training = scoring = 0.0
+    for trial in finished:
+        assert trial.datetime_start is not None and trial.datetime_complete is not None
+        span = (trial.datetime_start.timestamp(), trial.datetime_complete.timestamp())
+        by_worker.setdefault(_worker_of(trial), []).append(span)
+        training += float(trial.user_attrs.get(TrialKey.TRAINING_SECONDS) or 0.0)
+        scoring += float(trial.user_attrs.get(TrialKey.EVALUATION_SECONDS) or 0.0)
+    worker_seconds = sum(
+        end - start for spans in by_worker.values() for start, end in _busy_spans(spans, gap_seconds)
+    )
+    every = [span for spans in by_worker.values() for span in spans]
+    wall = sum(end - start for start, end in _busy_spans(every, gap_seconds))
+    return TimeBreakdown(wall, worker_seconds, training, scoring, len(by_worker), len(finished))
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason without its numbers, so that reasons of one kind count together
+    (``duplicate of trial 12`` -> ``duplicate``, ``plateau: 40 flat steps …`` -> ``plateau``)."""
+    kind = reason.split(":")[0].split("(")[0].strip()
+    return "duplicate" if kind.startswith("duplicate") else kind
+
+
+@dataclass(frozen=True)
+class Rejections:
+    """The genomes a search rejected, by reason: ``stored`` as PRUNED trials (``rejected``), and
+    ``redrawn`` inside the sampler before a trial was stored (``screened_out``)."""
+
+    stored: dict[str, int]
+    redrawn: dict[str, int]
+
+    def describe(self) -> str:
+        """One line: how many of each, by reason, most frequent first."""
+
+        def by_reason(counts: dict[str, int]) -> str:
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            return "; ".join(f"{reason} {count}" for reason, count in ranked)
+
+        parts = [
+            f"{sum(self.stored.values())} stored as PRUNED trials"
+            + (f" ({by_reason(self.stored)})" if self.stored else ""),
+            f"{sum(self.redrawn.values())} redrawn inside the sampler"
+            + (f" ({by_reason(self.redrawn)})" if self.redrawn else ""),
+        ]
+        return "rejected genomes: " + ", ".join(parts)
+
+
+def rejections(study: optuna.Study) -> Rejections:
+    """The study's rejected genomes by reason (:class:`Rejections`)."""
+    stored: dict[str, int] = {}
+    redrawn: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        record = SearchTrialRecord.from_trial(trial)
+        if trial.state == TrialState.PRUNED and record.rejected:
+            kind = reason_kind(record.rejected)
+            stored[kind] = stored.get(kind, 0) + 1
+        for reason, count in record.screened_out.items():
+            redrawn[reason] = redrawn.get(reason, 0) + int(count)
+    return Rejections(stored, redrawn)

@@ -22,7 +22,7 @@ from conftest import ROOT, missing_service, small_search
 def searched(tmp_path_factory):
     """A small real search: (storage URL, artifact folder)."""
     folder = tmp_path_factory.mktemp("dashboard")
-    return small_search(folder), folder / "artifacts"
+    return small_search(folder, artifacts_front_only=False), folder / "artifacts"
 
 
 def _get(app, path: str) -> tuple[str, bytes]:

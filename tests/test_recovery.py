@@ -179,7 +179,12 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
     def rejected_this_run(output: str) -> int:
         return int(re.search(r"(\d+) genomes rejected this run", output)[1])
 
-    pruned_before = len(study.get_trials(states=(TrialState.PRUNED,)))
+    def rejected_in_study() -> int:
+        """PRUNED trials and the genomes the sampler redrew (screen_in_sampler, the default)."""
+        redrawn = sum(sum(t.user_attrs.get("screened_out", {}).values()) for t in study.get_trials())
+        return len(study.get_trials(states=(TrialState.PRUNED,))) + redrawn
+
+    pruned_before = rejected_in_study()
     assert rejected_this_run(result.stdout) == pruned_before
     more = run_cli(
         "search",
@@ -193,7 +198,7 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres_url):
         "--no-progress",
     )
     assert more.returncode == 0, more.stderr
-    pruned_after = len(study.get_trials(states=(TrialState.PRUNED,)))
+    pruned_after = rejected_in_study()
     assert rejected_this_run(more.stdout) == pruned_after - pruned_before
 
 

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, screen, zoo
 from optiloss.records import SearchTrialRecord, StudyKey
+from optiloss.report.tables import search_summary
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
 from optiloss.statistics import hypervolume
@@ -126,6 +127,8 @@ def study_note(study: optuna.Study) -> str:
         + (f" ({redrawn} of them redrawn inside the sampler)." if redrawn else "."),
         "",
         _objectives_line(study),
+        "",
+        *(line[0].upper() + line[1:] + "." for line in search_summary(study).splitlines()),
         "",
         "## Pareto set" if len(study.directions) > 1 else "## Best",
         "",

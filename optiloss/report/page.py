@@ -32,6 +32,7 @@ from optiloss.matrix import MatrixResult
 from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey
 from optiloss.report.dashboard import loss_shape, pyplot
 from optiloss.report.experiments import paper_table
+from optiloss.report.tables import search_summary
 from optiloss.statistics import sample_std, welch_p_value
 from optiloss.storage import mask_url, resolve_storage_url
 from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
@@ -116,6 +117,8 @@ class AugmentationSection:
     too_wide: str = ""
     """The sentence saying cross-entropy's runs spread too widely to tell losses apart, when they do."""
     summary: str = ""
+    search_cost: list[str] = field(default_factory=list)
+    """The search's rejected genomes by reason and where its time went (:func:`search_summary`)."""
 
 
 @dataclass
@@ -253,6 +256,7 @@ def _augmentation_section(
     section.exists = True
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     section.complete = len(complete)
+    section.search_cost = [line[0].upper() + line[1:] + "." for line in search_summary(study).splitlines()]
     if not complete:
         section.summary = f"{augmentation}: the search has no trained loss yet (study {name})."
         return section

@@ -18,7 +18,15 @@ from optuna.trial import TrialState
 
 from optiloss.errors import UsageError
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
-from optiloss.studies import get_trial, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
+from optiloss.studies import (
+    get_trial,
+    noise_floor,
+    noise_floor_verdict,
+    pareto_trials,
+    rejections,
+    time_breakdown,
+    trial_genome,
+)
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -53,6 +61,13 @@ def pareto_verdict(study: optuna.Study) -> str:
     return noise_floor_verdict(study, pareto_trials(study))
 
 
+def search_summary(study: optuna.Study) -> str:
+    """Two lines about a search's cost: its rejected genomes by reason (stored as PRUNED trials and
+    redrawn inside the sampler, :func:`~optiloss.studies.rejections`) and the share of its time
+    inside training, inside scoring and outside both (:func:`~optiloss.studies.time_breakdown`)."""
+    return rejections(study).describe() + "\n" + time_breakdown(study).describe()
+
+
 def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
     """One row per study: trial counts by state and the best value of each objective."""
     rows = []
@@ -81,6 +96,7 @@ SHOWN_TRIAL_KEYS = (
     TrialKey.ROBUSTNESS,
     TrialKey.PARENT,
     TrialKey.MUTATION,
+    TrialKey.SCREENED_OUT,
     TrialKey.REJECTED,
     TrialKey.DIVERGED,
     TrialKey.ORIENTATION,

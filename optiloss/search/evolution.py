@@ -3,7 +3,8 @@
 The paper searches with regularized evolution (Real et al. 2019), with the
 settings of its predecessor's code, which this sampler implements:
 
-- a population of 100 losses, generation 0 uniformly random;
+- a population of 100 losses, generation 0 random (uniform over the genomes
+  that read ``y`` and ``p``: :func:`optiloss.genome.draw.draw_genes`);
 - each child comes from a tournament of 20 members drawn without replacement
   from the population; the fittest member is the parent;
 - the child is the parent after exactly one mutation, no crossover: with
@@ -27,8 +28,8 @@ How it differs, and why:
   process, or a new sampler instance with another seed, continues the same
   population, and parallel workers share one (asynchronous regularized
   evolution: a child joins when its trial completes, not when it was drawn).
-  Until the study has ``population_size`` such trials, genomes are uniformly
-  random (generation 0). The storage is read once per trial: a wrapper's
+  Until the study has ``population_size`` such trials, genomes are random
+  (generation 0), drawn so that they read ``y`` and ``p``. The storage is read once per trial: a wrapper's
   redraws for the same trial reuse that reading.
 - **Only COMPLETE trials are members.** Genomes rejected by the screen
   (PRUNED) or failed trials never enter the population; a diverged trial is
@@ -37,8 +38,13 @@ How it differs, and why:
   zoo) join like any other completed trial.
 - **A mutation must change the program.** Only active nodes are mutated, and a
   mutation whose child prints the same :attr:`~optiloss.genome.Genome.structure`
-  as the parent (an input replaced by a node that prints alike) is drawn again,
-  up to :data:`MAX_MUTATION_DRAWS` times. Unary operators keep their second
+  as the parent (an input replaced by a node that prints alike), or that no
+  longer reads both ``y`` and ``p`` (an input replaced, or a binary node made
+  unary), is drawn again (the same kind up to :data:`MUTATION_DRAWS_PER_KIND`
+  times, then a new kind, up to :data:`MAX_MUTATION_DRAWS` kinds), so a child
+  that cannot train for its structure is never stored. Where a kind has no
+  such child (an arity mutation of the only node that joins ``y`` and ``p``),
+  another kind is drawn: for such parents the kinds drift from 70/15/15. Unary operators keep their second
   input gene, so an arity mutation from unary to binary starts reading it.
 - **Lineage** is written on the child's trial by the sampler itself: the user
   attrs ``parent`` (the parent's trial number) and ``mutation`` (its kind,
@@ -64,10 +70,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import BINARY_OPERATORS, UNARY_OPERATORS, Genome, Node, input_choices
+from optiloss.genome.draw import draw_genes
 from optiloss.genome.genome import CONSTANT_RANGE
 from optiloss.genome.operators import OPERATORS
 from optiloss.records import TrialKey
-from optiloss.search.sampler import gene_holds, genome_search_space, random_gene, record_on_trial
+from optiloss.search.sampler import gene_holds, genome_search_space, record_on_trial
 
 MUTATION_KINDS: tuple[str, ...] = ("operator", "input", "arity")
 MUTATION_PROBABILITIES: tuple[float, ...] = (0.70, 0.15, 0.15)
@@ -77,7 +84,10 @@ CONSTANT_MUTATION_SHARE = 0.25
 CONSTANT_STEP = 0.5
 """The standard deviation of a constant's Gaussian step: a twentieth of :data:`CONSTANT_RANGE`."""
 MAX_MUTATION_DRAWS = 100
-"""How often a mutation is drawn again when the child prints like its parent."""
+"""How often a mutation kind is drawn again when its children print like their parent or lose ``y``
+or ``p``."""
+MUTATION_DRAWS_PER_KIND = 10
+"""How often a mutation of one kind is drawn again before another kind is drawn."""
 
 _BY_ARITY: dict[int, tuple[str, ...]] = {
     1: tuple(op.name for op in UNARY_OPERATORS),
@@ -204,20 +214,23 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         return population[best]
 
     def _random_params(self) -> dict[str, Any]:
-        return {name: random_gene(self._rng, distribution) for name, distribution in self._space.items()}
+        return draw_genes(self._rng, self._nodes, self._constants)
 
     # ------------------------------------------------------------- mutation
     def _mutate(self, parent: Genome) -> tuple[str, Genome]:
-        """One mutation of ``parent`` that changes its printed structure (drawn again when it does not;
-        after :data:`MAX_MUTATION_DRAWS` draws the last is kept)."""
+        """One mutation of ``parent`` that changes its printed structure and still reads ``y`` and ``p``
+        (drawn again when it does not; after :data:`MAX_MUTATION_DRAWS` draws the last is kept)."""
         for _ in range(MAX_MUTATION_DRAWS):
             if parent.constants_used and self._rng.uniform() < CONSTANT_MUTATION_SHARE:
                 kind = "constant"
             else:
                 kind = MUTATION_KINDS[self._rng.choice(len(MUTATION_KINDS), p=MUTATION_PROBABILITIES)]
-            child = getattr(self, f"_mutate_{kind}")(parent)
-            if child.structure != parent.structure:
-                break
+            # a kind is tried a few times before another is drawn, so the kinds keep their shares
+            # wherever each has mutations that keep y and p (an arity mutation of mul(y, p) has none)
+            for _ in range(MUTATION_DRAWS_PER_KIND):
+                child = getattr(self, f"_mutate_{kind}")(parent)
+                if child.structure != parent.structure and {"y", "p"} <= child.leaves_used:
+                    return kind, child
         return kind, child
 
     def _mutate_operator(self, parent: Genome) -> Genome:

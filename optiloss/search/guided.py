@@ -40,6 +40,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, screen
+from optiloss.genome.draw import draw_genes
 from optiloss.genome.phenotype import phenotype
 from optiloss.records import TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
@@ -317,7 +318,8 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         return self._phenotypes[key]
 
     def _random_params(self) -> dict[str, Any]:
-        return {name: random_gene(self._rng, distribution) for name, distribution in self._space.items()}
+        """A uniform genome among those reading ``y`` and ``p`` (:func:`optiloss.genome.draw.draw_genes`)."""
+        return draw_genes(self._rng, self._nodes, self._constants)
 
     def _has_genome(self, trial: FrozenTrial) -> bool:
         return all(gene_holds(d, trial.params.get(name)) for name, d in self._space.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -36,6 +36,17 @@ def early_rejection_epoch(config: SearchConfig) -> int | None:
         return None
     epoch = max(1, round(config.early_rejection_at * config.epochs))
     return epoch if epoch < config.epochs else None
+
+
+def on_front(study: optuna.Study, values: Sequence[float]) -> bool:
+    """Whether a trial with ``values`` (maximised) would be on the study's Pareto front: no COMPLETE
+    trial is at least as good in every objective and different."""
+    mine = tuple(values)
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        theirs = tuple(other.values or ())
+        if len(theirs) == len(mine) and theirs != mine and all(t >= m for t, m in zip(theirs, mine)):
+            return False
+    return True
 
 
 class LossSearchObjective:
@@ -169,13 +180,22 @@ class LossSearchObjective:
             self._remove_checkpoints(own, inherited)
             raise
         self._remove_checkpoints(own, inherited)
-        if self.trial_trained is not None and result.history:
+        values = DIVERGED_VALUES if result.diverged else (result.accuracy, result.robustness)
+        if self.trial_trained is not None and result.history and self._wants_plots(trial, values):
             self.trial_trained(trial, genome, result.history)
         for key, value in result.record(self.evaluator.precision).to_user_attrs().items():
             trial.set_user_attr(key, value)
-        if result.diverged:
-            return self._objective_values(*DIVERGED_VALUES, trial)
-        return self._objective_values(result.accuracy, result.robustness, trial)
+        return self._objective_values(*values, trial)
+
+    def _wants_plots(self, trial: optuna.Trial, values: tuple[float, float]) -> bool:
+        """Whether the trained trial gets its per-trial plots: every one, or with
+        ``artifacts_front_only`` (the default) one that no COMPLETE trial dominates as it finishes
+        (drawing them cost about half a second a trial on a CPU, a sixth of a demo trial)."""
+        if not self.config.artifacts_front_only:
+            return True
+        if values == DIVERGED_VALUES:
+            return False
+        return on_front(trial.study, values if "robustness" in self.config.objectives else values[:1])
 
     def _inherited_checkpoint(self, trial: optuna.Trial) -> str | None:
         """The checkpoint of the trial this one retries (copied into its user attrs), if it lies in

@@ -2,9 +2,12 @@
 
 With ``screen_in_sampler = true``, :class:`ScreeningSampler` wraps the
 study's sampler (NSGA-II, regularized evolution, random or TPE). For every new
-trial it asks that sampler for a child
-(generation 0: a uniformly random genome), completes the genes NSGA-II left to
-random sampling, screens the genome (:func:`optiloss.genome.screen`, and the
+trial it asks that sampler for a child, completes the genes the sampler left to
+random sampling (all of them in NSGA-II's generation 0 and for the random
+sampler; a mutated gene of an NSGA-II child) with
+:func:`optiloss.genome.draw.draw_genes`, so that a random genome reads ``y``
+and ``p`` by construction and a child whose redrawn genes would lose one is
+repaired, screens the genome (:func:`optiloss.genome.screen`, and the
 fingerprints of trained and running trials) and redraws until one passes, at
 most ``max_draws`` times. Only the genome that passes becomes a trial, so the
 study stores no PRUNED trial per rejected genome; the trial records how many
@@ -28,9 +31,11 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import Genome, gene_names, input_choices, screen
+from optiloss.genome.draw import draw_genes
 from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
 from optiloss.genome.operators import OPERATOR_NAMES
 from optiloss.records import TrialKey
+from optiloss.studies import reason_kind
 
 
 def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
@@ -68,11 +73,6 @@ def random_gene(rng: np.random.RandomState, distribution: BaseDistribution) -> A
     return distribution.choices[rng.randint(len(distribution.choices))]
 
 
-def _reason_kind(reason: str) -> str:
-    """A rejection reason without its numbers, to count reasons of one kind together."""
-    return reason.split(":")[0].split("(")[0].strip()
-
-
 class ScreeningSampler(optuna.samplers.BaseSampler):
     """``inner`` (NSGA-II or another sampler of whole genomes), drawing each new trial's genome until
     it passes the screen."""
@@ -90,6 +90,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         ``constants``: the study's constant genes."""
         self._inner = inner
         self._nodes = nodes
+        self._constants = constants
         self._space = genome_search_space(nodes, constants)
         self._rng = np.random.RandomState(seed)
         self._max_draws = max(1, max_draws)
@@ -115,19 +116,31 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
         screened_out: Counter = Counter()
         for _ in range(self._max_draws):
             child = self._inner.sample_relative(study, trial, search_space)
-            params = {
-                name: child[name] if name in child else random_gene(self._rng, distribution)
-                for name, distribution in search_space.items()
-            }
+            params = self._completed(child, search_space)
             result = screen(Genome.from_params(params, self._nodes), **self._screen_options)
             reason = result.reason or ("duplicate" if result.fingerprint in trained else None)
             if reason is None:
                 break
-            screened_out[_reason_kind(reason)] += 1
+            screened_out[reason_kind(reason)] += 1
         # after max_draws the last genome goes to the objective, which rejects it as a trial
         if screened_out:
             record_on_trial(study, trial, TrialKey.SCREENED_OUT, dict(screened_out))
         return params
+
+    def _completed(self, child: dict[str, Any], search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The child with the genes its sampler left out drawn so that the genome reads ``y`` and ``p``
+        (:func:`~optiloss.genome.draw.draw_genes`); any gene outside the genome at random."""
+        fixed = {name: child[name] for name in search_space if name in child and name in self._space}
+        missing = [name for name in self._space if name not in fixed]
+        genes = draw_genes(self._rng, self._nodes, self._constants, fixed) if missing else fixed
+        return {
+            name: genes[name]
+            if name in genes
+            else child[name]
+            if name in child
+            else random_gene(self._rng, distribution)
+            for name, distribution in search_space.items()
+        }
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

@@ -84,14 +84,28 @@ def make_sampler(config: SearchConfig, trials_in_study: int, worker: int = 0) ->
     return sampler
 
 
+KEPT_SETTINGS: dict[str, Any] = {"screen_in_sampler": False}
+"""Settings a continued study keeps as it was made unless the file or an option sets them, with the
+value of a study whose stored config lacks the key (made before the setting existed)."""
+
+
 def settle_config(config: SearchConfig, study_attrs: Mapping[str, Any]) -> SearchConfig:
     """The config a study is searched with, given the study's user attrs: a continued study keeps its
-    number of constants (0 for a study made before constants) unless the config's file or options set
-    ``constants``."""
-    if StudyKey.DATASET not in study_attrs or "constants" in config.given_keys():
+    number of constants (0 for a study made before constants) and whether it screens in the sampler
+    (false for a study made before that became the default, :data:`KEPT_SETTINGS`) unless the
+    config's file or options set them. A new study takes ``config`` as it is."""
+    if StudyKey.DATASET not in study_attrs:
         return config
-    stored = study_attrs.get(StudyKey.CONSTANTS, 0)
-    return config if stored == config.constants else config.replace(constants=stored)
+    given = config.given_keys()
+    stored_config = study_attrs.get(StudyKey.CONFIG) or {}
+    kept = {
+        key: stored_config.get(key, made_before)
+        for key, made_before in KEPT_SETTINGS.items()
+        if key not in given and stored_config.get(key, made_before) != getattr(config, key)
+    }
+    if "constants" not in given and study_attrs.get(StudyKey.CONSTANTS, 0) != config.constants:
+        kept["constants"] = study_attrs.get(StudyKey.CONSTANTS, 0)
+    return config.replace(**kept) if kept else config
 
 
 def _stored_attrs(storage: BaseStorage, name: str) -> dict[str, Any]:
