@@ -316,7 +316,7 @@ def test_a_given_loss_the_zoo_holds_already_is_named_not_silently_dropped(tiny_c
 def test_tpe_is_the_multivariate_tpe_with_the_constant_liar_that_optuna_advises_for_this_space():
     from optiloss.search.study import make_sampler
 
-    config = SearchConfig.from_mapping({"dataset": "digits", "sampler": "tpe"})
+    config = SearchConfig.from_mapping({"dataset": "digits", "sampler": "tpe", "screen_in_sampler": False})
     sampler = make_sampler(config, trials_in_study=0)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     # a two-objective study leaves TPE independent per gene unless asked; Optuna's AutoSampler asks
