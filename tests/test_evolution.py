@@ -130,13 +130,13 @@ def test_every_call_draws_a_fresh_child_and_the_kinds_are_70_15_15():
     # where every kind has children that keep y and p, the kinds are drawn 70/15/15; where one has
     # none (an arity mutation of the only node that joins y and p), another kind is drawn instead
     redundant = Genome.from_nodes(("mul", "y", "p"), ("sub", "p", "y"), ("add", "n0", "n1"))
-    kinds = collections.Counter(sampler._mutate(redundant)[0] for _ in range(3000))
+    kinds = collections.Counter(sampler.mutate(redundant)[0] for _ in range(3000))
     assert abs(kinds["operator"] / 3000 - 0.70) < 0.03
     assert abs(kinds["input"] / 3000 - 0.15) < 0.03
     assert abs(kinds["arity"] / 3000 - 0.15) < 0.03
     joined_once = Genome.from_nodes(("mul", "y", "p"))
     for _ in range(300):
-        kind, child = sampler._mutate(joined_once)
+        kind, child = sampler.mutate(joined_once)
         assert kind != "arity" and {"y", "p"} <= child.leaves_used  # no arity mutation keeps both
 
 

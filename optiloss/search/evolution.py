@@ -149,7 +149,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             params = self._random_params()
         else:
             parent = self._tournament(study, population)
-            kind, child = self._mutate(Genome.from_params(parent.params, self._nodes))
+            kind, child = self.mutate(Genome.from_params(parent.params, self._nodes))
             params = child.to_params()
             # a wrapper that redraws calls this again: the genome it keeps wrote its lineage last
             record_on_trial(study, trial, TrialKey.PARENT, parent.number)
@@ -217,9 +217,10 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         return draw_genes(self._rng, self._nodes, self._constants)
 
     # ------------------------------------------------------------- mutation
-    def _mutate(self, parent: Genome) -> tuple[str, Genome]:
-        """One mutation of ``parent`` that changes its printed structure and still reads ``y`` and ``p``
-        (drawn again when it does not; after :data:`MAX_MUTATION_DRAWS` draws the last is kept)."""
+    def mutate(self, parent: Genome) -> tuple[str, Genome]:
+        """(kind, child): one mutation of ``parent`` that changes its printed structure and still reads
+        ``y`` and ``p`` (drawn again when it does not; after :data:`MAX_MUTATION_DRAWS` draws the last
+        is kept), with the sampler's random state. The guided sampler breeds its candidates with it."""
         for _ in range(MAX_MUTATION_DRAWS):
             if parent.constants_used and self._rng.uniform() < CONSTANT_MUTATION_SHARE:
                 kind = "constant"

@@ -185,9 +185,11 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         self._soft_targets = self._screen_options.get("soft_targets", True)
         self.startup = DEFAULT_STARTUP if startup is None else startup
         self.pool_size, self.predictor = pool_size, predictor
-        # mutation moves (operator, input, arity, constant) shared with regularized evolution
-        self._breeder = RegularizedEvolutionSampler(nodes, 1, 1, seed=seed, constants=constants)
-        self._breeder._rng = self._rng
+        # mutation moves (operator, input, arity, constant) shared with regularized evolution, drawn
+        # from a random state of its own seeded from this one's
+        self._breeder = RegularizedEvolutionSampler(
+            nodes, 1, 1, seed=int(self._rng.randint(2**31)), constants=constants
+        )
         self._phenotypes: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------- Optuna API
@@ -287,7 +289,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
                 name: (first if self._rng.uniform() < 0.5 else second).params[name] for name in self._space
             }
             genome, origin = Genome.from_params(mixed, self._nodes), "crossover"
-        _, child = self._breeder._mutate(genome)
+        _, child = self._breeder.mutate(genome)
         return child.to_params(), origin
 
     def _uniform(self, taken: set[str]) -> Candidate:
