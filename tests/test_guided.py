@@ -39,6 +39,19 @@ def test_a_phenotype_is_what_the_loss_does_and_equal_losses_share_it():
     assert distance("cross_entropy", "poly1") < distance("cross_entropy", "mse")
 
 
+@pytest.mark.parametrize("soft_targets", [True, False])
+def test_the_screens_own_behaviour_gives_the_same_phenotype_as_computing_it_again(soft_targets):
+    for name, genome in zoo().items():
+        result = screen(genome.with_orientation(False), soft_targets=soft_targets)
+        assert result.behaviour is not None, name
+        again = phenotype(result.genome, soft_targets)
+        assert np.allclose(phenotype(result.genome, soft_targets, result.behaviour), again), name
+    # a loss the screen negates: the curve it hands on is the oriented one
+    rising = screen(named_losses({"rising": "y * ln(p)"}, 5)["rising"].with_orientation(False))
+    assert rising.genome.negated
+    assert np.allclose(phenotype(rising.genome, True, rising.behaviour), phenotype(rising.genome))
+
+
 def test_the_front_and_its_hypervolume():
     points = np.array([[0.5, 0.2], [0.4, 0.4], [0.3, 0.3], [0.6, 0.1]])
     assert sorted(map(tuple, non_dominated(points))) == [(0.4, 0.4), (0.5, 0.2), (0.6, 0.1)]

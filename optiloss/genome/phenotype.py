@@ -25,7 +25,9 @@ def phenotype_length(soft_targets: bool = True) -> int:
     return (len(rows) if soft_targets else int(rows.sum())) * PROBE_CLASSES + 1 + CURVE_POINTS
 
 
-def phenotype(genome: Genome, soft_targets: bool = True) -> np.ndarray:
+def phenotype(
+    genome: Genome, soft_targets: bool = True, behaviour: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """The phenotype of an accepted, oriented genome (:func:`optiloss.genome.screen` gives one):
 
     - its logit gradient on the probe rows the fingerprint reads (every row with ``soft_targets``,
@@ -36,16 +38,22 @@ def phenotype(genome: Genome, soft_targets: bool = True) -> np.ndarray:
     - its loss along the true-class sweep at :data:`CURVE_POINTS` evenly spaced points, scaled to
       [0, 1] (the shape of the curve the screen checked).
 
-    A vector of :func:`phenotype_length` finite floats.
+    A vector of :func:`phenotype_length` finite floats. ``behaviour`` is the screen's
+    (:attr:`optiloss.genome.screen.ScreenResult.behaviour`, taken with the same ``soft_targets``):
+    given, nothing is computed again.
     """
-    with np.errstate(all="ignore"):
-        _, gradient, _ = probe(genome, torch.float64)
-    rows = slice(None) if soft_targets else probe_one_hot_rows()
-    gradient = np.asarray(gradient[rows], dtype=np.float64).ravel()
+    if behaviour is None:
+        with np.errstate(all="ignore"):
+            _, gradient, _ = probe(genome, torch.float64)
+        rows = slice(None) if soft_targets else probe_one_hot_rows()
+        gradient, sweep = gradient[rows], true_class_sweep(genome)
+    else:
+        gradient, sweep = behaviour
+    gradient = np.asarray(gradient, dtype=np.float64).ravel()
     scale = float(np.sqrt(np.mean(gradient**2)))
     normalised = gradient / scale if scale > 0 else gradient
     compressed = np.sign(normalised) * np.log1p(np.abs(normalised))
-    curve = true_class_sweep(genome)[np.linspace(0, SWEEP_STEPS - 1, CURVE_POINTS).astype(int)]
+    curve = sweep[np.linspace(0, SWEEP_STEPS - 1, CURVE_POINTS).astype(int)]
     span = float(curve.max() - curve.min())
     shape = (curve - curve.min()) / span if span > 0 else np.zeros_like(curve)
     vector = np.concatenate([compressed, [np.log10(scale) if scale > 0 else -12.0], shape])

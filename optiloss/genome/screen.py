@@ -28,7 +28,7 @@ sees, so losses that differ by a term without ``p`` are duplicates.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class ScreenResult:
     genome: Genome
     reason: str | None = None
     fingerprint: str | None = None
+    behaviour: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    """Of an accepted genome: (its float64 logit gradient on the fingerprinted probe rows, its loss
+    along the true-class sweep as oriented), what :func:`optiloss.genome.phenotype.phenotype` reads."""
 
     @property
     def accepted(self) -> bool:
@@ -199,7 +202,9 @@ def screen(genome: Genome, soft_targets: bool = True, scale_free: bool = False) 
     reason = _sweep_reason(curve)
     if reason:
         return ScreenResult(genome, reason)
-    genome = genome.with_orientation(orientation_of(curve))
+    flipped = orientation_of(curve)
+    curve = -curve if flipped != genome.negated else curve
+    genome = genome.with_orientation(flipped)
     with np.errstate(all="ignore"):
         per_sample, gradient, other = probe(genome)
     if not (np.all(np.isfinite(per_sample)) and np.all(np.isfinite(gradient))):
@@ -215,4 +220,6 @@ def screen(genome: Genome, soft_targets: bool = True, scale_free: bool = False) 
     # the fingerprint uses float64 so that rounding does not split equal behaviours
     _, exact_gradient, _ = probe(genome, torch.float64)
     rows = slice(None) if soft_targets else _PROBE_ONE_HOT.numpy()
-    return ScreenResult(genome, None, fingerprint(exact_gradient[rows], scale_free))
+    return ScreenResult(
+        genome, None, fingerprint(exact_gradient[rows], scale_free), behaviour=(exact_gradient[rows], curve)
+    )

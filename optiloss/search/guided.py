@@ -190,7 +190,8 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         self._breeder = RegularizedEvolutionSampler(
             nodes, 1, 1, seed=int(self._rng.randint(2**31)), constants=constants
         )
-        self._phenotypes: dict[str, np.ndarray] = {}
+        self._phenotypes: dict[str, np.ndarray] = {}  # candidates', by fingerprint
+        self._trained: dict[int, np.ndarray] = {}  # trained trials', by number
 
     # ------------------------------------------------------------- Optuna API
     def infer_relative_search_space(
@@ -231,7 +232,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
     def _guided_pick(
         self, study: optuna.Study, trained: list[FrozenTrial], taken: set[str]
     ) -> tuple[Candidate, dict[str, dict[str, float]], str]:
-        features = np.stack([self._phenotype_of(t.params) for t in trained])
+        features = np.stack([self._phenotype_of(t) for t in trained])
         values = np.array([t.values for t in trained], dtype=np.float64)
         model = PhenotypePredictor(self.predictor, seed=self._rng.randint(2**31)).fit(features, values)
         pool = self._pool(study, trained, taken)
@@ -309,15 +310,17 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             return None
         vector = self._phenotypes.get(result.fingerprint)
         if vector is None:
-            vector = self._phenotypes[result.fingerprint] = phenotype(result.genome, self._soft_targets)
+            vector = phenotype(result.genome, self._soft_targets, result.behaviour)
+            self._phenotypes[result.fingerprint] = vector
         return Candidate(params, result.fingerprint, vector, origin)
 
-    def _phenotype_of(self, params: dict[str, Any]) -> np.ndarray:
-        result = screen(Genome.from_params(params, self._nodes), **self._screen_options)
-        key = result.fingerprint or result.genome.formula
-        if key not in self._phenotypes:  # a genome that fails today's screen still has a phenotype
-            self._phenotypes[key] = phenotype(result.genome, self._soft_targets)
-        return self._phenotypes[key]
+    def _phenotype_of(self, trial: FrozenTrial) -> np.ndarray:
+        """A trained trial's phenotype, computed once per process (a finished trial's genome never
+        changes); a genome that fails today's screen still has one."""
+        if trial.number not in self._trained:
+            result = screen(Genome.from_params(trial.params, self._nodes), **self._screen_options)
+            self._trained[trial.number] = phenotype(result.genome, self._soft_targets, result.behaviour)
+        return self._trained[trial.number]
 
     def _random_params(self) -> dict[str, Any]:
         """A uniform genome among those reading ``y`` and ``p`` (:func:`optiloss.genome.draw.draw_genes`)."""
