@@ -219,16 +219,24 @@ def needed(curve: list[float], target: float, budget: int) -> float:
 def bootstrap_ratio(
     ours: list[float], random: list[float], rng: np.random.RandomState
 ) -> tuple[float, float, float]:
-    """median(random's needs) / median(ours), with a 95 % bootstrap interval over seeds (paired)."""
+    """median(random's needs) / median(ours), with a 95 % bootstrap interval over seeds (paired); a
+    median beyond the budget is infinite, so the ratio is 0 when ours is and infinite when only
+    random's is (the interval's ends are drawn values, never interpolated between infinities)."""
     ours_a, random_a = np.array(ours), np.array(random)
 
-    def ratio(indices):
-        o, r = np.median(ours_a[indices]), np.median(random_a[indices])
-        return r / o if np.isfinite(o) else 0.0
+    def ratio(indices: np.ndarray) -> float:
+        o, r = float(np.median(ours_a[indices])), float(np.median(random_a[indices]))
+        if not np.isfinite(o):
+            return 0.0
+        return r / o if np.isfinite(r) else float("inf")
 
     point = ratio(np.arange(len(ours_a)))
     draws = [ratio(rng.randint(len(ours_a), size=len(ours_a))) for _ in range(2000)]
-    return point, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    return (
+        point,
+        float(np.percentile(draws, 2.5, method="lower")),
+        float(np.percentile(draws, 97.5, method="higher")),
+    )
 
 
 def main() -> None:
