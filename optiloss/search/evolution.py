@@ -74,7 +74,7 @@ from optiloss.genome.draw import draw_genes
 from optiloss.genome.genome import CONSTANT_RANGE
 from optiloss.genome.operators import OPERATORS
 from optiloss.records import TrialKey
-from optiloss.search.sampler import gene_holds, genome_search_space, record_on_trial
+from optiloss.search.sampler import gene_holds, genome_search_space, given_genes, record_on_trial
 
 MUTATION_KINDS: tuple[str, ...] = ("operator", "input", "arity")
 MUTATION_PROBABILITIES: tuple[float, ...] = (0.70, 0.15, 0.15)
@@ -142,7 +142,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued loss or a retry
+        if given_genes(trial):  # an enqueued loss or a retry
             return {}
         population = self._population_for(study, trial)
         if len(population) < self._population_size:

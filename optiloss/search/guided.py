@@ -44,7 +44,7 @@ from optiloss.genome.draw import draw_genes
 from optiloss.genome.phenotype import phenotype
 from optiloss.records import TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
-from optiloss.search.sampler import gene_holds, genome_search_space, random_gene, record_on_trial
+from optiloss.search.sampler import gene_holds, genome_search_space, given_genes, random_gene, record_on_trial
 from optiloss.statistics import hypervolume, non_dominated
 
 PREDICTORS = ("ridge", "knn", "forest")
@@ -202,7 +202,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if not search_space or trial.system_attrs.get("fixed_params") or trial.params:
+        if not search_space or given_genes(trial):
             return {}  # an enqueued loss or a retry keeps its genome
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         taken = {

@@ -44,6 +44,13 @@ def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: An
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
+def given_genes(trial: FrozenTrial) -> dict[str, Any]:
+    """The genes a trial holds before any sampling: an enqueued loss's or a retry's (empty for a new
+    trial). Optuna keeps an enqueued trial's parameters in its system attr ``fixed_params``; this is
+    the one place optiloss reads it."""
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
+
+
 def genome_search_space(nodes: int, constants: int = 0) -> dict[str, BaseDistribution]:
     """Every gene of an ``nodes``-node genome with ``constants`` constants as the distribution the
     objective suggests: categorical structure genes, float constants in :data:`CONSTANT_RANGE`."""
@@ -106,7 +113,7 @@ class ScreeningSampler(optuna.samplers.BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        if trial.system_attrs.get("fixed_params") or trial.params:  # an enqueued zoo loss or a retry
+        if given_genes(trial):  # an enqueued zoo loss or a retry
             self._inner.sample_relative(study, trial, search_space)  # keeps its genome, joins its generation
             if TrialKey.SCREENED_OUT in trial.user_attrs:  # a retry's inherited count: nothing was redrawn
                 record_on_trial(study, trial, TrialKey.SCREENED_OUT, {})

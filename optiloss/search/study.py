@@ -25,7 +25,7 @@ from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.guided import GuidedSampler
-from optiloss.search.sampler import ScreeningSampler
+from optiloss.search.sampler import ScreeningSampler, given_genes
 from optiloss.settings import SearchConfig, training_differences
 from optiloss.studies import count_trials
 
@@ -248,7 +248,7 @@ def _losses_held(study: optuna.Study, nodes: int) -> dict[str, FrozenTrial]:
     """The study's trials by the structure of the loss they hold (enqueued ones too), first first."""
     held: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False):
-        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        params = given_genes(trial)
         try:
             structure = Genome.from_params(params, nodes).structure
         except (ValueError, KeyError):
@@ -270,7 +270,7 @@ def given_loss_lines(study: optuna.Study, config: SearchConfig) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     by_structure: dict[str, list[FrozenTrial]] = {}
     for trial in trials:
-        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        params = given_genes(trial)
         try:
             by_structure.setdefault(Genome.from_params(params, config.nodes).structure, []).append(trial)
         except (ValueError, KeyError):
