@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 PG_URL = $(shell bash scripts/postgres.sh url)
 
+# pytest-xdist workers; each test's torch (and the commands it starts) on one thread, so two workers
+# on two cores do not spin against each other. The PostgreSQL tests share one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST = OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 .PHONY: install demo test check lint format typecheck dashboard bench postgres postgres-stop browser clean
 
 # Reinstalls when pyproject.toml, the lock file or this recipe changes.
@@ -25,12 +30,12 @@ demo: install
 # test drives Debian's headless Chromium, installed here when missing. Every test
 # runs: one that finds its server or browser missing fails instead of skipping.
 test: install lint typecheck postgres browser
-	OPTILOSS_TEST_REQUIRE_ALL=1 OPTILOSS_TEST_POSTGRES=$(PG_URL) $(BIN)/python -m pytest
+	OPTILOSS_TEST_REQUIRE_ALL=1 OPTILOSS_TEST_POSTGRES=$(PG_URL) $(PYTEST)
 
 # The contributor's quick loop (docs/contributing.md): lint, format and type checks and the tests
 # not marked slow, with no server and no browser (the tests that need them skip, saying why).
 check: install lint typecheck
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check .

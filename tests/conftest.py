@@ -109,6 +109,25 @@ def run_main(*args: str, env: dict | None = None) -> CliResult:
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
+SHARED_SERVER_GROUP = "postgresql-server"
+"""The tests on the one PostgreSQL server run in one xdist worker, one after another: some of them
+stop and restart that server, which would cut the other worker's connections mid-test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SHARED_SERVER_GROUP))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # two workers on two cores: each torch on one thread, or their spinning threads slow both 5-10x
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
