@@ -597,8 +597,8 @@ class TransferConfig(RunSettings):
         if self.pretrained and not self.weights:
             raise UsageError(
                 f"{source}: model {self.model!r} is fine-tuned (pretrained = true) and needs "
-                'its weights file: pass --weights FILE or set weights = "FILE" (README '
-                '"Fine-tuning" and the study file\'s comments say how to download it)'
+                'its weights file: pass --weights FILE or set weights = "FILE" (docs/transfer.md, '
+                '"Fine-tuning", and the study file\'s comments say how to download it)'
             )
         if self.model in SURROGATES:
             raise UsageError(
