@@ -16,6 +16,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from optiloss.data import DATASETS
 from optiloss.settings import (
     RunSettings,
     SearchConfig,
@@ -36,7 +37,7 @@ def _allowed(owner: type, name: str) -> str:
     if name == "device":
         return "auto, cpu, cuda, cuda:N"
     if name == "dataset":
-        return "a name above, or folder:PATH"
+        return ", ".join(DATASETS) + " (see Data sets)"
     if name == "augmentation":
         return ", ".join(map(str, limits or ())) + " (all5: a study file only)"
     if info.kind is bool:
