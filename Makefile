@@ -1,4 +1,4 @@
-# The README's commands. Everything they need is installed here, into .venv.
+# The commands README.md and docs/contributing.md name. Everything they need is installed here, into .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -115,7 +115,7 @@ TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "da
 EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
 _OPTION_TYPES = {"device": _device}
 """Option values argparse checks beyond the key's type (a device names a GPU index)."""
-ONE_AUGMENTATION_HELP = "base, cutout, mixup, randaug or all (default: base)"
+ONE_AUGMENTATION_HELP = "base, cutout, mixup, randaug or all: this command trains under one"
 """``--augmentation`` of the commands that train under one augmentation (no ``all5``)."""
 
 
@@ -131,13 +131,15 @@ def add_setting_options(
     for a command that takes fewer values than the key allows (one augmentation, not ``all5``)."""
     from dataclasses import replace
 
-    from optiloss.settings import key_info
+    from optiloss.settings import default_text, help_without_default, key_info
 
     for key in keys:
         info = key_info(owner, key)
         if narrowed and key in narrowed:
             accepted, help_text = narrowed[key]
             info = replace(info, limits=accepted, help=help_text)
+        # every option says what it is when left out (the file's value, else this default)
+        info = replace(info, help=f"{help_without_default(info.help)} (default: {default_text(owner, key)})")
         flag = "--" + key.replace("_", "-")
         if info.kind is bool:
             parser.add_argument(flag, dest=key, action="store_true", default=None, help=info.help)
@@ -185,18 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     studies = commands.add_parser("studies", help="list studies with trial counts and best values")
     _storage_option(studies)
-    studies.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    studies.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set with formulas")
     pareto.add_argument("study", help="study name")
     _storage_option(pareto)
-    pareto.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    pareto.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
 
     show = commands.add_parser("show", help="print one trial's loss")
     show.add_argument("study", help="study name")
     show.add_argument("trial", type=int, help="trial number")
     _storage_option(show)
-    show.add_argument("--format", choices=("text", "latex", "python", "module"), default="text")
+    show.add_argument(
+        "--format",
+        choices=("text", "latex", "python", "module"),
+        default="text",
+        help="default: text; module is what export prints",
+    )
 
     export = commands.add_parser("export", help="print a standalone PyTorch module (nn.Module) for one loss")
     export.add_argument("study", help="study name")
@@ -237,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     recheck = commands.add_parser("recheck", help="re-train a study's Pareto set with new seeds")
     recheck.add_argument("study", help="study name")
     _storage_option(recheck)
-    recheck.add_argument("--seeds", type=int, default=3, metavar="S")
-    recheck.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
-    recheck.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    recheck.add_argument("--seeds", type=int, default=3, metavar="S", help="fresh seeds per loss (default 3)")
+    recheck.add_argument(
+        "--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    recheck.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
     _loss_option(recheck, "retrained beside the Pareto set")
 
     evaluate = commands.add_parser(
@@ -253,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
     evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
     add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS, one_augmentation)
-    evaluate.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    evaluate.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="default: table"
+    )
 
     tune = commands.add_parser(
         "tune",
@@ -324,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the CSV and heatmap go (default storage/reports)",
     )
-    matrix.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
-    matrix.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    matrix.add_argument(
+        "--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    matrix.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
     matrix.add_argument(
         "--select",
         choices=("accuracy", "pareto"),

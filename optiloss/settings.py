@@ -43,7 +43,15 @@ _GPU_INDEX = re.compile(r"cuda:\d+")
 
 Limits = tuple[float, float | None] | tuple[str, ...]
 """(minimum, maximum or None) for a number, or the allowed values of a string (or of each list item)."""
-SAMPLERS = ("nsga2", "evolution", "random", "tpe", "guided")
+SAMPLER_HELP = {
+    "nsga2": "NSGA-II",
+    "evolution": "the paper's regularized evolution",
+    "random": "random search",
+    "tpe": "multivariate TPE",
+    "guided": "a predictor of the objectives from what each trained loss does picks the next",
+}
+"""The samplers by name, with the help each option and docs page shows (``make_sampler`` builds them)."""
+SAMPLERS = tuple(SAMPLER_HELP)
 SELECTIONS = ("accuracy", "pareto")
 
 
@@ -97,6 +105,54 @@ def key_info(owner: type, name: str) -> KeyInfo:
     return KeyInfo(
         name, kind, field_limits(item), item.metadata.get("help", ""), item.metadata.get("metavar")
     )
+
+
+UNSET_MEANS = {
+    "data_root": "$OPTILOSS_DATA or ~/.cache/optiloss/data",
+    "image_size": "native (digits 8, CIFAR 32); other sets 64, a folder of square images up to 64 px its own",
+    "subset": "all training images",
+    "crop_padding": "4 px at 32 px, scaled with the image",
+    "cutout_size": "16 px at 32 px, scaled with the image",
+    "corruption_severities": "[corruption_severity]",
+    "study_name": "{dataset}-{augmentation}",
+    "tournament_size": "a fifth of population_size, at least 2",
+}
+"""What a key left unset (None) means, where its help does not say it."""
+
+
+def default_text(owner: type, name: str) -> str:
+    """Key ``name``'s default in the settings class ``owner``, as a TOML user writes it (``true``,
+    ``["accuracy", "robustness"]``); an unset key says what it means (the surrogate's value, the native
+    size), so a CLI option's help and the configuration page show the same default."""
+    item = next(entry for entry in fields(owner) if entry.name == name)
+    if item.default_factory is not dataclasses.MISSING:
+        value = item.default_factory()
+    else:
+        value = item.default
+    if value is None:
+        if name in SURROGATE_DEFAULTS.get("cnn", {}):
+            return "the surrogate's: " + ", ".join(
+                f"{model} {values[name]:g}" for model, values in SURROGATE_DEFAULTS.items()
+            )
+        return UNSET_MEANS.get(name, "none")
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "none" if not value else str(value)
+    if isinstance(value, float):
+        return f"{value:.1f}" if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+_DEFAULT_NOTE = re.compile(r"\s*\((?:the )?default:? [^()]*(?:\([^()]*\)[^()]*)*\)|\s*\(default\)")
+
+
+def help_without_default(text: str) -> str:
+    """A key's help without the "(default: ...)" note some helps carry: the option's help and the
+    configuration page give the default from :func:`default_text`."""
+    return _DEFAULT_NOTE.sub("", text)
 
 
 _TYPE_WORDS = {
@@ -181,10 +237,7 @@ class Settings:
 class RunSettings(Settings):
     """What every run that trains networks shares: data, augmentation, optimisation, device, checkpoints."""
 
-    dataset: str = setting(
-        "digits",
-        help="digits, cifar10, cifar100, flowers102, stanford_cars, caltech101 or folder:PATH",
-    )
+    dataset: str = setting("digits", help=", ".join(DATASETS[:-1]) + " or " + DATASETS[-1])
     data_root: str | None = setting(
         None,
         metavar="DIR",
@@ -200,7 +253,7 @@ class RunSettings(Settings):
     augmentation: str = setting(
         "base",
         limits=(*AUGMENTATIONS, ALL_AUGMENTATIONS),
-        help="base, cutout, mixup, randaug, all, or all5 for one study each (default: base)",
+        help=", ".join(AUGMENTATIONS) + f", or {ALL_AUGMENTATIONS} for one study each",
     )
     validation_fraction: float = setting(
         0.2, limits=(0.01, 0.9), help="share of the training part held out for validation"
@@ -321,7 +374,7 @@ class SearchConfig(RunSettings):
     """
 
     model: str = setting("cnn", help="the surrogate: " + ", ".join(SURROGATES))
-    study_name: str | None = setting(None, metavar="NAME", help="default: {dataset}-{augmentation}")
+    study_name: str | None = setting(None, metavar="NAME", help="the study's name")
     n_trials: int = setting(
         30, limits=(1, None), metavar="N", help="total COMPLETE trials the study should hold"
     )
@@ -355,8 +408,7 @@ class SearchConfig(RunSettings):
     sampler: str = setting(
         "nsga2",
         limits=SAMPLERS,
-        help="nsga2 (default), evolution (the paper's regularized evolution), random, tpe or guided "
-        "(a predictor of the objectives from what each trained loss does picks the next)",
+        help="; ".join(f"{name}: {meaning}" for name, meaning in SAMPLER_HELP.items()),
     )
     tournament_size: int | None = setting(
         None, limits=(2, None), help="the evolution sampler's tournament (default: a fifth of the population)"
@@ -545,8 +597,8 @@ class TransferConfig(RunSettings):
         if self.pretrained and not self.weights:
             raise UsageError(
                 f"{source}: model {self.model!r} is fine-tuned (pretrained = true) and needs "
-                'its weights file: pass --weights FILE or set weights = "FILE" (README '
-                '"Fine-tuning" and the study file\'s comments say how to download it)'
+                'its weights file: pass --weights FILE or set weights = "FILE" (docs/transfer.md, '
+                '"Fine-tuning", and the study file\'s comments say how to download it)'
             )
         if self.model in SURROGATES:
             raise UsageError(

@@ -4,8 +4,8 @@ Each corruption maps a float batch in [0, 1] and a severity 1-5 to a batch in
 [0, 1]. Severity tables follow Hendrycks & Dietterich (2019) for 32 px images.
 Kornia does the work where it has the operation; the rest are small tensor
 functions. Defocus blur is approximated by a Gaussian blur and fog by Kornia's
-plasma brightness; frost uses the release's own photographs (README, "The
-released CIFAR-10-C and CIFAR-100-C files", says how each follows the release).
+plasma brightness; frost uses the release's own photographs (docs/robustness.md,
+"generated as", says how each follows the release).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _pretrained(
         )
     if not weights.is_file():
         problem = "is a folder, not a file" if weights.is_dir() else "does not exist"
-        raise UsageError(f"weights file {weights} {problem} (README: Fine-tuning says how to get one)")
+        raise UsageError(f"weights file {weights} {problem} (docs/transfer.md says how to get one)")
     try:
         model = timm.create_model(
             name,
