@@ -58,9 +58,13 @@ def hypervolume(
     return area
 
 
-def non_dominated(points: np.ndarray) -> np.ndarray:
-    """The rows of ``points`` no other row dominates (every column maximised)."""
-    keep = [
+def non_dominated_rows(points: np.ndarray) -> list[int]:
+    """The indices of the rows of ``points`` no other row dominates (every column maximised)."""
+    return [
         i for i, point in enumerate(points) if not ((points >= point).all(1) & (points > point).any(1)).any()
     ]
-    return points[keep]
+
+
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` no other row dominates (every column maximised)."""
+    return points[non_dominated_rows(points)]
