@@ -58,11 +58,21 @@ def hypervolume(
     return area
 
 
+_DOMINANCE_CHUNK = 1024
+"""Rows compared with all others at once (bounds the memory to chunk x rows x columns)."""
+
+
 def non_dominated_rows(points: np.ndarray) -> list[int]:
-    """The indices of the rows of ``points`` no other row dominates (every column maximised)."""
-    return [
-        i for i, point in enumerate(points) if not ((points >= point).all(1) & (points > point).any(1)).any()
-    ]
+    """The indices, in order, of the rows of ``points`` no other row dominates (every column
+    maximised: a row is dominated when another is at least as large everywhere and larger somewhere)."""
+    rows: np.ndarray = np.asarray(points, dtype=np.float64)
+    dominated = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), _DOMINANCE_CHUNK):
+        chunk = rows[start : start + _DOMINANCE_CHUNK, None, :]
+        no_worse = np.all(rows[None, :, :] >= chunk, axis=2)
+        better = np.any(rows[None, :, :] > chunk, axis=2)
+        dominated[start : start + _DOMINANCE_CHUNK] = np.any(no_worse & better, axis=1)
+    return [int(i) for i in np.flatnonzero(~dominated)]
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:

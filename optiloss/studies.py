@@ -20,7 +20,7 @@ from scipy import stats
 from optiloss.errors import OptilossError
 from optiloss.genome import Genome
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
-from optiloss.statistics import sample_std
+from optiloss.statistics import non_dominated_rows, sample_std
 
 
 def load_study(storage: BaseStorage, study_name: str) -> optuna.Study:
@@ -72,10 +72,6 @@ def trial_genome(study: optuna.Study, trial: FrozenTrial) -> Genome:
     return genome.with_orientation(SearchTrialRecord.from_trial(trial).negated)
 
 
-_DOMINANCE_CHUNK = 1024
-"""Trials compared with all others at once when finding the Pareto set (bounds the memory to chunk x n)."""
-
-
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto set, ordered on the raw objective values (first objective first), then trial number.
     A single-objective study's set is its best trial(s).
@@ -88,14 +84,7 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
         return []
     signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
     values = np.array([trial.values for trial in complete], dtype=float) * signs
-    dominated = np.zeros(len(complete), dtype=bool)
-    for start in range(0, len(complete), _DOMINANCE_CHUNK):
-        chunk = values[start : start + _DOMINANCE_CHUNK, None, :]
-        # trial i is dominated when some j is at least as good everywhere and better somewhere
-        no_worse = (values[None, :, :] >= chunk).all(axis=2)
-        better = (values[None, :, :] > chunk).any(axis=2)
-        dominated[start : start + _DOMINANCE_CHUNK] = (no_worse & better).any(axis=1)
-    front = [trial for trial, beaten in zip(complete, dominated) if not beaten]
+    front = [complete[i] for i in non_dominated_rows(values)]
     return sorted(front, key=lambda trial: ([-value for value in trial.values], trial.number))
 
 
