@@ -66,6 +66,8 @@ def non_dominated_rows(points: np.ndarray) -> list[int]:
     """The indices, in order, of the rows of ``points`` no other row dominates (every column
     maximised: a row is dominated when another is at least as large everywhere and larger somewhere)."""
     rows: np.ndarray = np.asarray(points, dtype=np.float64)
+    if rows.ndim == 2 and rows.shape[1] == 2:
+        return _non_dominated_rows_2d(rows)
     dominated = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), _DOMINANCE_CHUNK):
         chunk = rows[start : start + _DOMINANCE_CHUNK, None, :]
@@ -73,6 +75,25 @@ def non_dominated_rows(points: np.ndarray) -> list[int]:
         better = np.any(rows[None, :, :] > chunk, axis=2)
         dominated[start : start + _DOMINANCE_CHUNK] = np.any(no_worse & better, axis=1)
     return [int(i) for i in np.flatnonzero(~dominated)]
+
+
+def _non_dominated_rows_2d(rows: np.ndarray) -> list[int]:
+    """:func:`non_dominated_rows` for two columns in one sort: a row is kept when its second value is
+    the largest among the rows sharing its first value and larger than every second value of the rows
+    whose first value is larger."""
+    order = np.lexsort((-rows[:, 1], -rows[:, 0]))  # first column descending, ties by the second
+    keep: list[int] = []
+    best_above, start = -np.inf, 0
+    while start < len(order):
+        end = start
+        while end < len(order) and rows[order[end], 0] == rows[order[start], 0]:
+            end += 1
+        group_best = rows[order[start], 1]
+        if group_best > best_above:
+            keep.extend(int(i) for i in order[start:end] if rows[i, 1] == group_best)
+        best_above = max(best_above, group_best)
+        start = end
+    return sorted(keep)
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:

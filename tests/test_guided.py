@@ -17,7 +17,7 @@ from optiloss.genome.named import named_losses
 from optiloss.genome.phenotype import phenotype, phenotype_length
 from optiloss.search import SearchConfig, run_search
 from optiloss.search.guided import GuidedSampler, PhenotypePredictor
-from optiloss.statistics import hypervolume, non_dominated
+from optiloss.statistics import hypervolume, non_dominated, non_dominated_rows
 
 from conftest import run_main
 
@@ -123,3 +123,16 @@ def test_a_guided_search_trains_only_screened_distinct_genomes_and_records_its_p
     assert listed.returncode == 0
     rows = [row for row in json.loads(listed.stdout) if row["state"] == "COMPLETE"]
     assert len(rows) == len(complete) and all(gene_names(0)[0] in row["params"] for row in rows)
+
+
+def test_the_pareto_rows_are_those_no_other_row_dominates_ties_included():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        for columns in (2, 3):  # two columns take the one-sort path, more the pairwise one
+            points = rng.integers(0, 5, size=(int(rng.integers(1, 30)), columns)).astype(float)
+            expected = [
+                i
+                for i, point in enumerate(points)
+                if not ((points >= point).all(1) & (points > point).any(1)).any()
+            ]
+            assert non_dominated_rows(points) == expected

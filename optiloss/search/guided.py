@@ -65,6 +65,10 @@ PARENTS = 8
 STANDARD_CLIP = 4.0
 """Standardised features are clipped to this many standard deviations: a candidate unlike every
 trained loss is predicted from the edge of what was seen, not extrapolated without bound."""
+FOREST_ROWS = 512
+"""Above this many trained losses each tree of the ``forest`` predictor is fitted on a bootstrap
+sample of this size, so that a pick's fit stops growing with the study (the gate, at 230 losses,
+fits every tree on all of them)."""
 MAX_POOL_DRAWS = 20
 """Draws per pool place before a pool is taken as it is (screen rejections, duplicates)."""
 
@@ -96,10 +100,13 @@ class PhenotypePredictor:
         if self.kind == "forest":
             from sklearn.ensemble import ExtraTreesRegressor
 
+            sampled = len(x) > FOREST_ROWS
             forest = ExtraTreesRegressor(
                 n_estimators=self.size,
                 min_samples_leaf=2,
                 max_features=0.3,
+                bootstrap=sampled,
+                max_samples=FOREST_ROWS if sampled else None,
                 random_state=self._rng.randint(2**31),
             )
             self._fitted = list(forest.fit(x, targets).estimators_)
