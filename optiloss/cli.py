@@ -79,6 +79,8 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CONDITION_OPTIONS = ("label_noise_rate", "label_noise_kind", "noisy_validation", "imbalance_ratio")
+"""The data conditions (label noise, imbalance): options of every command that takes training settings."""
 SEARCH_OPTIONS = (
     "dataset",
     "data_root",
@@ -92,6 +94,7 @@ SEARCH_OPTIONS = (
     "device",
     "workers",
     "sampler",
+    *CONDITION_OPTIONS,
 )
 """The search config keys ``optiloss search`` takes as options (every key can be set in its TOML)."""
 TRANSFER_OPTIONS = (
@@ -110,9 +113,16 @@ TRANSFER_OPTIONS = (
     "device",
     "select",
     "corruptions",
+    *CONDITION_OPTIONS,
 )
-TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed")
-EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
+TUNE_OPTIONS = (
+    *("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed"),
+    *CONDITION_OPTIONS,
+)
+EVALUATE_OPTIONS = (
+    *("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device"),
+    *CONDITION_OPTIONS,
+)
 _OPTION_TYPES = {"device": _device}
 """Option values argparse checks beyond the key's type (a device names a GPU index)."""
 ONE_AUGMENTATION_HELP = "base, cutout, mixup, randaug or all (default: base)"
@@ -515,6 +525,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(
             f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
         )
+        print(f"data: {config.conditions().describe()}")
     return 0
 
 
@@ -571,6 +582,7 @@ def _tune(args: argparse.Namespace) -> int:
         print(
             f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
         )
+        print(f"data: {config.conditions().describe()}")
     return 0
 
 
