@@ -104,7 +104,8 @@ def losses_to_transfer(
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     constants = sources[0].user_attrs.get(StudyKey.CONSTANTS, 0)
     # the zoo as the source study has it, label smoothing's e / C for the transfer's C classes
-    for name, genome in zoo(nodes, constants, num_classes).items():
+    conditions = StudyKey.CONDITIONS in sources[0].user_attrs
+    for name, genome in zoo(nodes, constants, num_classes, conditions).items():
         oriented = screen(genome).genome
         by_structure.setdefault(
             oriented.structure_hash, (name, LossToTransfer(oriented, None, zoo_accuracy.get(name)))

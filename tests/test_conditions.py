@@ -14,6 +14,8 @@ from optiloss.data.conditions import (
     asymmetric_map,
     long_tail_counts,
 )
+from optiloss.genome import screen, zoo
+from optiloss.genome.zoo import CONDITION_LOSSES, GCE_Q, SCE_ALPHA, SCE_BETA, SCE_LOG_ZERO
 from optiloss.records import StudyKey
 from optiloss.scoring import load_data
 from optiloss.settings import SearchConfig
@@ -129,3 +131,49 @@ def test_a_bad_condition_is_one_line_and_exit_2(option, value, message, sqlite_u
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _one_hot_batch():
+    """Probabilities from real digits (a softmax over ten pixel intensities of each of 40 images, a
+    spread of confident and unsure rows) and their one-hot labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = torch.from_numpy(digits.data[:40, 20:30]).double()
+    labels = torch.from_numpy(digits.target[:40]).long()
+    return torch.nn.functional.one_hot(labels, 10).double(), torch.softmax(pixels / 4, dim=1), labels
+
+
+def _direct(name, p, labels):
+    """The losses as their papers and reference code write them, in PyTorch."""
+    p_true = p.gather(1, labels[:, None])[:, 0]
+    if name == "mae":
+        return (torch.nn.functional.one_hot(labels, 10) - p).abs().sum(1).mean()
+    if name == "gce":
+        return ((1 - p_true**GCE_Q) / GCE_Q).mean()
+    cross_entropy = torch.nn.functional.nll_loss(torch.log(p), labels)
+    log_targets = torch.log(torch.nn.functional.one_hot(labels, 10).double()).clamp(min=SCE_LOG_ZERO)
+    reverse = -(p * log_targets).sum(1).mean()
+    return SCE_ALPHA * cross_entropy + SCE_BETA * reverse
+
+
+@pytest.mark.parametrize("name", CONDITION_LOSSES)
+def test_each_condition_zoo_loss_equals_its_direct_implementation(name):
+    y, p, labels = _one_hot_batch()
+    screened = screen(zoo(6, 2, 10, conditions=True)[name])
+    assert screened.accepted, screened.reason
+    genome = screened.genome
+    assert not genome.negated  # each falls as the true class's probability rises
+    assert float(genome(y, p)) == pytest.approx(float(_direct(name, p, labels)), rel=1e-6)
+    if name == "gce":  # in 5 nodes the division by q does not fit: q times GCE
+        small = zoo(5, 2, 10, conditions=True)["gce"]
+        assert float(small(y, p)) == pytest.approx(GCE_Q * float(_direct(name, p, labels)), rel=1e-6)
+    assert "exp((0.7 * ln(|p| + eps)))" in zoo(6, 2, conditions=True)["gce"].formula
+
+
+def test_studies_without_a_condition_keep_todays_zoo():
+    assert list(zoo(5, 2, 10)) == list(zoo(5, 2, 10, conditions=False))
+    assert not set(CONDITION_LOSSES) & set(zoo(6, 2, 10))
+    assert set(zoo(5, 2, 10, conditions=True)) - set(zoo(5, 2, 10)) == {"mae", "gce"}
+    assert set(zoo(6, 2, 10, conditions=True)) - set(zoo(6, 2, 10)) == {"mae", "gce", "sce"}
+    assert set(zoo(5, 0, 10, conditions=True)) - set(zoo(5, 0, 10)) == {"mae"}
