@@ -1,7 +1,8 @@
 """The data conditions: the noisy-label losses against cross-entropy under label noise and imbalance.
 
     python bench/conditions.py [--subset 5000] [--epochs 10] [--seeds 3] [--noise 0.4]
-                               [--imbalance 100] [--search-trials 0] [--device auto]
+                               [--imbalance 100] [--search-trials 0] [--test-subset N]
+                               [--device auto]
                                [--set KEY=VALUE ...]
 
 On a stratified subset of the real CIFAR-10 (the JPEG folders of ``../shared/data``), trains
@@ -24,11 +25,13 @@ split, reported whatever it shows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
 from typing import Any
 
+from optiloss.data import class_mixed_subset
 from optiloss.devices import resolve_device
 from optiloss.genome import Genome, screen, zoo
 from optiloss.scoring import LossEvaluator, load_data
@@ -46,10 +49,18 @@ def condition_losses() -> dict[str, Genome]:
     return {name: screen(known[name]).genome for name in LOSSES}
 
 
-def train_all(config: SearchConfig, losses: dict[str, Genome], seeds: int) -> dict[str, list[float]]:
-    """Test accuracy of each loss, one fresh seed after another (the same seeds for every loss)."""
+def train_all(
+    config: SearchConfig, losses: dict[str, Genome], seeds: int, test_subset: int | None = None
+) -> dict[str, list[float]]:
+    """Test accuracy of each loss, one fresh seed after another (the same seeds for every loss), on the
+    test split or a class-mixed ``test_subset`` of it (fixed, the same for every loss and condition)."""
     device = resolve_device(config.device)
     data = load_data(config, progress=False)
+    if test_subset:
+        kept = class_mixed_subset(data.test_labels, test_subset)
+        data = dataclasses.replace(
+            data, test_images=data.test_images[kept], test_labels=data.test_labels[kept]
+        )
     evaluator = LossEvaluator(
         data.to(device),
         device,
@@ -111,6 +122,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.4)
     parser.add_argument("--imbalance", type=float, default=100.0)
     parser.add_argument("--search-trials", type=int, default=0)
+    parser.add_argument("--test-subset", type=int, default=None, help="score on N test images (CPU runs)")
     parser.add_argument("--device", default="auto")
     add_overrides_option(parser)
     args = parser.parse_args()
@@ -135,12 +147,13 @@ def main() -> None:
         config = SearchConfig.from_mapping({**base, **keys})
         data = load_data(config, progress=False)
         print(f"{condition}: {len(data.train_labels)} training images, {data.conditions or 'no condition'}")
-        table += rows(condition, train_all(config, losses, args.seeds))
+        table += rows(condition, train_all(config, losses, args.seeds, args.test_subset))
     from optiloss.report import format_rows
 
     print(format_rows(table))
     print(
-        f"\n{args.seeds} seeds, {args.epochs} epochs, subset {args.subset}, "
+        f"\n{args.seeds} seeds, {args.epochs} epochs, subset {args.subset}, test images "
+        f"{args.test_subset or 'all'}, "
         f"{time.perf_counter() - started:.0f} s"
     )
     if args.search_trials:
@@ -157,7 +170,13 @@ def main() -> None:
             "gce": losses["gce"],
             "sce": losses["sce"],
         }
-        print(format_rows(rows(f"{100 * args.noise:g} % noise", train_all(noisy, compared, args.seeds))))
+        print(
+            format_rows(
+                rows(
+                    f"{100 * args.noise:g} % noise", train_all(noisy, compared, args.seeds, args.test_subset)
+                )
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -725,6 +725,14 @@ def _ablate(args: argparse.Namespace) -> int:
             name, formula, config, args.seeds, storage_url=args.storage, progress=progress
         )
     elif args.study is not None and args.trial is not None:
+        given = [key for key, value in setting_values(args, EVALUATE_OPTIONS).items() if value is not None]
+        if args.config or set(given) - {"device"}:
+            option = (
+                "--config" if args.config else "--" + sorted(set(given) - {"device"})[0].replace("_", "-")
+            )
+            raise UsageError(
+                f"ablate STUDY TRIAL trains under the study's own settings; {option} is for --loss"
+            )
         ablation = ablate_trial(
             args.study, args.trial, args.storage, args.seeds, device=args.device, progress=progress
         )

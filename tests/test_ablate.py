@@ -93,6 +93,7 @@ def test_a_digits_trial_is_ablated_writes_table_and_figure_and_a_killed_ablation
         ((), "name the loss: optiloss ablate STUDY TRIAL, or --loss NAME=FORMULA"),
         (("--loss", "a=y*ln(p)", "--label-noise-rate", "2"), "label_noise_rate must be between 0.0 and 0.9"),
         (("--loss", "a=y*ln(p)", "--seeds", "0"), "--seeds must be at least 1"),
+        (("s", "3", "--label-noise-rate", "0.2"), "own settings; --label-noise-rate is for --loss"),
     ],
 )
 def test_ablate_usage_errors_are_one_line_exit_2(arguments, message, sqlite_url):
