@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
@@ -35,12 +37,12 @@ from optiloss.genome.genome import constant_name, node_name
 from optiloss.genome.named import named_losses
 from optiloss.genome.operators import OPERATORS
 from optiloss.ledger import RunLedger, Score, score_unrecorded
-from optiloss.records import StudyKey, TransferRunRecord
+from optiloss.records import StudyKey, TransferRunRecord, TrialKey
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.statistics import holm, sample_std, welch_p_value
 from optiloss.storage import open_storage
-from optiloss.studies import get_trial, load_study, trial_genome
+from optiloss.studies import found_and_zoo, get_trial, load_study, trial_genome
 
 LEDGER_KIND = "ablate"
 FULL = "full"
@@ -374,3 +376,81 @@ def ablate_formula(
         ledger_study = f"ablate-{name}-{config.dataset}-{config.augmentation}"
         ledger = RunLedger(open_storage(storage_url), ledger_study, LEDGER_KIND)
     return run_ablation(name, genome, config, seeds, ledger=ledger, progress=progress)
+
+
+def best_found(study: optuna.Study) -> int | None:
+    """The number of the study's most accurate trial holding a loss of its own (no zoo loss), or None."""
+    found, _ = found_and_zoo(study)
+    return found[0].number if found else None
+
+
+def ablate_best(
+    study_name: str,
+    storage_url: str | None,
+    seeds: int,
+    *,
+    ledger: str,
+    device: str | None = None,
+    progress: bool = True,
+) -> Ablation | None:
+    """Ablate the study's most accurate loss of its own (:func:`best_found`) under its stored settings,
+    its trainings kept in the ledger ``ledger`` (an experiment's ``[ablation]`` stage); None when the
+    study has no such loss."""
+    storage = open_storage(storage_url, create=False)
+    study = load_study(storage, study_name)
+    number = best_found(study)
+    if number is None:
+        return None
+    config = study_config(study)
+    if device is not None:
+        config = config.replace(device=device)
+    genome = trial_genome(study, get_trial(study, number))
+    kept = RunLedger(storage, ledger, LEDGER_KIND)
+    title = f"{study_name} trial {number}"
+    return run_ablation(title, genome, config, seeds, ledger=kept, source=study_name, progress=progress)
+
+
+def planned_runs(study: optuna.Study | None, augmentation: str, seeds: int) -> list[str]:
+    """The ledger run keys an ``[ablation]`` stage trains for ``study`` (a guess of the full loss, three
+    variants and cross-entropy before the study has a loss of its own)."""
+    number = best_found(study) if study is not None else None
+    if study is None or number is None:
+        keys = [FULL, "v0", "v1", "v2", CROSS_ENTROPY]
+    else:
+        config = study_config(study)
+        genome = trial_genome(study, get_trial(study, number))
+        variants = ablation_variants(genome, config.screen_options())
+        keys = [variant.key for variant in variants if variant.trained]
+    return [TransferRunRecord(key, augmentation, k, "").run for key in keys for k in range(seeds)]
+
+
+def read_ablation(storage: BaseStorage, study_name: str, ledger: str) -> Ablation | None:
+    """The ablation of the study's best loss of its own as the ledger ``ledger`` holds it, for a report:
+    None unless every run of its first seeds (as many as the full loss has) has finished. Nothing is
+    trained or written. Zoo names assume 10 classes (label smoothing's e / C)."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        kept = optuna.load_study(study_name=ledger, storage=storage)
+    except KeyError:
+        return None
+    number = best_found(study)
+    if number is None:
+        return None
+    config = study_config(study)
+    runs = {
+        trial.user_attrs[TrialKey.RUN]: Score(*trial.values)
+        for trial in kept.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    variants = ablation_variants(trial_genome(study, get_trial(study, number)), config.screen_options())
+    seeds = sum(
+        1 for k in range(len(runs)) if TransferRunRecord(FULL, config.augmentation, k, "").run in runs
+    )
+    scores: dict[str, list[Score]] = {}
+    for variant in variants:
+        if not variant.trained:
+            continue
+        keys = [TransferRunRecord(variant.key, config.augmentation, k, "").run for k in range(seeds)]
+        if not seeds or any(key not in runs for key in keys):
+            return None
+        scores[variant.key] = [runs[key] for key in keys]
+    return Ablation(f"{study_name} trial {number}", config, variants, scores)

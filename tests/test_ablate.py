@@ -100,3 +100,27 @@ def test_ablate_usage_errors_are_one_line_exit_2(arguments, message, sqlite_url)
     result = run_main("ablate", *arguments, "--storage", sqlite_url)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_experiment_files_ablation_stage_ablates_the_best_found_loss_and_the_page_shows_it(tmp_path):
+    from optiloss.experiment import load_experiment, plan
+
+    url = f"sqlite:///{tmp_path / 'experiment.db'}"
+    path = tmp_path / "ablated.toml"
+    path.write_text(
+        '[search]\ndataset = "digits"\naugmentations = ["base"]\nn_trials = 8\npopulation_size = 4\n'
+        'epochs = 1\nmodel_width = 8\nbaseline_seeds = 0\nconstants = 0\ndevice = "cpu"\nseed = 1\n'
+        f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\n'
+        "[recheck]\nseeds = 0\n[matrix]\nseeds = 0\n[ablation]\nseeds = 2\n"
+    )
+    experiment = load_experiment(path)
+    assert experiment.stages() == ["search", "ablation"]
+    output = tmp_path / "reports"
+    result = run_main("experiment", str(path), "--storage", url, "--output", str(output), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    (ablation,) = plan(experiment, url, ["ablation"])
+    assert ablation.finished and ablation.total >= 4
+    page = (output / "ablated" / "index.html").read_text()
+    assert "Ablation: which part of the best loss does the work" in page
+    assert "<td>full</td>" in page and "data: clean, balanced data" in page
