@@ -73,6 +73,7 @@ def train_all(
     accuracy: dict[str, list[float]] = {name: [] for name in losses}
     for k in range(seeds):
         for name, genome in losses.items():
+            print(f"  seed {k + 1}/{seeds}, {name}", flush=True)
             accuracy[name].append(
                 evaluator.evaluate(genome, augmentation, config.seed + FRESH_SEED * (k + 1)).accuracy
             )
@@ -146,7 +147,10 @@ def main() -> None:
     for condition, keys in conditions.items():
         config = SearchConfig.from_mapping({**base, **keys})
         data = load_data(config, progress=False)
-        print(f"{condition}: {len(data.train_labels)} training images, {data.conditions or 'no condition'}")
+        print(
+            f"{condition}: {len(data.train_labels)} training images, {data.conditions or 'no condition'}",
+            flush=True,
+        )
         table += rows(condition, train_all(config, losses, args.seeds, args.test_subset))
     from optiloss.report import format_rows
 
