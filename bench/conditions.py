@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.4)
     parser.add_argument("--imbalance", type=float, default=100.0)
     parser.add_argument("--search-trials", type=int, default=0)
+    parser.add_argument("--search-only", action="store_true", help="skip the table, run the search part")
     parser.add_argument("--test-subset", type=int, default=None, help="score on N test images (CPU runs)")
     parser.add_argument("--device", default="auto")
     add_overrides_option(parser)
@@ -144,7 +145,7 @@ def main() -> None:
     losses = condition_losses()
     table = []
     started = time.perf_counter()
-    for condition, keys in conditions.items():
+    for condition, keys in ({} if args.search_only else conditions).items():
         config = SearchConfig.from_mapping({**base, **keys})
         data = load_data(config, progress=False)
         print(
@@ -154,7 +155,8 @@ def main() -> None:
         table += rows(condition, train_all(config, losses, args.seeds, args.test_subset))
     from optiloss.report import format_rows
 
-    print(format_rows(table))
+    if table:
+        print(format_rows(table))
     print(
         f"\n{args.seeds} seeds, {args.epochs} epochs, subset {args.subset}, test images "
         f"{args.test_subset or 'all'}, "
