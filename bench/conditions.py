@@ -12,9 +12,8 @@ three conditions of the training part: none, ``--noise`` symmetric label noise, 
 ``--imbalance`` (CIFAR-10-LT's profile). Every run is scored on the clean, balanced test split.
 Prints, per condition and loss, test accuracy mean +- sd, the difference from cross-entropy in
 points and Welch's p. The GCE and SCE papers report the robust losses well ahead of
-cross-entropy under heavy symmetric noise (their CIFAR-10 at 40 %: GCE 87 %, SCE 87 % against
-cross-entropy 65-70 %, with long training of ResNets); the benchmark says whether a short surrogate
-run shows that direction.
+cross-entropy under heavy symmetric noise (with long training of ResNets on all of CIFAR-10); the
+benchmark says whether a short surrogate run shows that direction.
 
 With ``--search-trials N``, one short search (N COMPLETE trials, 6 nodes, 2 constants) runs under the
 noise; its most accurate loss of its own (selected on the noisy-trained validation split, clean
