@@ -79,6 +79,8 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CONDITION_OPTIONS = ("label_noise_rate", "label_noise_kind", "noisy_validation", "imbalance_ratio")
+"""The data conditions (label noise, imbalance): options of every command that takes training settings."""
 SEARCH_OPTIONS = (
     "dataset",
     "data_root",
@@ -92,6 +94,7 @@ SEARCH_OPTIONS = (
     "device",
     "workers",
     "sampler",
+    *CONDITION_OPTIONS,
 )
 """The search config keys ``optiloss search`` takes as options (every key can be set in its TOML)."""
 TRANSFER_OPTIONS = (
@@ -110,9 +113,16 @@ TRANSFER_OPTIONS = (
     "device",
     "select",
     "corruptions",
+    *CONDITION_OPTIONS,
 )
-TUNE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed")
-EVALUATE_OPTIONS = ("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device")
+TUNE_OPTIONS = (
+    *("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device", "seed"),
+    *CONDITION_OPTIONS,
+)
+EVALUATE_OPTIONS = (
+    *("dataset", "augmentation", "epochs", "subset", "image_size", "data_root", "device"),
+    *CONDITION_OPTIONS,
+)
 _OPTION_TYPES = {"device": _device}
 """Option values argparse checks beyond the key's type (a device names a GPU index)."""
 ONE_AUGMENTATION_HELP = "base, cutout, mixup, randaug or all: this command trains under one"
@@ -372,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiment.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    _add_ablate_parser(commands, one_augmentation)
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
     _storage_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
@@ -528,6 +540,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(
             f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
         )
+        print(f"data: {config.conditions().describe()}")
     return 0
 
 
@@ -584,6 +597,7 @@ def _tune(args: argparse.Namespace) -> int:
         print(
             f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
         )
+        print(f"data: {config.conditions().describe()}")
     return 0
 
 
@@ -675,6 +689,76 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- ablate (issue 35): parser and command
+def _add_ablate_parser(commands: Any, narrowed: Mapping[str, tuple[tuple[str, ...], str]]) -> None:
+    from optiloss.settings import SearchConfig
+
+    ablate = commands.add_parser(
+        "ablate",
+        help="which part of a found loss does the work? retrain its variants one change away",
+        description="Retrain a loss (STUDY TRIAL, or --loss NAME=FORMULA under --config and the options), "
+        "each variant one change away (a node bypassed, a unary operator as the identity, a constant set "
+        "to 0 and to 1) and cross-entropy with S fresh seeds on the test split, under the study's "
+        "settings; print the table with Welch's and Holm's p and write CSV, Markdown and a figure. "
+        "Finished trainings are kept in the storage: a rerun trains only what is missing.",
+    )
+    ablate.add_argument("study", nargs="?", help="a search study holding the loss")
+    ablate.add_argument("trial", nargs="?", type=int, help="the trial of that study")
+    _loss_option(ablate, "to ablate instead of a trial", repeatable=False)
+    ablate.add_argument(
+        "--config", metavar="TOML", help="settings for --loss (a study TOML); options override it"
+    )
+    add_setting_options(ablate, SearchConfig, EVALUATE_OPTIONS, narrowed)
+    ablate.add_argument(
+        "--seeds", type=int, default=3, metavar="S", help="fresh seeds per variant (default 3)"
+    )
+    _storage_option(ablate)
+    ablate.add_argument(
+        "--output", default="storage/reports", metavar="DIR", help="where CSV, Markdown, PNG go"
+    )
+    ablate.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    ablate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from optiloss.ablate import ablate_formula, ablate_trial
+    from optiloss.report import format_rows
+    from optiloss.report.ablation import save_ablation
+    from optiloss.settings import SearchConfig
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    progress = not args.no_progress
+    if args.loss:
+        if args.study is not None or len(args.loss) > 1:
+            raise UsageError("ablate takes STUDY TRIAL or one --loss NAME=FORMULA, not both")
+        config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
+        name, formula = args.loss[0]
+        ablation = ablate_formula(
+            name, formula, config, args.seeds, storage_url=args.storage, progress=progress
+        )
+    elif args.study is not None and args.trial is not None:
+        given = [key for key, value in setting_values(args, EVALUATE_OPTIONS).items() if value is not None]
+        if args.config or set(given) - {"device"}:
+            option = (
+                "--config" if args.config else "--" + sorted(set(given) - {"device"})[0].replace("_", "-")
+            )
+            raise UsageError(
+                f"ablate STUDY TRIAL trains under the study's own settings; {option} is for --loss"
+            )
+        ablation = ablate_trial(
+            args.study, args.trial, args.storage, args.seeds, device=args.device, progress=progress
+        )
+    else:
+        raise UsageError("name the loss: optiloss ablate STUDY TRIAL, or --loss NAME=FORMULA")
+    print(format_rows(ablation.rows(), args.format))
+    if args.format == "table":
+        print(f"\ndata: {ablation.conditions()}")
+        print("\n".join(ablation.verdicts()))
+    print("wrote " + ", ".join(map(str, save_ablation(ablation, args.output))))
+    return 0
+
+
 COMMANDS = {
     "search": _search,
     "studies": _studies,
@@ -688,6 +772,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "tune": _tune,
     "experiment": _experiment,
+    "ablate": _ablate,
 }
 
 

@@ -12,7 +12,9 @@ existing plain Optuna studies:
   :func:`~optiloss.transfer.run_transfer` of each augmentation's study under that augmentation
   (``pooled = true``: of all studies' losses pooled, under each augmentation);
 - ``matrix``: :func:`~optiloss.matrix.loss_augmentation_matrix` of the studies, scored on the test
-  split (``[matrix] split``), kept in the ledger ``{name}-matrix-{split}``.
+  split (``[matrix] split``), kept in the ledger ``{name}-matrix-{split}``;
+- ``ablation`` (with ``[ablation] seeds``): :func:`~optiloss.ablate.ablate_best` of each study's best
+  loss of its own, kept in the ledger ``{name}-{augmentation}-ablation``.
 
 Every stage trains only what its studies do not hold yet, so running the command again after a stop
 (Ctrl-C, kill -9, a lost machine) continues where it stopped; a finished stage says so in one line.
@@ -54,8 +56,9 @@ from optiloss.transfer import transfer_study_name
 SEARCH = "search"
 RECHECK = "recheck"
 MATRIX = "matrix"
+ABLATION = "ablation"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_TOP_KEYS = ("name", "search", "recheck", "transfer", "matrix", "losses")
+_TOP_KEYS = ("name", "search", "recheck", "transfer", "matrix", "losses", "ablation")
 _STAGE_KEYS = ("name", "file", "augmentations", "pooled")
 
 
@@ -78,6 +81,17 @@ class MatrixSettings(Settings):
         limits=("test", "val"),
         help="where the cells are scored: test (default; no search selected on it) or val (the searches' "
         "own validation split, which flatters the losses they chose there)",
+    )
+
+
+@dataclass(frozen=True)
+class AblationSettings(Settings):
+    """The ``[ablation]`` table."""
+
+    seeds: int = setting(
+        0,
+        limits=(0, 100),
+        help="fresh seeds per variant of each study's best found loss (0: no ablation stage)",
     )
 
 
@@ -126,6 +140,7 @@ class Experiment:
     transfers: tuple[TransferStage, ...]
     matrix: MatrixSettings
     losses: dict[str, str] = field(default_factory=dict)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
 
     def stages(self) -> list[str]:
         """The stage names in the order they run (recheck and matrix only with seeds)."""
@@ -135,6 +150,8 @@ class Experiment:
         names += [stage.name for stage in self.transfers]
         if self.matrix.seeds:
             names.append(MATRIX)
+        if self.ablation.seeds:
+            names.append(ABLATION)
         return names
 
     def study_name(self, augmentation: str) -> str:
@@ -150,6 +167,9 @@ class Experiment:
     def recheck_ledger(self, augmentation: str) -> str:
         return f"{self.study_name(augmentation)}-recheck"
 
+    def ablation_ledger(self, augmentation: str) -> str:
+        return f"{self.study_name(augmentation)}-ablation"
+
     @property
     def matrix_ledger(self) -> str:
         """``{name}-matrix-{split}``: a matrix scored on another split (or by an older version, which
@@ -161,6 +181,7 @@ class Experiment:
         names = list(self.study_names().values())
         names += [self.recheck_ledger(augmentation) for augmentation in self.augmentations]
         names += [run.study_name for stage in self.transfers for run in self.transfer_runs(stage)]
+        names += [self.ablation_ledger(augmentation) for augmentation in self.augmentations]
         return [*names, self.matrix_ledger]
 
     def transfer_runs(self, stage: TransferStage) -> list[TransferRun]:
@@ -205,6 +226,7 @@ def load_experiment(path: str | Path) -> Experiment:
     recheck = RecheckSettings.from_mapping(_table(where, values, "recheck"), f"{where} [recheck]")
     matrix = MatrixSettings.from_mapping(_table(where, values, "matrix"), f"{where} [matrix]")
     transfers = _transfer_stages(where, values.get("transfer", []), augmentations, losses, path.parent)
+    ablation = AblationSettings.from_mapping(_table(where, values, "ablation"), f"{where} [ablation]")
     return Experiment(
         name,
         path,
@@ -215,6 +237,7 @@ def load_experiment(path: str | Path) -> Experiment:
         transfers,
         matrix,
         losses,
+        ablation,
     )
 
 
@@ -433,6 +456,16 @@ def plan(
                 todo += len(pending(storage, experiment.recheck_ledger(augmentation), runs))
             ledgers = tuple(experiment.recheck_ledger(augmentation) for augmentation in names)
             plans.append(StagePlan(RECHECK, ledgers, total, todo, not searched, surrogate_seconds))
+        elif stage == ABLATION:
+            from optiloss.ablate import planned_runs
+
+            total = todo = 0
+            for augmentation, name in names.items():
+                runs = planned_runs(_load(storage, name), augmentation, experiment.ablation.seeds)
+                total += len(runs)
+                todo += len(pending(storage, experiment.ablation_ledger(augmentation), runs))
+            ledgers = tuple(experiment.ablation_ledger(augmentation) for augmentation in names)
+            plans.append(StagePlan(ABLATION, ledgers, total, todo, not searched, surrogate_seconds))
         elif stage == MATRIX:
             runs = _matrix_runs(storage, experiment)
             todo = len(pending(storage, experiment.matrix_ledger, runs))
@@ -588,6 +621,20 @@ def run_experiment(
                     progress=progress,
                     ledger=experiment.recheck_ledger(augmentation),
                 )
+        elif stage == ABLATION:
+            from optiloss.ablate import ablate_best
+
+            for augmentation, name in names.items():
+                ablation = ablate_best(
+                    name,
+                    storage_url,
+                    experiment.ablation.seeds,
+                    ledger=experiment.ablation_ledger(augmentation),
+                    device=experiment.search.device,
+                    progress=progress,
+                )
+                if ablation is None:
+                    log(f"{name}: no loss of its own to ablate")
         elif stage == MATRIX:
             loss_augmentation_matrix(
                 None,

@@ -103,6 +103,9 @@ class StudyKey:
     AUGMENT_SETTINGS = "augment_settings"
     ALSO_NAMED = "also_named"
     """``{name: trial number}``: names given to losses that finished trials already held."""
+    CONDITIONS = "conditions"
+    """What the data conditions did to the training part: rates, the measured ``flipped_share`` and the
+    training class counts (:class:`optiloss.data.conditions.ConditionRecord`); absent without one."""
     KIND = "kind"
     """What a study that is no search or transfer holds: ``"recheck"`` or ``"matrix"`` (a run ledger)."""
 

@@ -16,6 +16,7 @@ import torch
 
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_suite
 from optiloss.data import ImageSplits, load_dataset
+from optiloss.data.conditions import apply_conditions
 from optiloss.data.registry import resize_images
 from optiloss.data.released import ReleasedCorruptions, released_key
 from optiloss.errors import UsageError
@@ -43,9 +44,12 @@ DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
 
-def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
-    """The data set of ``settings``, on the CPU, split train / validation / test."""
-    return load_dataset(
+def load_data(settings: RunSettings, progress: bool = True, *, merge_validation: bool = False) -> ImageSplits:
+    """The data set of ``settings``, on the CPU, split train / validation / test, with its data
+    conditions (label noise, imbalance: :mod:`optiloss.data.conditions`) applied to the training part.
+    ``merge_validation``: the validation part joins the training part first (a run that selects nothing),
+    so the conditions apply to all of it."""
+    data = load_dataset(
         settings.dataset,
         settings.validation_fraction,
         data_root=settings.data_root,
@@ -54,6 +58,12 @@ def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
         download=settings.download,
         progress=progress,
     )
+    if merge_validation:
+        data = merge_validation_into_training(data)
+    conditions = settings.conditions()
+    if not conditions.active:
+        return data
+    return apply_conditions(data, conditions)[0]
 
 
 def merge_validation_into_training(data: ImageSplits) -> ImageSplits:

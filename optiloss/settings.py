@@ -34,6 +34,7 @@ from optiloss.augment import (
     legacy_flip_mode,
 )
 from optiloss.data import DATASETS, is_dataset_name, resolved_image_size
+from optiloss.data.conditions import NOISE_KINDS, Conditions
 from optiloss.errors import UsageError
 from optiloss.models import SURROGATES, surrogate_named
 from optiloss.train import Recipe, TrainSettings, recipe_named
@@ -313,6 +314,34 @@ class RunSettings(Settings):
     losses: dict[str, str] = setting(
         default_factory=dict, help='a table name = "formula" of losses written by hand'
     )
+    # data conditions (optiloss.data.conditions): the training part only, seeded by `seed`
+    label_noise_rate: float = setting(
+        0.0, limits=(0.0, 0.9), help="share of training labels made wrong, 0 to 0.9 (default 0)"
+    )
+    label_noise_kind: str = setting(
+        "symmetric",
+        limits=NOISE_KINDS,
+        help="symmetric (another class drawn uniformly) or asymmetric (CIFAR-10's class pairs; "
+        "elsewhere each class to the next)",
+    )
+    noisy_validation: bool = setting(
+        False, help="make the validation labels noisy too (for data without any clean labels)"
+    )
+    imbalance_ratio: float = setting(
+        1.0,
+        limits=(1.0, 1000.0),
+        help="largest / smallest class of the training part, CIFAR-10-LT's exponential profile (1: balanced)",
+    )
+
+    def conditions(self) -> Conditions:
+        """The data conditions of these settings, seeded by the base seed (the same for every trial)."""
+        return Conditions(
+            self.label_noise_rate,
+            self.label_noise_kind,
+            self.noisy_validation,
+            self.imbalance_ratio,
+            self.seed,
+        )
 
     def severities(self) -> tuple[int, ...]:
         """The corruption severities robustness is the mean over: ``corruption_severities``, else
@@ -516,6 +545,10 @@ TRAINING_KEYS = (
     "corruption_severity",
     "corruption_severities",
     "corruption_suite",
+    "label_noise_rate",
+    "label_noise_kind",
+    "noisy_validation",
+    "imbalance_ratio",
 )
 """Config keys that change what a trial's accuracy and robustness measure: a continuing search must
 match the study's stored config (``StudyKey.CONFIG``) in each, or its trials, and the noise floor

@@ -42,7 +42,7 @@ from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.models import create_model
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, TrialKey, run_key
-from optiloss.scoring import LossEvaluator, load_data, merge_validation_into_training
+from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig, TransferConfig
 from optiloss.statistics import welch_p_value
 from optiloss.storage import open_storage
@@ -104,7 +104,8 @@ def losses_to_transfer(
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     constants = sources[0].user_attrs.get(StudyKey.CONSTANTS, 0)
     # the zoo as the source study has it, label smoothing's e / C for the transfer's C classes
-    for name, genome in zoo(nodes, constants, num_classes).items():
+    conditions = StudyKey.CONDITIONS in sources[0].user_attrs
+    for name, genome in zoo(nodes, constants, num_classes, conditions).items():
         oriented = screen(genome).genome
         by_structure.setdefault(
             oriented.structure_hash, (name, LossToTransfer(oriented, None, zoo_accuracy.get(name)))
@@ -170,7 +171,7 @@ def run_transfer(
     given = named_losses(config.losses, nodes)  # a bad formula stops before the data are loaded
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
-    data = merge_validation_into_training(load_data(config, progress)).to(device)
+    data = load_data(config, progress, merge_validation=True).to(device)
     released = (
         ReleasedCorruptions.open(config.corruptions, data.test_labels.numpy()) if config.corruptions else None
     )

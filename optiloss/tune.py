@@ -196,9 +196,11 @@ def tune_loss(
 
 def zoo_loss(name: str, config: SearchConfig, option: str) -> Genome:
     """The screened zoo loss ``name`` as a study of ``config`` has it (with its constants, label
-    smoothing's weights from the data set's class count); an unknown name is a :class:`UsageError`
+    smoothing's weights from the data set's class count, the noisy-label losses under a data
+    condition); an unknown name is a :class:`UsageError`
     naming ``option`` and the zoo's losses."""
-    known = zoo(config.nodes, max(2, config.constants), load_data(config, progress=False).num_classes)
+    classes = load_data(config, progress=False).num_classes
+    known = zoo(config.nodes, max(2, config.constants), classes, config.conditions().active)
     if name not in known:
         raise UsageError(f"{option} {name!r}: the zoo's losses are {', '.join(known)}")
     return screen(known[name]).genome

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ class ImageSplits:
     val_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    conditions: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """What the data conditions did to the training part (:mod:`optiloss.data.conditions`;
+    ``ConditionRecord.as_dict``), empty without a condition."""
 
     @property
     def num_classes(self) -> int:

@@ -6,6 +6,8 @@ search starts from (and is measured against) the losses people already use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from optiloss.genome.genome import DEFAULT_NODES, Genome
 
 LABEL_SMOOTHING_STRENGTHS = (0.1, 0.2)
@@ -16,7 +18,17 @@ def label_smoothing_name(strength: float) -> str:
     return f"label_smoothing_{strength:g}"
 
 
-def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 10) -> dict[str, Genome]:
+GCE_Q = 0.7
+"""Generalized cross-entropy's q (Zhang & Sabuncu 2018, their CIFAR setting)."""
+SCE_ALPHA, SCE_BETA, SCE_LOG_ZERO = 0.1, 1.0, -4.0
+"""Symmetric cross-entropy's weights and the value its reverse term takes for log 0 (Wang et al. 2019)."""
+CONDITION_LOSSES = ("mae", "gce", "sce")
+"""The noisy-label literature's losses, in the zoo of studies with a data condition."""
+
+
+def zoo(
+    n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 10, conditions: bool = False
+) -> dict[str, Genome]:
     """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4): cross-entropy
     (-sum y ln p), focal loss with gamma 2 (Lin et al. 2017), Poly-1 (Leng et al. 2022: cross-entropy
     + (1 - p_t)), mean squared error on probabilities, and the Baikal loss (Gonzalez & Miikkulainen
@@ -34,7 +46,18 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
     written in the literature, ``label_smoothing_0.1`` and ``label_smoothing_0.2``:
     ``-((1 - e) y + e / C) ln p``, whose constants 1 - e and e / C need the class count
     ``num_classes`` (the genome cannot see it). The old ``label_smoothing`` stays for old studies.
-    Focal loss keeps gamma 2 as ``(1 - p)^2``: a gamma constant needs 7 nodes."""
+    Focal loss keeps gamma 2 as ``(1 - p)^2``: a gamma constant needs 7 nodes.
+
+    With ``conditions`` (a study with label noise or class imbalance) the zoo adds the losses built for
+    noisy labels, each equal to its direct implementation on one-hot targets
+    (``tests/test_conditions.py``): ``mae``, ``sum |y - p|`` (Ghosh et al. 2017); with a constant,
+    ``gce``, generalized cross-entropy ``y (1 - exp(q ln p)) / q`` with q = 0.7 (Zhang & Sabuncu 2018;
+    in 5 nodes the division does not fit and it is ``y (1 - exp(q ln p))``, q times GCE, which AdamW
+    trains the same); with two constants and 6 nodes, ``sce``, symmetric cross-entropy
+    ``y (4 beta (1 - p) - alpha ln p)`` with alpha 0.1, beta 1 (Wang et al. 2019: its reverse term
+    ``-sum p log y`` with log 0 taken as -4 is ``4 (1 - p_t)`` on one-hot targets). Normalized
+    cross-entropy (Ma et al. 2020) sums over classes in its denominator, which a genome, evaluated
+    class by class, cannot express."""
     if n_nodes < 4:
         raise ValueError("the zoo needs genomes of at least 4 nodes")
 
@@ -74,4 +97,29 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
                 ("mul", "n1", "n2"),
                 constants=(1 - strength, strength / num_classes),
             )
+    if conditions:
+        losses.update(_condition_losses(build, n_nodes, n_constants))
+    return losses
+
+
+def _condition_losses(build: Callable[..., Genome], n_nodes: int, n_constants: int) -> dict[str, Genome]:
+    """MAE, GCE and SCE as far as the genome's nodes and constants allow (see :func:`zoo`)."""
+    losses = {"mae": build(("sub", "y", "p"), ("abs", "n0"))}
+    if n_constants >= 1:
+        # y (1 - p^q) falls as p_t rises: no negation needed
+        power = (("ln", "p"), ("mul", "c0", "n0"), ("exp", "n1"), ("sub", "1", "n2"))
+        if n_nodes >= 6:
+            losses["gce"] = build(*power, ("div", "n3", "c0"), ("mul", "y", "n4"), constants=(GCE_Q,))
+        else:
+            losses["gce"] = build(*power, ("mul", "y", "n3"), constants=(GCE_Q,))
+    if n_constants >= 2 and n_nodes >= 6:
+        losses["sce"] = build(
+            ("ln", "p"),
+            ("mul", "c0", "n0"),
+            ("sub", "1", "p"),
+            ("mul", "c1", "n2"),
+            ("sub", "n3", "n1"),
+            ("mul", "y", "n4"),
+            constants=(SCE_ALPHA, -SCE_LOG_ZERO * SCE_BETA),
+        )
     return losses

@@ -572,6 +572,12 @@ def write_experiment_page(
         for augmentation in experiment.augmentations
     ]
     matrix, matrix_svg = _matrix(storage, experiment)
+    from optiloss.ablate import read_ablation  # the [ablation] stage's section (issue 35)
+
+    ablations = [
+        read_ablation(storage, name, experiment.ablation_ledger(augmentation))
+        for augmentation, name in experiment.study_names().items()
+    ]
     url = mask_url(resolve_storage_url(storage_url))
     template = jinja2.Environment(
         loader=jinja2.PackageLoader("optiloss.report", "templates"),
@@ -585,6 +591,7 @@ def write_experiment_page(
         matrix=matrix,
         matrix_rows=matrix.rows() if matrix else [],
         matrix_svg=matrix_svg,
+        ablations=[ablation for ablation in ablations if ablation is not None],
         transfers=[
             _transfer_section(storage, name, runs, experiment.study_names()) for name, runs in transfers
         ],

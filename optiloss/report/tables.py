@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from optiloss.data.conditions import describe_recorded
 from optiloss.errors import UsageError
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.studies import (
@@ -65,7 +66,10 @@ def search_summary(study: optuna.Study) -> str:
     """Two lines about a search's cost: its rejected genomes by reason (stored as PRUNED trials and
     redrawn inside the sampler, :func:`~optiloss.studies.rejections`) and the share of its time
     inside training, inside scoring and outside both (:func:`~optiloss.studies.time_breakdown`)."""
-    return rejections(study).describe() + "\n" + time_breakdown(study).describe()
+    text = rejections(study).describe() + "\n" + time_breakdown(study).describe()
+    if StudyKey.CONDITIONS in study.user_attrs:  # a study trained under a data condition says so
+        text += "\ndata: " + describe_recorded(study.user_attrs[StudyKey.CONDITIONS])
+    return text
 
 
 def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from optiloss.augment import AUGMENTATIONS
 from optiloss.data import ImageSplits
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError, UsageError
-from optiloss.records import TrialKey
+from optiloss.records import StudyKey, TrialKey
 from optiloss.scoring import LossEvaluator, load_data
 from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
@@ -132,6 +132,8 @@ def run_search(
     storage, study = _open_study(config, url, worker=0, num_classes=data.num_classes, log=log)
     config = settle_config(config, study.user_attrs)
     name = study.study_name
+    if data.conditions and StudyKey.CONDITIONS not in study.user_attrs:
+        study.set_user_attr(StudyKey.CONDITIONS, data.conditions)
     recovered = sweep_dead_trials(storage, study, config.max_retry)
     if recovered:
         log(

@@ -229,7 +229,7 @@ def _enqueue_first_generation(
     a disguised copy is a duplicate of), then the losses the user gave, so that the rest of the zoo
     cannot take the budget before them, then the rest of the zoo. A given loss that is a zoo loss
     is queued as the zoo's (the caller records the user's name for it)."""
-    known = zoo(config.nodes, config.constants, num_classes)
+    known = zoo(config.nodes, config.constants, num_classes, config.conditions().active)
     first = {name: genome for name, genome in known.items() if name == "cross_entropy"}
     for loss_name, genome in first.items():
         study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name})
