@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 PG_URL = $(shell bash scripts/postgres.sh url)
 
 # pytest-xdist workers; each test's torch (and the commands it starts) on one thread, so two workers
-# on two cores do not spin against each other. The PostgreSQL tests share one worker (tests/conftest.py).
+# on two cores do not spin against each other. A test that restarts PostgreSQL waits for the server to
+# itself (tests/conftest.py).
 TEST_WORKERS ?= 2
-PYTEST = OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST = OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 .PHONY: install demo test check lint format typecheck dashboard bench postgres postgres-stop browser clean
 

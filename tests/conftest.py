@@ -1,4 +1,5 @@
 import contextlib
+import fcntl
 import io
 import os
 import re
@@ -6,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,17 +111,6 @@ def run_main(*args: str, env: dict | None = None) -> CliResult:
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
-SHARED_SERVER_GROUP = "postgresql-server"
-"""The tests on the one PostgreSQL server run in one xdist worker, one after another: some of them
-stop and restart that server, which would cut the other worker's connections mid-test."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "postgres_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(SHARED_SERVER_GROUP))
-
-
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # two workers on two cores: each torch on one thread, or their spinning threads slow both 5-10x
@@ -183,9 +174,16 @@ def private_tensor_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OPTILOSS_CACHE", str(tmp_path_factory.getbasetemp() / "tensor-cache"))
 
 
+POSTGRES_LOCK = Path(tempfile.gettempdir()) / "optiloss-test-postgres.lock"
+"""Tests on the one PostgreSQL server hold this file's lock: shared, or exclusive for a test marked
+``restarts_postgres``, which stops the server under the feet of any other (pytest-xdist workers, or
+another test run on the machine)."""
+
+
 @pytest.fixture
-def postgres_url():
-    """A fresh, empty database on the real PostgreSQL server that `make test` starts."""
+def postgres_url(request):
+    """A fresh, empty database on the real PostgreSQL server that `make test` starts, held under the
+    server's lock (:data:`POSTGRES_LOCK`) for the test's duration."""
     import uuid
 
     import sqlalchemy
@@ -196,15 +194,18 @@ def postgres_url():
             "needs a PostgreSQL server: OPTILOSS_TEST_POSTGRES is unset (`make test` starts one, "
             "scripts/postgres.sh)"
         )
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    # pre-ping: a test may restart the server, which drops the pooled connection
-    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    engine.dispose()
+    exclusive = request.node.get_closest_marker("restarts_postgres") is not None
+    with open(POSTGRES_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)  # released as the file closes
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        # pre-ping: a test may restart the server, which drops the pooled connection
+        engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        engine.dispose()
 
 
 def small_search(folder: Path, **settings) -> str:

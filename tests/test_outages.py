@@ -53,6 +53,7 @@ def finished_study(url: str) -> tuple[list, list]:
 
 
 @pytest.mark.slow
+@pytest.mark.restarts_postgres
 def test_a_two_worker_search_rides_out_a_server_restart_in_its_middle(tmp_path, postgres_url):
     search = start_cli("search", config(tmp_path), "--storage", postgres_url, "--workers", "2")
     try:
@@ -95,6 +96,7 @@ def test_a_killed_worker_is_replaced_and_the_search_meets_its_budget_in_one_run(
 
 
 @pytest.mark.slow
+@pytest.mark.restarts_postgres
 def test_an_outage_longer_than_the_window_ends_with_one_line_and_exit_1(tmp_path, postgres_url):
     search = start_cli("search", config(tmp_path, db_outage_s=3), "--storage", postgres_url)
     try:
