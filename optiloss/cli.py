@@ -160,6 +160,7 @@ def setting_values(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, A
 
 def build_parser() -> argparse.ArgumentParser:
     from optiloss.augment import AUGMENTATIONS
+    from optiloss.genome import BASELINE
     from optiloss.settings import SearchConfig, TransferConfig  # the options come from their fields
 
     one_augmentation = {"augmentation": (AUGMENTATIONS, ONE_AUGMENTATION_HELP)}
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--evaluate", type=int, default=0, metavar="S", help="then test with S fresh seeds")
     tune.add_argument(
         "--against",
-        default="cross_entropy",
+        default=BASELINE,
         metavar="NAME",
         help="what --evaluate compares with: a zoo loss or a tune study (its best constants)",
     )

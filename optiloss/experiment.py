@@ -34,10 +34,10 @@ from optuna.trial import TrialState
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.errors import OptilossError, UsageError
-from optiloss.genome import zoo
+from optiloss.genome import BASELINE, zoo_names
 from optiloss.genome.named import named_losses
 from optiloss.ledger import pending
-from optiloss.records import StudyKey, TrainingRecord, TransferRunRecord
+from optiloss.records import StudyKey, TrainingRecord, TransferRunRecord, loss_label
 from optiloss.settings import (
     SELECTIONS,
     SearchConfig,
@@ -470,7 +470,7 @@ def _recheck_runs(storage: BaseStorage, experiment: Experiment, augmentation: st
     study = _load(storage, experiment.study_name(augmentation))
     given = named_losses(experiment.losses, experiment.search.nodes)
     if study is None or not _has_complete(study):
-        labels = [f"pareto_{k}" for k in range(_PARETO_GUESS)] + list(given) + ["cross_entropy", "best_zoo"]
+        labels = [loss_label(k, None) for k in range(_PARETO_GUESS)] + [*given, BASELINE, "best_zoo"]
     else:
         labels = [loss.label for loss in rechecked_losses(study, given)]
     return [
@@ -488,8 +488,12 @@ def _matrix_runs(storage: BaseStorage, experiment: Experiment) -> list[str]:
     if all(study is not None and _has_complete(study) for study in studies.values()):
         labels = list(matrix_losses(studies, experiment.matrix.top_k, experiment.matrix.select, given))  # type: ignore[arg-type]
     else:
-        evolved = [f"{augmentation}#{k}" for augmentation in studies for k in range(experiment.matrix.top_k)]
-        labels = ["cross_entropy", *evolved, *given]
+        evolved = [
+            loss_label(k, None, matrix_augmentation=augmentation)
+            for augmentation in studies
+            for k in range(experiment.matrix.top_k)
+        ]
+        labels = [BASELINE, *evolved, *given]
     return [
         TransferRunRecord(label, augmentation, seed, "").run
         for label in labels
@@ -499,16 +503,21 @@ def _matrix_runs(storage: BaseStorage, experiment: Experiment) -> list[str]:
 
 
 def _transfer_runs(storage: BaseStorage, experiment: Experiment, run: TransferRun) -> list[str]:
-    from optiloss.transfer import losses_to_transfer
+    from optiloss.transfer import transfer_labels
 
     sources = [_load(storage, name) for name in run.sources]
     given = named_losses(run.config.losses, experiment.search.nodes)
     if all(source is not None and _has_complete(source) for source in sources):
-        labels = list(losses_to_transfer(sources, run.config.top_k, run.config.select, given))  # type: ignore[arg-type]
+        labels = list(transfer_labels(sources, run.config.top_k, run.config.select, given))  # type: ignore[arg-type]
     else:
-        zoo_names = list(zoo(experiment.search.nodes, experiment.search.constants))
-        evolved = [f"{name}:{k}" for name in run.sources for k in range(run.config.top_k)]
-        labels = [*zoo_names, *evolved, *given]
+        names = zoo_names(experiment.search.constants)
+        pooled = len(run.sources) > 1
+        evolved = [
+            loss_label(k, None, pooled_from=name if pooled else None)
+            for name in run.sources
+            for k in range(run.config.top_k)
+        ]
+        labels = [*names, *evolved, *given]
     return [
         TransferRunRecord(label, run.augmentation, seed, "").run
         for label in labels

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.named import named_losses
 from optiloss.ledger import RunLedger, score_unrecorded
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
@@ -158,8 +158,8 @@ def matrix_losses(
 ) -> dict[str, Genome]:
     """Cross-entropy, the top-k of each study (:func:`~optiloss.studies.select_trials`) and the
     ``given`` losses; a loss whose structure is already chosen is dropped."""
-    chosen: dict[str, Genome] = {"cross_entropy": screen(zoo()["cross_entropy"]).genome}
-    seen = {chosen["cross_entropy"].structure_hash}
+    chosen: dict[str, Genome] = {BASELINE: baseline_genome()}
+    seen = {chosen[BASELINE].structure_hash}
     for augmentation, study in studies.items():
         taken = 0
         for trial in select_trials(study, top_k + len(seen), select):  # enough to skip the seen ones
@@ -167,7 +167,7 @@ def matrix_losses(
             if genome.structure_hash in seen:
                 continue
             seen.add(genome.structure_hash)
-            chosen[SearchTrialRecord.from_trial(trial).zoo or f"{augmentation}#{trial.number}"] = genome
+            chosen[SearchTrialRecord.from_trial(trial).label(matrix_augmentation=augmentation)] = genome
             taken += 1
             if taken == top_k:
                 break

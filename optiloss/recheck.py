@@ -12,11 +12,11 @@ from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
 from optiloss.ledger import RunLedger, Score, score_unrecorded
-from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
+from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, loss_label
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.statistics import holm, sample_std, welch_p_value
@@ -38,7 +38,7 @@ class RecheckedLoss:
     @property
     def label(self) -> str:
         """How a ledger and a report name it: its name, else ``trial_<number>``."""
-        return self.name or f"trial_{self.trial}"
+        return loss_label(self.trial, self.name)
 
 
 def search_config(study: optuna.Study) -> SearchConfig:
@@ -64,8 +64,8 @@ def rechecked_losses(study: optuna.Study, given: dict[str, Genome]) -> list[Rech
             RecheckedLoss(trial.number, record.name or "", genome, trial.values[0], record.robustness)
         )
     chosen += [RecheckedLoss(None, name, genome) for name, genome in given.items()]
-    cross_entropy = screen(zoo(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)["cross_entropy"]).genome
-    chosen.append(RecheckedLoss(None, "cross_entropy", cross_entropy))
+    cross_entropy = baseline_genome(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)
+    chosen.append(RecheckedLoss(None, BASELINE, cross_entropy))
     unique: dict[str, RecheckedLoss] = {}
     for loss in chosen:
         unique.setdefault(loss.genome.structure_hash, loss)
@@ -130,7 +130,7 @@ def recheck(
             scores[(label, k)] = (
                 kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
             )
-    reference = screen(zoo(config.nodes)["cross_entropy"]).genome.structure_hash
+    reference = baseline_genome(config.nodes).structure_hash
     baseline_label = next(entry.label for entry in entries if entry.genome.structure_hash == reference)
     baseline = [scores[(baseline_label, k)].accuracy for k in range(seeds)]
     rows = []
@@ -172,7 +172,7 @@ def recheck_verdict(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     compared = [row for row in rows if row["p_holm"] is not None]
     if not compared:
         return "no p-values: recheck with --seeds 3 or more (and cross-entropy's runs must spread)"
-    baseline = next((row for row in rows if row["loss"] == "cross_entropy"), None)
+    baseline = next((row for row in rows if row["loss"] == BASELINE), None)
     mean = baseline["recheck_accuracy"] if baseline else None
     differing = [row for row in compared if row["p_holm"] < alpha]
     count = f"{len(compared)} loss(es) compared with cross-entropy, Holm's correction"

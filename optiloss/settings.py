@@ -548,7 +548,7 @@ class TransferConfig(RunSettings):
                 'its weights file: pass --weights FILE or set weights = "FILE" (README '
                 '"Fine-tuning" and the study file\'s comments say how to download it)'
             )
-        if self.model in SURROGATES:
+        if surrogate_named(self.model) is not None:  # its aliases too: create_model accepts them
             raise UsageError(
                 f"{source}: model {self.model!r} is a search surrogate; transfer to "
                 "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from optiloss.errors import UsageError
 from optiloss.genome.genome import Genome
 from optiloss.genome.parse import FormulaError, parse_formula
 from optiloss.genome.screen import screen
-from optiloss.genome.zoo import zoo
-
-RESERVED_NAME = re.compile(r"trial_\d+")
+from optiloss.genome.zoo import zoo_names
+from optiloss.records import FOUND_LABEL
 
 
 def _without_outer_negation(formula: str) -> str:
@@ -68,7 +66,7 @@ def named_losses(
     """
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
-        if name in zoo(n_nodes, max(2, n_constants or 0)) or RESERVED_NAME.fullmatch(name):
+        if name in zoo_names(max(2, n_constants or 0)) or FOUND_LABEL.fullmatch(name):
             raise UsageError(
                 f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
                 "in reports); choose another name"

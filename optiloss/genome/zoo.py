@@ -7,6 +7,24 @@ search starts from (and is measured against) the losses people already use.
 from __future__ import annotations
 
 from optiloss.genome.genome import DEFAULT_NODES, Genome
+from optiloss.genome.screen import screen
+
+BASELINE = "cross_entropy"
+"""The baseline's name: the zoo's cross-entropy, as studies, ledgers and tables store it. Every
+comparison (noise floor, recheck, transfer, matrix, evaluate, the page) is made against it."""
+BASELINE_DISPLAY = "cross-entropy"
+"""The baseline as prose and figures write it."""
+
+
+def display_name(label: str) -> str:
+    """A loss's label as prose and figures write it: the baseline's spelled out, others as they are."""
+    return BASELINE_DISPLAY if label == BASELINE else label
+
+
+def baseline_genome(n_nodes: int = DEFAULT_NODES) -> Genome:
+    """Cross-entropy in ``n_nodes`` nodes, screened and oriented: the genome every baseline run trains."""
+    return screen(zoo(n_nodes)[BASELINE]).genome
+
 
 LABEL_SMOOTHING_STRENGTHS = (0.1, 0.2)
 """The smoothing strengths the zoo carries exactly in studies with constants (the literature's usual)."""
@@ -16,7 +34,9 @@ def label_smoothing_name(strength: float) -> str:
     return f"label_smoothing_{strength:g}"
 
 
-def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 10) -> dict[str, Genome]:
+def zoo(
+    n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int | None = None
+) -> dict[str, Genome]:
     """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4): cross-entropy
     (-sum y ln p), focal loss with gamma 2 (Lin et al. 2017), Poly-1 (Leng et al. 2022: cross-entropy
     + (1 - p_t)), mean squared error on probabilities, and the Baikal loss (Gonzalez & Miikkulainen
@@ -33,7 +53,8 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
     loss, with its epsilon tunable), and with two or more the zoo adds label smoothing exactly as
     written in the literature, ``label_smoothing_0.1`` and ``label_smoothing_0.2``:
     ``-((1 - e) y + e / C) ln p``, whose constants 1 - e and e / C need the class count
-    ``num_classes`` (the genome cannot see it). The old ``label_smoothing`` stays for old studies.
+    ``num_classes`` (the genome cannot see it; leaving it out there is a ValueError, never a guess;
+    :func:`zoo_names` gives the names alone). The old ``label_smoothing`` stays for old studies.
     Focal loss keeps gamma 2 as ``(1 - p)^2``: a gamma constant needs 7 nodes."""
     if n_nodes < 4:
         raise ValueError("the zoo needs genomes of at least 4 nodes")
@@ -42,7 +63,7 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
         return Genome.from_nodes(*nodes, n_nodes=n_nodes, constants=constants, n_constants=n_constants)
 
     losses = {
-        "cross_entropy": build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
+        BASELINE: build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
         # y (1 - p)^2 ln p rises with p_t; the screen negates it
         "focal": build(
             ("ln", "p"), ("sub", "1", "p"), ("square", "n1"), ("mul", "n2", "n0"), ("mul", "y", "n3")
@@ -65,6 +86,8 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
             constants=(1.0,),
         )
     if n_constants >= 2:
+        if num_classes is None:
+            raise ValueError("the zoo's label smoothing with constants needs the data set's num_classes")
         for strength in LABEL_SMOOTHING_STRENGTHS:
             # ((1 - e) y + e / C) ln p rises with p_t; the screen negates it
             losses[label_smoothing_name(strength)] = build(
@@ -75,3 +98,11 @@ def zoo(n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 1
                 constants=(1 - strength, strength / num_classes),
             )
     return losses
+
+
+def zoo_names(n_constants: int = 0) -> list[str]:
+    """The names of :func:`zoo`'s losses for a study with ``n_constants`` constants, in its order."""
+    names = list(zoo(DEFAULT_NODES))
+    if n_constants >= 2:
+        names += [label_smoothing_name(strength) for strength in LABEL_SMOOTHING_STRENGTHS]
+    return names

@@ -27,16 +27,16 @@ from scipy import stats
 
 from optiloss.errors import OptilossError
 from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
-from optiloss.genome import screen, zoo
+from optiloss.genome import BASELINE, BASELINE_DISPLAY, baseline_genome, display_name
 from optiloss.matrix import MatrixResult
-from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey
+from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, pooled_label
 from optiloss.report.dashboard import loss_shape, pyplot
 from optiloss.report.experiments import paper_table
 from optiloss.report.tables import search_summary
 from optiloss.statistics import sample_std, welch_p_value
 from optiloss.storage import mask_url, resolve_storage_url
 from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
-from optiloss.transfer import BASELINE, TransferTable, losses_to_transfer, transfer_table
+from optiloss.transfer import TransferTable, transfer_labels, transfer_table
 
 PAGE = "index.html"
 ALPHA = 0.05
@@ -88,7 +88,7 @@ def _compare(runs: dict[str, list[float]], name: str, reference: str) -> Compari
         statistics.mean(values),
         sample_std(values),
         len(values),
-        "cross-entropy" if reference == BASELINE else reference,
+        display_name(reference),
         statistics.mean(baseline),
         welch_p_value(values, baseline),
     )
@@ -177,7 +177,7 @@ def _front_svg(study: optuna.Study, augmentation: str) -> str:
         kind = "zoo" if record.zoo else "given" if record.loss_name else "evolved"
         groups[kind].append((trial.values[0], record.robustness))
         if record.zoo == BASELINE:
-            axes.annotate("cross-entropy", (trial.values[0], record.robustness), fontsize=7)
+            axes.annotate(BASELINE_DISPLAY, (trial.values[0], record.robustness), fontsize=7)
     styles = {"evolved": ("o", "#4c72b0"), "zoo": ("s", "#dd8452"), "given": ("^", "#55a868")}
     for kind, points in groups.items():
         if points:
@@ -206,9 +206,9 @@ def _front_svg(study: optuna.Study, augmentation: str) -> str:
 def _shapes_svg(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(5.6, 4.0))
-    reference = screen(zoo()["cross_entropy"]).genome
+    reference = baseline_genome()
     p_true, values, _ = loss_shape(reference)
-    axes.plot(p_true, values, "--", color="black", label="cross-entropy")
+    axes.plot(p_true, values, "--", color="black", label=BASELINE_DISPLAY)
     for trial in trials:
         p_true, values, _ = loss_shape(trial_genome(study, trial))
         if np.all(np.isfinite(values)):
@@ -431,7 +431,7 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
 def _evolved_label(loss: str, source_study: str) -> str:
     """A transfer row's loss as the page names it: an evolved loss with its study (``study:trial_N``,
     as a pooled transfer names it already), so the same trial number of two studies stays apart."""
-    return f"{source_study}:{loss}" if loss.startswith("trial_") and source_study else loss
+    return pooled_label(loss, source_study)
 
 
 def _transfer_section(
@@ -459,20 +459,14 @@ def _transfer_section(
         own = _load(storage, searches[run.augmentation])
         if own is None:
             continue
-        chosen = {
-            _evolved_label(label, own.study_name): loss
-            for label, loss in losses_to_transfer(own, None, run.config.select).items()
+        source_accuracy = {
+            _evolved_label(label, own.study_name): accuracy
+            for label, accuracy in transfer_labels(own, None, run.config.select).items()
         }
         for row in table.rows:
-            loss = chosen.get(row["loss"])
-            if (
-                row["augmentation"] == run.augmentation
-                and loss is not None
-                and loss.source_accuracy is not None
-            ):
-                pairs.setdefault(run.augmentation, []).append(
-                    (loss.source_accuracy, row["test_accuracy"], row["loss"])
-                )
+            accuracy = source_accuracy.get(row["loss"])
+            if row["augmentation"] == run.augmentation and accuracy is not None:
+                pairs.setdefault(run.augmentation, []).append((accuracy, row["test_accuracy"], row["loss"]))
     section = TransferSection(stage_name, study_names, paper_table(table), table.rows, table.augmentations)
     if not seeds:
         return section

@@ -13,7 +13,7 @@ import torch
 from optuna.trial import TrialState
 
 from optiloss.data import ImageSplits
-from optiloss.genome import Genome, screen
+from optiloss.genome import BASELINE, Genome, screen
 from optiloss.liveness import worker_record
 from optiloss.records import SECONDS_DIGITS, SearchTrialRecord, TrialKey, given_name
 from optiloss.scoring import DIVERGED_VALUES, LossEvaluator
@@ -136,7 +136,7 @@ class LossSearchObjective:
         curves = (
             t.user_attrs.get(TrialKey.TRAIN_ACCURACY_BY_EPOCH, ())
             for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get(TrialKey.ZOO) == "cross_entropy"
+            if t.user_attrs.get(TrialKey.ZOO) == BASELINE
         )
         reference = next((curve for curve in curves if len(curve) >= epoch), None)
         if reference is None:
