@@ -29,13 +29,12 @@ from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.named import named_losses
 from optiloss.ledger import RunLedger, score_unrecorded
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
-from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
-from optiloss.settings import TRAINING_KEYS, SearchConfig, training_differences
-from optiloss.storage import open_storage
+from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
+from optiloss.settings import MATRIX_SPLITS, TRAINING_KEYS, MatrixSettings, SearchConfig, training_differences
+from optiloss.storage import storage_from
 from optiloss.studies import load_study, select_trials, trial_genome
 
-SPLITS = ("test", "val")
-"""Where the matrix scores: the test split (default), or the validation split the searches selected on."""
+SPLITS = MATRIX_SPLITS
 SPLIT_WORDS = {
     "test": "the test split, which no search selected on",
     "val": "the validation split, on which the searches selected these losses (so it flatters them)",
@@ -180,17 +179,18 @@ def matrix_losses(
 
 def loss_augmentation_matrix(
     prefix: str | None = None,
-    storage_url: str | None = None,
+    storage_url: str | BaseStorage | None = None,
     *,
-    top_k: int = 1,
-    seeds: int = 2,
+    top_k: int = MatrixSettings.top_k,
+    seeds: int = MatrixSettings.seeds,
     device: str = "auto",
-    select: str = "accuracy",
-    losses: dict[str, str] | None = None,
+    select: str = MatrixSettings.select,
+    losses: Mapping[str, str] | Mapping[str, Genome] | None = None,
     progress: bool = True,
     study_names: dict[str, str] | Sequence[str] | None = None,
     ledger: str | None = None,
-    split: str = "test",
+    split: str = MatrixSettings.split,
+    data_for: DataFor | None = None,
 ) -> MatrixResult:
     """Retrain the best losses of the augmentation studies ``{prefix}-{augmentation}`` (or the
     studies ``study_names``: names, or augmentation -> name), and ``losses`` (name -> formula), under
@@ -201,10 +201,13 @@ def loss_augmentation_matrix(
     With ``ledger``, each finished training is kept in the :class:`~optiloss.ledger.RunLedger` study
     of that name and a rerun trains only the runs that did not finish; without it nothing is written.
     Raises :class:`UsageError` when no study matches or their settings are mixed.
+    ``storage_url`` may be a storage already open, ``losses`` genomes already parsed
+    (:func:`~optiloss.genome.named.named_losses`), and ``data_for`` where the data come from (default
+    :func:`~optiloss.scoring.load_data`): an experiment run hands down what it holds.
     """
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     if isinstance(study_names, Mapping):
         studies = {augmentation: load_study(storage, name) for augmentation, name in study_names.items()}
     else:
@@ -233,7 +236,7 @@ def loss_augmentation_matrix(
         target = resolve_device(device)
         assert config.model_width is not None  # filled from the surrogate's defaults
         evaluator = LossEvaluator(
-            load_data(config, progress).to(target),
+            (data_for or loader(progress))(config).to(target),
             target,
             config,
             model=config.model,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
@@ -17,10 +19,10 @@ from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
 from optiloss.ledger import RunLedger, Score, score_unrecorded
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, loss_label
-from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
-from optiloss.settings import SearchConfig
+from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
+from optiloss.settings import RecheckSettings, SearchConfig
 from optiloss.statistics import holm, sample_std, welch_p_value
-from optiloss.storage import open_storage
+from optiloss.storage import storage_from
 from optiloss.studies import found_and_zoo, load_study, pareto_trials, trial_genome
 
 
@@ -79,13 +81,14 @@ def recheck_seed(config: SearchConfig, index: int) -> int:
 
 def recheck(
     study_name: str,
-    storage_url: str | None = None,
-    seeds: int = 3,
+    storage_url: str | BaseStorage | None = None,
+    seeds: int = RecheckSettings.seeds,
     *,
     device: str = "auto",
-    losses: dict[str, str] | None = None,
+    losses: Mapping[str, str] | Mapping[str, Genome] | None = None,
     progress: bool = True,
     ledger: str | None = None,
+    data_for: DataFor | None = None,
 ) -> list[dict[str, Any]]:
     """One row per loss of :func:`rechecked_losses` (the Pareto set, ``losses`` given as name ->
     formula, cross-entropy, the best loss of the search's own and the best zoo loss; ``trial`` None
@@ -98,8 +101,11 @@ def recheck(
     Without ``ledger`` it writes nothing to the storage. With it, each finished training is kept in the
     :class:`~optiloss.ledger.RunLedger` study of that name, so a rerun after a stop trains only the
     runs that did not finish.
+    ``storage_url`` may be a storage already open, ``losses`` genomes already parsed
+    (:func:`~optiloss.genome.named.named_losses`), and ``data_for`` where the data come from (default
+    :func:`~optiloss.scoring.load_data`): an experiment run hands down what it holds.
     """
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     study = load_study(storage, study_name)
     config = search_config(study)
     given = named_losses(losses or {}, config.nodes)
@@ -118,7 +124,9 @@ def recheck(
     }
     if missing:
         target = resolve_device(device)
-        evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
+        evaluator = LossEvaluator.for_search(
+            config, (data_for or loader(progress))(config).to(target), target
+        )
         augmentation = evaluator.augmentation(config.augmentation)
         genomes = {entry.label: entry.genome for entry in entries}
         for label, k in tqdm(missing, desc="rechecking the Pareto set", unit="run", disable=not progress):

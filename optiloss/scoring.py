@@ -43,6 +43,11 @@ DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
 
+DataFor = Callable[[RunSettings], ImageSplits]
+"""Where a function that trains gets the data of the settings it trains with, in place of
+:func:`load_data` (an experiment run's shared data, :class:`optiloss.experiment.context.RunContext`)."""
+
+
 def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
     """The data set of ``settings``, on the CPU, split train / validation / test."""
     return load_dataset(
@@ -54,6 +59,11 @@ def load_data(settings: RunSettings, progress: bool = True) -> ImageSplits:
         download=settings.download,
         progress=progress,
     )
+
+
+def loader(progress: bool = True) -> DataFor:
+    """:func:`load_data` as a :data:`DataFor`."""
+    return lambda settings: load_data(settings, progress)
 
 
 def merge_validation_into_training(data: ImageSplits) -> ImageSplits:

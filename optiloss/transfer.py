@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from scipy import stats
 from tqdm.auto import tqdm
@@ -42,10 +43,10 @@ from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.models import create_model
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, TrialKey, run_key
-from optiloss.scoring import LossEvaluator, load_data, merge_validation_into_training
+from optiloss.scoring import DataFor, LossEvaluator, loader, merge_validation_into_training
 from optiloss.settings import SearchConfig, TransferConfig
 from optiloss.statistics import welch_p_value
-from optiloss.storage import open_storage
+from optiloss.storage import storage_from
 from optiloss.studies import load_study, select_trials, trial_genome
 from optiloss.train import Checkpointing
 
@@ -175,10 +176,11 @@ def source_augment_settings(source: optuna.Study, config: TransferConfig, image_
 def run_transfer(
     source_name: str | list[str],
     config: TransferConfig,
-    storage_url: str | None = None,
+    storage_url: str | BaseStorage | None = None,
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    data_for: DataFor | None = None,
 ) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
 
@@ -188,16 +190,18 @@ def run_transfer(
     Runs left RUNNING by a dead process of this machine are failed and redone
     (from their last checkpoint); Ctrl-C fails the running one with
     ``fail_reason = "interrupted"`` and raises :class:`KeyboardInterrupt`, so
-    running the same command again continues where it stopped.
+    running the same command again continues where it stopped. ``storage_url`` may be a storage
+    already open, and ``data_for`` where the data come from (default :func:`~optiloss.scoring.load_data`):
+    an experiment run hands down what it holds.
     """
     source_names = [source_name] if isinstance(source_name, str) else list(dict.fromkeys(source_name))
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     sources = [load_study(storage, one) for one in source_names]
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     given = named_losses(config.losses, nodes)  # a bad formula stops before the data are loaded
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
-    data = merge_validation_into_training(load_data(config, progress)).to(device)
+    data = merge_validation_into_training((data_for or loader(progress))(config)).to(device)
     released = (
         ReleasedCorruptions.open(config.corruptions, data.test_labels.numpy()) if config.corruptions else None
     )

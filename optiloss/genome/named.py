@@ -55,7 +55,7 @@ def _parse(formula: str, n_nodes: int, n_constants: int | None) -> Genome:
 
 
 def named_losses(
-    formulas: Mapping[str, str], n_nodes: int, n_constants: int | None = None
+    formulas: Mapping[str, str] | Mapping[str, Genome], n_nodes: int, n_constants: int | None = None
 ) -> dict[str, Genome]:
     """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes with ``n_constants``
     constants (its numbers, the unused ones 0; None: as many as it has, for a loss trained on its own
@@ -63,6 +63,8 @@ def named_losses(
 
     A formula that does not parse, needs more nodes, or fails the screen, and a name the
     reports use already (a zoo loss, ``trial_N``), is a :class:`UsageError` naming the loss and why.
+    A :class:`Genome` in place of a formula is taken as it is: these very losses, parsed and screened
+    already (an experiment run parses its losses once).
     """
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
@@ -71,6 +73,9 @@ def named_losses(
                 f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
                 "in reports); choose another name"
             )
+        if isinstance(formula, Genome):
+            losses[name] = formula
+            continue
         try:
             genome = _parse(formula, n_nodes, n_constants)
         except FormulaError as error:

@@ -27,9 +27,10 @@ from optiloss.report.tables import search_summary
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
 from optiloss.statistics import hypervolume
+from optiloss.storage import ARTIFACTS_DIR
 from optiloss.studies import noise_floor, noise_floor_verdict, pareto_trials, trial_robustness
 
-DEFAULT_ARTIFACT_DIR = "storage/artifacts"
+DEFAULT_ARTIFACT_DIR = ARTIFACTS_DIR
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
 
 

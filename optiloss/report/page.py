@@ -34,7 +34,7 @@ from optiloss.report.dashboard import loss_shape, pyplot
 from optiloss.report.experiments import paper_table
 from optiloss.report.tables import search_summary
 from optiloss.statistics import sample_std, welch_p_value
-from optiloss.storage import mask_url, resolve_storage_url
+from optiloss.storage import REPORTS_DIR, mask_url, resolve_storage_url
 from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
 from optiloss.transfer import TransferTable, transfer_labels, transfer_table
 
@@ -554,7 +554,7 @@ def _device(experiment: Experiment) -> str:
 def write_experiment_page(
     experiment: Experiment,
     storage_url: str | None = None,
-    output: str | Path = "storage/reports",
+    output: str | Path = REPORTS_DIR,
     plans: list[StagePlan] | None = None,
 ) -> Path:
     """Write ``{output}/{experiment.name}/index.html`` from what the storage holds; returns its path."""
