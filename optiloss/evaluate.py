@@ -18,7 +18,7 @@ from optiloss.genome import BASELINE, Genome, baseline_genome, display_name
 from optiloss.genome.named import named_losses
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
-from optiloss.statistics import sample_std, welch_p_value
+from optiloss.statistics import ALPHA, direction, sample_std, welch_p_value
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Comparison:
         return display_name(self.baseline_name)
 
     def verdict(self) -> str:
-        """One line: the difference in accuracy points, the p-value and what it means at 0.05."""
+        """One line: the difference in accuracy points, the p-value and what it means at :data:`ALPHA`."""
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
         p = self.p_value
         if math.isnan(p):
@@ -83,12 +83,12 @@ class Comparison:
                 f"difference {difference:+.2f} points; no p-value with {len(self.accuracies)} seed(s) "
                 "or no spread: use --seeds 3 or more"
             )
-        meaning = (
-            (f"better than {self.baseline_label}" if difference > 0 else f"worse than {self.baseline_label}")
-            if p < 0.05
-            else f"not distinguishable from {self.baseline_label}"
+        found = direction(difference, p)
+        meaning = f"{found} than" if found else "not distinguishable from"
+        return (
+            f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} {self.baseline_label} "
+            f"at the {ALPHA:g} level"
         )
-        return f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} at the 0.05 level"
 
 
 def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> Comparison:

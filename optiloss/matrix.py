@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import BaseStorage
-from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
 from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.named import named_losses
-from optiloss.ledger import RunLedger, score_unrecorded
+from optiloss.ledger import RunLedger, Trainer, ledgered_scores
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
 from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
 from optiloss.settings import MATRIX_SPLITS, TRAINING_KEYS, MatrixSettings, SearchConfig, training_differences
@@ -228,11 +227,8 @@ def loss_augmentation_matrix(
         for seed in range(seeds)
     }
     kept = RunLedger(storage, ledger, "matrix") if ledger else None
-    scores = {
-        key: kept.finished[record.run] for key, record in runs.items() if kept and record.run in kept.finished
-    }
-    missing = [key for key in runs if key not in scores]
-    if missing:
+
+    def trainer() -> Trainer[tuple[str, str, int]]:
         target = resolve_device(device)
         assert config.model_width is not None  # filled from the surrogate's defaults
         evaluator = LossEvaluator(
@@ -244,16 +240,15 @@ def loss_augmentation_matrix(
             split=split,
         )
         pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
-        for label, augmentation, seed in tqdm(missing, desc="matrix runs", unit="run", disable=not progress):
 
-            def train(label: str = label, augmentation: str = augmentation, seed: int = seed) -> Evaluation:
-                fresh = config.seed + RECHECK_SEED_STRIDE * (seed + 1)  # never the searches' own seed
-                return evaluator.evaluate(chosen[label], pipelines[augmentation], fresh)
+        def train(key: tuple[str, str, int]) -> Evaluation:
+            label, augmentation, seed = key
+            fresh = config.seed + RECHECK_SEED_STRIDE * (seed + 1)  # never the searches' own seed
+            return evaluator.evaluate(chosen[label], pipelines[augmentation], fresh)
 
-            record = runs[(label, augmentation, seed)]
-            scores[(label, augmentation, seed)] = (
-                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
-            )
+        return train, evaluator.precision
+
+    scores = ledgered_scores(runs, kept, trainer, description="matrix runs", progress=progress)
     for label, augmentation, seed in runs:
         result.accuracies.setdefault((label, augmentation), []).append(
             scores[(label, augmentation, seed)].accuracy

@@ -10,18 +10,17 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
 from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
-from optiloss.ledger import RunLedger, Score, score_unrecorded
+from optiloss.ledger import RunLedger, Trainer, ledgered_scores
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, loss_label
 from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
 from optiloss.settings import RecheckSettings, SearchConfig
-from optiloss.statistics import holm, sample_std, welch_p_value
+from optiloss.statistics import ALPHA, holm, sample_std, significant, welch_p_value
 from optiloss.storage import storage_from
 from optiloss.studies import found_and_zoo, load_study, pareto_trials, trial_genome
 
@@ -118,26 +117,22 @@ def recheck(
         for entry in entries
         for k in range(seeds)
     }
-    missing = [key for key, record in runs.items() if kept is None or record.run not in kept.finished]
-    scores: dict[tuple[str, int], Score] = {
-        key: kept.finished[record.run] for key, record in runs.items() if kept and key not in missing
-    }
-    if missing:
+
+    def trainer() -> Trainer[tuple[str, int]]:
         target = resolve_device(device)
         evaluator = LossEvaluator.for_search(
             config, (data_for or loader(progress))(config).to(target), target
         )
         augmentation = evaluator.augmentation(config.augmentation)
         genomes = {entry.label: entry.genome for entry in entries}
-        for label, k in tqdm(missing, desc="rechecking the Pareto set", unit="run", disable=not progress):
 
-            def train(label: str = label, k: int = k) -> Evaluation:
-                return evaluator.evaluate(genomes[label], augmentation, recheck_seed(config, k))
+        def train(key: tuple[str, int]) -> Evaluation:
+            label, k = key
+            return evaluator.evaluate(genomes[label], augmentation, recheck_seed(config, k))
 
-            record = runs[(label, k)]
-            scores[(label, k)] = (
-                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
-            )
+        return train, evaluator.precision
+
+    scores = ledgered_scores(runs, kept, trainer, description="rechecking the Pareto set", progress=progress)
     reference = baseline_genome(config.nodes).structure_hash
     baseline_label = next(entry.label for entry in entries if entry.genome.structure_hash == reference)
     baseline = [scores[(baseline_label, k)].accuracy for k in range(seeds)]
@@ -174,7 +169,7 @@ def recheck(
     return rows
 
 
-def recheck_verdict(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+def recheck_verdict(rows: list[dict[str, Any]], alpha: float = ALPHA) -> str:
     """One line on the rechecked losses against cross-entropy, after Holm's correction for comparing
     several losses at once (``p_holm``); only a loss below ``alpha`` there differs beyond chance."""
     compared = [row for row in rows if row["p_holm"] is not None]
@@ -182,7 +177,7 @@ def recheck_verdict(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
         return "no p-values: recheck with --seeds 3 or more (and cross-entropy's runs must spread)"
     baseline = next((row for row in rows if row["loss"] == BASELINE), None)
     mean = baseline["recheck_accuracy"] if baseline else None
-    differing = [row for row in compared if row["p_holm"] < alpha]
+    differing = [row for row in compared if significant(row["p_holm"], alpha)]
     count = f"{len(compared)} loss(es) compared with cross-entropy, Holm's correction"
     if not differing:
         smallest = min(row["p_holm"] for row in compared)

@@ -11,7 +11,9 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
+import optuna
 import torch
 
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_suite
@@ -19,8 +21,9 @@ from optiloss.data import ImageSplits, load_dataset
 from optiloss.data.registry import resize_images
 from optiloss.data.released import ReleasedCorruptions, released_key
 from optiloss.errors import UsageError
+from optiloss.genome import Genome, ScreenResult, screen
 from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
-from optiloss.records import TrainingRecord
+from optiloss.records import TrainingRecord, TrialKey
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import (
     Checkpointing,
@@ -326,3 +329,31 @@ class LossEvaluator:
             resumed_from_epoch=result.resumed_from_epoch,
             history=result.history,
         )
+
+
+class Rejected(optuna.TrialPruned):
+    """A genome rejected before or early in training; the trial ends PRUNED with
+    ``user_attrs['rejected']``."""
+
+
+def reject(trial: optuna.Trial, reason: str) -> NoReturn:
+    """End ``trial`` as PRUNED with its reason recorded (:attr:`~optiloss.records.TrialKey.REJECTED`)."""
+    trial.set_user_attr(TrialKey.REJECTED, reason)
+    raise Rejected(reason)
+
+
+def screen_or_reject(trial: optuna.Trial, genome: Genome, **options: Any) -> ScreenResult:
+    """Screen ``genome`` (:func:`~optiloss.genome.screen` with ``options``) for ``trial``: its formula
+    recorded, and a genome the screen refuses rejected (:func:`reject`). The steps every trial that
+    trains a loss takes first (a search's and a tune study's)."""
+    screened = screen(genome, **options)
+    trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
+    if not screened.accepted:
+        reject(trial, screened.reason or "rejected by the screen")
+    return screened
+
+
+def record_training(trial: optuna.Trial, evaluation: Evaluation, precision: str) -> None:
+    """Write the :class:`~optiloss.records.TrainingRecord` of ``evaluation`` on ``trial``."""
+    for key, value in evaluation.record(precision).to_user_attrs().items():
+        trial.set_user_attr(key, value)

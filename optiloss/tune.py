@@ -37,7 +37,7 @@ from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
 from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.records import StudyKey, TrialKey
-from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data
+from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data, record_training, screen_or_reject
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
 
@@ -155,15 +155,10 @@ def tune_loss(
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
         params = {name: trial.suggest_float(name, d.low, d.high, log=d.log) for name, d in space.items()}
-        genome = tuned_genome(start, params)
-        screened = screen(genome.with_orientation(False), **config.screen_options())
-        trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
-        if not screened.accepted:
-            trial.set_user_attr(TrialKey.REJECTED, screened.reason)
-            raise optuna.TrialPruned(screened.reason)
+        genome = tuned_genome(start, params).with_orientation(False)
+        screened = screen_or_reject(trial, genome, **config.screen_options())
         result = evaluator.evaluate(screened.genome, augmentation, config.seed)
-        for key, value in result.record(evaluator.precision).to_user_attrs().items():
-            trial.set_user_attr(key, value)
+        record_training(trial, result, evaluator.precision)
         return DIVERGED_VALUES[0] if result.diverged else result.accuracy
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
