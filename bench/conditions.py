@@ -32,14 +32,14 @@ from typing import Any
 
 from optiloss.data import class_mixed_subset
 from optiloss.devices import resolve_device
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, screen, zoo
 from optiloss.scoring import LossEvaluator, load_data
 from optiloss.settings import SearchConfig
 from optiloss.statistics import sample_std, welch_p_value
 
 from _shared import add_overrides_option, cifar10_jpeg_folder, config_overrides
 
-LOSSES = ("cross_entropy", "label_smoothing_0.1", "mae", "gce", "sce")
+LOSSES = (BASELINE, "label_smoothing_0.1", "mae", "gce", "sce")
 FRESH_SEED = 7919
 
 
@@ -80,10 +80,10 @@ def train_all(
 
 
 def rows(condition: str, accuracy: dict[str, list[float]]) -> list[dict[str, Any]]:
-    baseline = accuracy["cross_entropy"]
+    baseline = accuracy[BASELINE]
     table = []
     for name, values in accuracy.items():
-        p = welch_p_value(values, baseline) if name != "cross_entropy" else float("nan")
+        p = welch_p_value(values, baseline) if name != BASELINE else float("nan")
         table.append(
             {
                 "condition": condition,
@@ -170,7 +170,7 @@ def main() -> None:
             return
         print(f"\nbest loss of a {args.search_trials}-trial search under the noise: {best.formula}")
         compared = {
-            "cross_entropy": losses["cross_entropy"],
+            BASELINE: losses[BASELINE],
             "found": best,
             "gce": losses["gce"],
             "sce": losses["sce"],

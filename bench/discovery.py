@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.scoring import LossEvaluator, load_data
 from optiloss.search import run_search
 from optiloss.settings import SearchConfig
@@ -69,7 +69,7 @@ def summary(values: list[float]) -> str:
 def found_losses(studies: dict[str, optuna.Study], top_k: int) -> dict[str, Genome]:
     """Label ``{augmentation}#{trial}`` -> the best evolved losses of each study, one per structure."""
     chosen: dict[str, Genome] = {}
-    seen = {screen(zoo()["cross_entropy"]).genome.structure_hash}
+    seen = {baseline_genome().structure_hash}
     for augmentation, study in studies.items():
         ranked = select_trials(study, len(study.trials), "accuracy")
         evolved = [trial for trial in ranked if "zoo" not in trial.user_attrs]
@@ -116,7 +116,7 @@ def main() -> None:
             )
             studies[augmentation] = load_study(open_storage(url, create=False), outcome.study_name)
         losses = {
-            "cross_entropy": screen(zoo(base.nodes)["cross_entropy"]).genome,
+            BASELINE: baseline_genome(base.nodes),
             **found_losses(studies, args.top_k),
         }
         device = resolve_device(base.device)
@@ -142,10 +142,10 @@ def main() -> None:
     for label, genome in losses.items():
         print(f"  {label:14s} {genome.formula}")
     for augmentation in args.augmentations:
-        baseline = accuracy[("cross_entropy", augmentation)]
+        baseline = accuracy[(BASELINE, augmentation)]
         own = [label for label in losses if label.startswith(f"{augmentation}#")]
         print(f"\nunder {augmentation}: cross_entropy {summary(baseline)}")
-        for label in [label for label in losses if label != "cross_entropy"]:
+        for label in [label for label in losses if label != BASELINE]:
             values_ = accuracy[(label, augmentation)]
             p = welch_p_value(values_, baseline)
             marker = "  <- found for this augmentation" if label in own else ""
@@ -155,7 +155,7 @@ def main() -> None:
             )
         for label in own:
             mine = accuracy[(label, augmentation)]
-            others = [other for other in losses if other != "cross_entropy" and other not in own]
+            others = [other for other in losses if other != BASELINE and other not in own]
             beaten = [
                 other
                 for other in others

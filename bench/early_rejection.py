@@ -47,7 +47,7 @@ def run(early: bool, seed: int, args: argparse.Namespace, folder: str) -> dict:
             "study_name": name,
         }
     )
-    study = open_search_study(config, open_storage(f"sqlite:///{folder}/early.db"))
+    study = open_search_study(config, open_storage(f"sqlite:///{folder}/early.db"), num_classes=10)
     study.optimize(
         LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
         callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))],

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import torch
 
 from optiloss.augment.pipelines import one_hot
-from optiloss.genome import screen, zoo
+from optiloss.genome import BASELINE, baseline_genome, screen, zoo
 from optiloss.models import create_model
 from optiloss.scoring import Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
@@ -134,7 +134,7 @@ def profile_trial(evaluator: LossEvaluator, loss: LossFunction, steps: int) -> d
 
 def trial_losses(num_classes: int) -> dict[str, LossFunction]:
     return {
-        "cross_entropy": screen(zoo()["cross_entropy"]).genome,
+        BASELINE: baseline_genome(),
         "label_smoothing": screen(zoo()["label_smoothing"]).genome,
         LIKE_FOR_LIKE: label_smoothing(AIRBENCH_SMOOTHING, num_classes),
     }
@@ -228,10 +228,10 @@ def main() -> None:
         f"validation images and {len(evaluator.corrupted)} corrupted copies"
     )
     augmentation = evaluator.augmentation(config.augmentation)
-    evaluator.evaluate(trial_losses(data.num_classes)["cross_entropy"], augmentation, seed=0)  # cuDNN tuning
+    evaluator.evaluate(trial_losses(data.num_classes)[BASELINE], augmentation, seed=0)  # cuDNN tuning
     rows = time_losses(evaluator, losses, args.seeds, synchronize, warm_each=args.compile)
     if args.breakdown:
-        breakdown(evaluator, trial_losses(data.num_classes)["cross_entropy"], synchronize)
+        breakdown(evaluator, trial_losses(data.num_classes)[BASELINE], synchronize)
     if args.profile:
         profile_trial(evaluator, trial_losses(data.num_classes)[LIKE_FOR_LIKE], args.profile)
     if args.reference:

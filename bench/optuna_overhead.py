@@ -86,7 +86,7 @@ def main() -> None:
             grace_period=config.grace_period,
             max_retry=config.max_retry,
         )
-        study = open_search_study(config, storage)
+        study = open_search_study(config, storage, num_classes=10)
         objective = NoTraining(config, load_dataset("digits"), torch.device("cpu"))
         ours = report("optiloss", timed(study, objective, args.trials, [upkeep_callback(config, storage)]))
     print(

@@ -36,7 +36,7 @@ from optiloss.augment import build_augmentation, corrupted_suite
 from optiloss.augment.corruptions import RELEASED_NAMES, write_generated_layout
 from optiloss.data import load_dataset
 from optiloss.data.released import ReleasedCorruptions, released_key, split_released_key
-from optiloss.genome import screen, zoo
+from optiloss.genome import baseline_genome
 from optiloss.models import create_model
 from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
@@ -81,7 +81,7 @@ def main() -> None:
         full_suite = corrupted_suite(
             test_images, (1, 2, 3, 4, 5), seed=config.seed, suite="fifteen", progress=True
         )
-        cross_entropy = screen(zoo()["cross_entropy"]).genome
+        cross_entropy = baseline_genome()
         rows = []
         # per released corruption: accuracy generated - released, for each model and severity
         gaps: dict[str, list[float]] = {}

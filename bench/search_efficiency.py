@@ -239,7 +239,7 @@ def bootstrap_ratio(
     )
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", default=[*SEARCH_ARMS, "tune"], choices=[*SEARCH_ARMS, "tune"])
     parser.add_argument("--seeds", type=int, default=10)
@@ -250,7 +250,53 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--figure", default=None)
     add_overrides_option(parser)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _arm_line(
+    arm: str,
+    arm_curves: list[list[float]],
+    curves: dict[str, list[list[float]]],
+    runs: dict[str, list[Run]],
+    zoo_best: list[float],
+    zoo_best_val: list[float],
+    budgets: list[int],
+    rng: np.random.RandomState,
+) -> str:
+    """One arm's summary: test accuracy at each budget, against the zoo, the tuned loss and random."""
+    budget = max(budgets)
+    at = {b: [c[b // CURVE_STEP - 1] for c in arm_curves] for b in budgets}
+    line = f"{arm:10s} " + ", ".join(
+        f"test accuracy at {b}: median {np.median(v):.4f} "
+        f"(IQR {np.percentile(v, 25):.4f}-{np.percentile(v, 75):.4f})"
+        for b, v in at.items()
+    )
+    beats_zoo = np.mean([c[-1] > z for c, z in zip(arm_curves, zoo_best)])
+    share = np.mean(
+        [np.mean([acc > zv for _, acc in run.losses]) for run, zv in zip(runs[arm], zoo_best_val)]
+    )
+    line += f"; pick beats the best zoo loss in {100 * beats_zoo:.0f} % of seeds"
+    if "tune" in curves and arm != "tune":
+        beats_tuned = np.mean([c[-1] > t[-1] for c, t in zip(arm_curves, curves["tune"])])
+        line += f", the tuned label smoothing in {100 * beats_tuned:.0f} %"
+    line += f"; {100 * share:.0f} % of trained losses above the best zoo loss on validation"
+    line += f"; {100 * np.mean([r.outside for r in runs[arm]]):.0f} % of the time outside training"
+    if "random" not in curves:
+        return line
+    random_target = float(np.median([curve[-1] for curve in curves["random"]]))
+    ours = [needed(c, random_target, budget) for c in arm_curves]
+    theirs = [needed(c, random_target, budget) for c in curves["random"]]
+    if np.isfinite(np.median(ours)):
+        point, low, high = bootstrap_ratio(ours, theirs, rng)
+        return line + (
+            f"; reaches random's median at {budget} with {np.median(ours):.0f} trained losses "
+            f"(median over seeds), ratio {point:.2f} (95 % {low:.2f}-{high:.2f})"
+        )
+    return line + f"; reaches random's median at {budget} in fewer than half the seeds (more than {budget})"
+
+
+def main() -> None:
+    args = _arguments()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     budget = max(args.budgets)
@@ -288,39 +334,8 @@ def main() -> None:
         f"best zoo loss (by validation, per seed): test accuracy median {np.median(zoo_best):.4f} "
         f"(IQR {np.percentile(zoo_best, 25):.4f}-{np.percentile(zoo_best, 75):.4f})"
     )
-    random_target = (
-        float(np.median([curve[-1] for curve in curves["random"]])) if "random" in curves else None
-    )
     for arm, arm_curves in curves.items():
-        at = {b: [c[b // CURVE_STEP - 1] for c in arm_curves] for b in args.budgets}
-        line = f"{arm:10s} " + ", ".join(
-            f"test accuracy at {b}: median {np.median(v):.4f} "
-            f"(IQR {np.percentile(v, 25):.4f}-{np.percentile(v, 75):.4f})"
-            for b, v in at.items()
-        )
-        beats_zoo = np.mean([c[-1] > z for c, z in zip(arm_curves, zoo_best)])
-        share = np.mean(
-            [np.mean([acc > zv for _, acc in run.losses]) for run, zv in zip(runs[arm], zoo_best_val)]
-        )
-        line += f"; pick beats the best zoo loss in {100 * beats_zoo:.0f} % of seeds"
-        if "tune" in curves and arm != "tune":
-            beats_tuned = np.mean([c[-1] > t[-1] for c, t in zip(arm_curves, curves["tune"])])
-            line += f", the tuned label smoothing in {100 * beats_tuned:.0f} %"
-        line += f"; {100 * share:.0f} % of trained losses above the best zoo loss on validation"
-        line += f"; {100 * np.mean([r.outside for r in runs[arm]]):.0f} % of the time outside training"
-        if random_target is not None:
-            ours = [needed(c, random_target, budget) for c in arm_curves]
-            theirs = [needed(c, random_target, budget) for c in curves["random"]]
-            if np.isfinite(np.median(ours)):
-                point, low, high = bootstrap_ratio(ours, theirs, rng)
-                line += (
-                    f"; reaches random's median at {budget} with {np.median(ours):.0f} trained losses "
-                    f"(median over seeds), ratio {point:.2f} (95 % {low:.2f}-{high:.2f})"
-                )
-            else:
-                line += (
-                    f"; reaches random's median at {budget} in fewer than half the seeds (more than {budget})"
-                )
+        line = _arm_line(arm, arm_curves, curves, runs, zoo_best, zoo_best_val, args.budgets, rng)
         print(line)
         report_figures(**{arm: {"curves": arm_curves}})
     if args.figure:

@@ -57,8 +57,8 @@ def run(sampler_name: str, seed: int, args: argparse.Namespace, folder: str) -> 
         }
     )
     storage = open_storage(f"sqlite:///{folder}/quality.db")
-    study = open_search_study(config, storage)
     data = load_data(config, progress=False)
+    study = open_search_study(config, storage, num_classes=data.num_classes)
     study.optimize(
         LossSearchObjective(config, data, torch.device(config.device)),
         callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))],

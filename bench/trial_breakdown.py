@@ -48,8 +48,9 @@ def main() -> None:
     device = resolve_device(config.device)
     with tempfile.TemporaryDirectory() as folder:
         storage = open_storage(f"sqlite:///{folder}/bench.db")
-        study = open_search_study(config, storage)
-        objective = LossSearchObjective(config, load_data(config).to(device), device)
+        data = load_data(config)
+        study = open_search_study(config, storage, num_classes=data.num_classes)
+        objective = LossSearchObjective(config, data.to(device), device)
         started = time.perf_counter()
         study.optimize(
             objective, callbacks=[MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))]

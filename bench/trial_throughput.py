@@ -27,7 +27,7 @@ from augment_throughput import PilImages
 from torch.utils.data import DataLoader
 
 from optiloss.data import load_dataset
-from optiloss.genome import screen, zoo
+from optiloss.genome import baseline_genome
 from optiloss.models import create_model
 from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
@@ -108,7 +108,7 @@ def main() -> None:
     config = SearchConfig(epochs=args.epochs, batch_size=128, mixed_precision=not args.float32)
     settings = config.train_settings()
     evaluator = LossEvaluator.for_search(config, data, device)
-    ours = evaluator.evaluate(screen(zoo()["cross_entropy"]).genome, evaluator.augmentation("base"), seed=0)
+    ours = evaluator.evaluate(baseline_genome(), evaluator.augmentation("base"), seed=0)
     steps = args.epochs * (args.images // settings.batch_size)
     ours_rate = steps * settings.batch_size / ours.training_seconds
     theirs_rate, theirs_accuracy = plain_pytorch(data, settings, args.workers, device)

@@ -23,7 +23,7 @@ import argparse
 import tempfile
 
 from optiloss.evaluate import compare_losses
-from optiloss.genome import screen, zoo
+from optiloss.genome import BASELINE, screen, zoo
 from optiloss.records import SearchTrialRecord
 from optiloss.scoring import load_data
 from optiloss.search import run_search
@@ -70,7 +70,7 @@ def main() -> None:
         data = load_data(config, progress=False)
         known = zoo(config.nodes, 2, data.num_classes)
         smoothing = screen(known["label_smoothing_0.1"]).genome
-        cross_entropy = screen(known["cross_entropy"]).genome
+        cross_entropy = screen(known[BASELINE]).genome
         print(
             f"P8 on {config.dataset} ({len(data.train_labels)} training, {len(data.val_labels)} validation, "
             f"{len(data.test_labels)} test images), {config.model} width {config.model_width}, "
@@ -95,11 +95,11 @@ def main() -> None:
         )
         report(
             "tuned label smoothing against cross-entropy",
-            compare_losses(tuned.best, cross_entropy, "cross_entropy", config, args.seeds, progress=False),
+            compare_losses(tuned.best, cross_entropy, BASELINE, config, args.seeds, progress=False),
         )
         report(
             "the zoo's label smoothing (0.1) against cross-entropy",
-            compare_losses(smoothing, cross_entropy, "cross_entropy", config, args.seeds, progress=False),
+            compare_losses(smoothing, cross_entropy, BASELINE, config, args.seeds, progress=False),
         )
 
         outcome = run_search(config, url, progress=False, log=lambda line: None)

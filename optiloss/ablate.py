@@ -32,22 +32,21 @@ from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError, UsageError
-from optiloss.genome import Genome, Node, screen, zoo
+from optiloss.genome import BASELINE, Genome, Node, screen, zoo
 from optiloss.genome.genome import constant_name, node_name
 from optiloss.genome.named import named_losses
 from optiloss.genome.operators import OPERATORS
 from optiloss.ledger import RunLedger, Score, score_unrecorded
 from optiloss.records import StudyKey, TransferRunRecord, TrialKey
-from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
+from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
 from optiloss.settings import SearchConfig
-from optiloss.statistics import holm, sample_std, welch_p_value
-from optiloss.storage import open_storage
+from optiloss.statistics import ALPHA, holm, sample_std, significant, welch_p_value
+from optiloss.storage import open_storage, storage_from
 from optiloss.studies import found_and_zoo, get_trial, load_study, trial_genome
 
 LEDGER_KIND = "ablate"
 FULL = "full"
-CROSS_ENTROPY = "cross_entropy"
-ALPHA = 0.05
+CROSS_ENTROPY = BASELINE
 IDENTITY = "max"
 """A node that passes ``x`` on as ``max(x, x)``: where the output node itself is bypassed by a leaf."""
 
@@ -169,11 +168,11 @@ def ablation_variants(
             Variant(f"v{result.fingerprint[:12]}", result.genome, named=names.get(result.fingerprint, "")),
         )
         row.changes.append(change)
-    cross_entropy = screen(zoo(len(genome.nodes))["cross_entropy"], **screen_options)
+    cross_entropy = screen(zoo(len(genome.nodes))[BASELINE], **screen_options)
     assert cross_entropy.fingerprint is not None
     if cross_entropy.fingerprint not in by_fingerprint:
         by_fingerprint[cross_entropy.fingerprint] = Variant(
-            CROSS_ENTROPY, cross_entropy.genome, named="cross_entropy"
+            CROSS_ENTROPY, cross_entropy.genome, named=BASELINE
         )
     return [*by_fingerprint.values(), *rejected.values()]
 
@@ -237,7 +236,7 @@ class Ablation:
                 continue
             if variant.named:
                 lines.append(f"{variant.label}: it is {variant.named}")
-            if row["p_holm"] is not None and row["p_holm"] < alpha:
+            if row["p_holm"] is not None and significant(row["p_holm"], alpha):
                 difference = row["difference_points"]
                 effect = (
                     f"costs {-difference:.1f} points" if difference < 0 else f"gains {difference:.1f} points"
@@ -246,7 +245,7 @@ class Ablation:
         compared = [row["p_holm"] for row in rows[1:] if row["p_holm"] is not None]
         if not compared:
             lines.append("no p-values: ablate with --seeds 3 or more (and the runs must spread)")
-        elif min(compared) >= alpha:
+        elif not any(significant(p, alpha) for p in compared):
             lines.append(
                 f"no single change moves accuracy beyond chance at p < {alpha:g} "
                 f"(smallest Holm-corrected p {min(compared):.3g}, {self.config.dataset}, test split)"
@@ -273,13 +272,15 @@ def run_ablation(
     ledger: RunLedger | None = None,
     source: str = "",
     progress: bool = True,
+    data_for: DataFor | None = None,
 ) -> Ablation:
     """Train the rows of :func:`ablation_variants` with ``seeds`` fresh seeds each on ``config``'s
     surrogate and data (conditions included), scored on the test split; finished runs in ``ledger``
-    are read back, not retrained."""
+    are read back, not retrained; ``data_for`` where the data come from (default
+    :func:`~optiloss.scoring.load_data`)."""
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    data = load_data(config, progress=False)
+    data = (data_for or loader(progress=False))(config)
     variants = ablation_variants(genome, config.screen_options(), data.num_classes)
     trained = [variant for variant in variants if variant.trained]
     runs = {
@@ -386,17 +387,18 @@ def best_found(study: optuna.Study) -> int | None:
 
 def ablate_best(
     study_name: str,
-    storage_url: str | None,
+    storage_url: str | BaseStorage | None,
     seeds: int,
     *,
     ledger: str,
     device: str | None = None,
     progress: bool = True,
+    data_for: DataFor | None = None,
 ) -> Ablation | None:
     """Ablate the study's most accurate loss of its own (:func:`best_found`) under its stored settings,
     its trainings kept in the ledger ``ledger`` (an experiment's ``[ablation]`` stage); None when the
-    study has no such loss."""
-    storage = open_storage(storage_url, create=False)
+    study has no such loss. ``storage_url`` may be an open storage (an experiment run's)."""
+    storage = storage_from(storage_url)
     study = load_study(storage, study_name)
     number = best_found(study)
     if number is None:
@@ -407,7 +409,9 @@ def ablate_best(
     genome = trial_genome(study, get_trial(study, number))
     kept = RunLedger(storage, ledger, LEDGER_KIND)
     title = f"{study_name} trial {number}"
-    return run_ablation(title, genome, config, seeds, ledger=kept, source=study_name, progress=progress)
+    return run_ablation(
+        title, genome, config, seeds, ledger=kept, source=study_name, progress=progress, data_for=data_for
+    )
 
 
 def planned_runs(study: optuna.Study | None, augmentation: str, seeds: int) -> list[str]:

@@ -8,7 +8,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from optiloss.errors import OptilossError, UsageError
 
@@ -70,7 +70,7 @@ def _losses(args: argparse.Namespace) -> dict[str, str] | None:
     return dict(args.loss) if args.loss else None
 
 
-def _storage_option(parser: argparse.ArgumentParser) -> None:
+def add_storage_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         metavar="URL",
@@ -170,230 +170,723 @@ def setting_values(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, A
     return {key: getattr(args, key) for key in keys}
 
 
-def build_parser() -> argparse.ArgumentParser:
+TABLE_FORMATS = ("table", "csv", "json")
+"""``--format`` of the commands that print rows."""
+
+
+def add_format_option(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] = TABLE_FORMATS, more: str = ""
+) -> None:
+    """``--format``, the first of ``choices`` by default (its help says so, then ``more``)."""
+    parser.add_argument("--format", choices=choices, default=choices[0], help=f"default: {choices[0]}{more}")
+
+
+def add_output_option(parser: argparse.ArgumentParser, where: str) -> None:
+    """``--output DIR`` (default :data:`~optiloss.storage.REPORTS_DIR`); ``where`` says what goes there."""
+    from optiloss.storage import REPORTS_DIR
+
+    parser.add_argument(
+        "--output", default=REPORTS_DIR, metavar="DIR", help=f"{where} (default {REPORTS_DIR})"
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands without a settings file (default auto)."""
+    parser.add_argument(
+        "--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+
+
+def add_no_progress_option(parser: argparse.ArgumentParser, help_text: str = "no progress bar") -> None:
+    parser.add_argument("--no-progress", action="store_true", help=help_text)
+
+
+class Command:
+    """One ``optiloss`` command, declared once: its name and help, its options (:meth:`add_arguments`,
+    the shared ones through the ``add_*_option`` functions) beside what it does with them
+    (:meth:`take_action`), as in Optuna's CLI. A new command is a subclass listed in :data:`COMMANDS`."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    description: ClassVar[str | None] = None
+    on_interrupt: ClassVar[str] = "nothing was written. Run it again with"
+    """What an interrupted run left, before the command line that continues it."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the command's arguments and options on its subparser."""
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        """Run the command with the parsed ``args``; returns the exit code."""
+        raise NotImplementedError
+
+
+class SearchCommand(Command):
+    name = "search"
+    help = "create or continue a loss search"
+    description = (
+        "Create or continue a loss-search study until it holds "
+        "--n-trials COMPLETE trials, then print its Pareto set."
+    )
+    on_interrupt = "the study is saved. Resume with"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import SearchConfig
+
+        parser.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
+        add_setting_options(parser, SearchConfig, SEARCH_OPTIONS)
+        add_storage_option(parser)
+        _loss_option(parser, "trained in the first generation beside the zoo")
+        add_no_progress_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict, search_summary
+        from optiloss.search import run_searches
+        from optiloss.settings import SearchConfig
+        from optiloss.storage import mask_url, open_storage
+        from optiloss.studies import load_study
+
+        config = SearchConfig.load(
+            args.config, {**setting_values(args, SEARCH_OPTIONS), "losses": _losses(args)}
+        )
+        outcomes = run_searches(
+            config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config)
+        )
+        for outcome in outcomes:
+            study = outcome.study
+            if study is None:
+                study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
+            print(
+                f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
+                f"{outcome.rejected} genomes rejected this run):"
+            )
+            print(format_rows(pareto_rows(study)))
+            print(pareto_verdict(study))
+            print(search_summary(study))
+        print(
+            "\nWatch it in optuna-dashboard:  "
+            + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
+        )
+        given = [f"{outcome.study_name}: {line}" for outcome in outcomes for line in outcome.given]
+        if given:
+            print("\n" + "\n".join(given))
+        return 0
+
+
+class StudiesCommand(Command):
+    name = "studies"
+    help = "list studies with trial counts and best values"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_storage_option(parser)
+        add_format_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import format_rows, study_rows
+        from optiloss.storage import open_storage
+
+        print(format_rows(study_rows(open_storage(args.storage, create=False)), args.format))
+        return 0
+
+
+class ParetoCommand(Command):
+    name = "pareto"
+    help = "print a study's Pareto set with formulas"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("study", help="study name")
+        add_storage_option(parser)
+        add_format_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import format_rows, pareto_rows, pareto_verdict, search_summary
+        from optiloss.storage import open_storage
+        from optiloss.studies import load_study
+
+        study = load_study(open_storage(args.storage, create=False), args.study)
+        print(format_rows(pareto_rows(study), args.format))
+        if args.format == "table":
+            print(pareto_verdict(study))
+            print(search_summary(study))
+        return 0
+
+
+class ShowCommand(Command):
+    name = "show"
+    help = "print one trial's loss"
+    formats: ClassVar[tuple[str, ...]] = ("text", "latex", "python", "module")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("study", help="study name")
+        parser.add_argument("trial", type=int, help="trial number")
+        add_storage_option(parser)
+        add_format_option(parser, self.formats, "; module is what export prints")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import show_trial
+        from optiloss.storage import open_storage
+        from optiloss.studies import load_study
+
+        study = load_study(open_storage(args.storage, create=False), args.study)
+        print(show_trial(study, args.trial, args.format))
+        return 0
+
+
+class ExportCommand(ShowCommand):
+    name = "export"
+    help = "print a standalone PyTorch module (nn.Module) for one loss"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("study", help="study name")
+        parser.add_argument("trial", type=int, help="trial number")
+        add_storage_option(parser)
+        parser.set_defaults(format="module")
+
+
+class TransferCommand(Command):
+    name = "transfer"
+    help = "retrain a search's best losses on a larger model"
+    description = (
+        "Train the top-k losses of SOURCE_STUDY (by accuracy, one per behaviour, or from its "
+        "Pareto set), or of several studies pooled with --from, the losses given with --loss, "
+        "cross-entropy and the zoo with several seeds; report test accuracy and robustness with "
+        "tests against cross-entropy."
+    )
+    on_interrupt = "the study is saved. Resume with"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import TransferConfig
+
+        parser.add_argument(
+            "source",
+            metavar="SOURCE_STUDY",
+            nargs="?",
+            help="the search study (or give one or more with --from)",
+        )
+        parser.add_argument(
+            "--from",
+            dest="sources",
+            action="append",
+            metavar="STUDY",
+            help="a source study; repeat to pool the losses of several (e.g. all five augmentation studies)",
+        )
+        _loss_option(parser, "transferred beside the selected ones")
+        parser.add_argument(
+            "--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it"
+        )
+        add_storage_option(parser)
+        add_setting_options(parser, TransferConfig, TRANSFER_OPTIONS, _one_augmentation())
+        add_output_option(parser, "where the Markdown, CSV and plot go")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import format_rows
+        from optiloss.report.experiments import paper_table, save_transfer_report
+        from optiloss.settings import TransferConfig
+        from optiloss.storage import open_storage
+        from optiloss.studies import load_study
+        from optiloss.transfer import run_transfer, transfer_table
+
+        config = TransferConfig.load(
+            args.config, {**setting_values(args, TRANSFER_OPTIONS), "losses": _losses(args)}
+        )
+        sources = ([args.source] if args.source else []) + (args.sources or [])
+        if not sources:
+            raise UsageError(
+                "name the source study: optiloss transfer SOURCE_STUDY, or --from STUDY (repeatable)"
+            )
+        storage = open_storage(args.storage, create=False)
+        study = run_transfer(sources if len(sources) > 1 else sources[0], config, storage)
+        source = load_study(storage, sources[0]) if len(sources) == 1 else None
+        table = transfer_table(study, source, config.top_k, config.select)
+        print(format_rows(paper_table(table)))
+        print()
+        print(format_rows([{k: v for k, v in row.items() if k != "formula"} for row in table.rows]))
+        if table.fidelity:
+            print(
+                f"\nfidelity (surrogate accuracy vs transfer accuracy, {table.fidelity['losses']} losses): "
+                f"Spearman {table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}"
+            )
+        paths = save_transfer_report(study, table, args.output)
+        print("wrote " + ", ".join(map(str, paths)))
+        return 0
+
+
+class RecheckCommand(Command):
+    name = "recheck"
+    help = "re-train a study's Pareto set with new seeds"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import RecheckSettings
+
+        parser.add_argument("study", help="study name")
+        add_storage_option(parser)
+        parser.add_argument(
+            "--seeds",
+            type=int,
+            default=RecheckSettings.seeds,
+            metavar="S",
+            help=f"fresh seeds per loss (default {RecheckSettings.seeds})",
+        )
+        add_device_option(parser)
+        add_format_option(parser)
+        _loss_option(parser, "retrained beside the Pareto set")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.recheck import recheck, recheck_verdict
+        from optiloss.report import format_rows
+
+        if args.seeds < 1:
+            raise UsageError("--seeds must be at least 1")
+        rows = recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args))
+        print(format_rows(rows, args.format))
+        if args.format == "table":
+            print(recheck_verdict(rows))
+        return 0
+
+
+class EvaluateCommand(Command):
+    name = "evaluate"
+    help = "is this loss better than cross-entropy here? train both with several seeds"
+    description = (
+        "Train the loss FORMULA and cross-entropy on the search surrogate with the same seeds, "
+        "score both on the test split (which no search sees) and print them with Welch's "
+        "p-value."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import SearchConfig
+
+        parser.add_argument(
+            "formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)"
+        )
+        parser.add_argument(
+            "--config", metavar="TOML", help="a study TOML (see studies/); options override it"
+        )
+        parser.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
+        add_setting_options(parser, SearchConfig, EVALUATE_OPTIONS, _one_augmentation())
+        add_format_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.evaluate import evaluate_loss
+        from optiloss.report import format_rows
+        from optiloss.settings import SearchConfig
+
+        if args.seeds < 1:
+            raise UsageError("--seeds must be at least 1")
+        config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
+        if len(config.per_augmentation()) > 1:
+            raise UsageError("evaluate trains under one augmentation: base, cutout, mixup, randaug or all")
+        comparison = evaluate_loss(args.formula, config, args.seeds)
+        print(format_rows(comparison.rows(), args.format))
+        if args.format == "table":  # the data line before the verdict, which stays the last line
+            print(_data_line(config))
+            print(_verdict_line(comparison, config))
+        return 0
+
+
+class TuneCommand(Command):
+    name = "tune"
+    help = "tune one loss's constants (CMA-ES) on the search surrogate, then optionally test it"
+    description = (
+        "Create or continue a plain Optuna study over the constants of one loss (structure "
+        "fixed): a search trial (STUDY TRIAL), a formula (--loss NAME=FORMULA) or a zoo loss (--zoo NAME), "
+        "scored on the validation split like a search trial; CMA-ES for two or more constants, TPE for "
+        "one. --evaluate S then trains the tuned loss and --against (default cross-entropy; a zoo "
+        "loss, or another tune study's best) with S fresh seeds on the test split, with Welch's p."
+    )
+    on_interrupt = "the tune study keeps its finished trials. Continue it with"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.genome import BASELINE
+        from optiloss.settings import SearchConfig
+
+        parser.add_argument("study", nargs="?", help="a search study holding the loss to tune")
+        parser.add_argument("trial", nargs="?", type=int, help="the trial of that study")
+        _loss_option(parser, "whose constants to tune", repeatable=False)
+        parser.add_argument(
+            "--zoo", metavar="NAME", help="a zoo loss with constants, e.g. label_smoothing_0.1 or poly1"
+        )
+        parser.add_argument(
+            "--config", metavar="TOML", help="search settings (a study TOML); options override it"
+        )
+        add_setting_options(parser, SearchConfig, TUNE_OPTIONS, _one_augmentation())
+        parser.add_argument(
+            "--n-trials", type=int, default=30, metavar="N", help="COMPLETE tune trials (default 30)"
+        )
+        add_storage_option(parser)
+        parser.add_argument("--study-name", metavar="NAME", help="default: {search study}-tune-{loss}")
+        parser.add_argument(
+            "--evaluate", type=int, default=0, metavar="S", help="then test with S fresh seeds"
+        )
+        parser.add_argument(
+            "--against",
+            default=BASELINE,
+            metavar="NAME",
+            help="what --evaluate compares with: a zoo loss or a tune study (its best constants)",
+        )
+        add_no_progress_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.evaluate import compare_losses
+        from optiloss.report import format_rows
+        from optiloss.tune import baseline_loss, tune_loss
+
+        if args.loss and len(args.loss) > 1:
+            raise UsageError(f"tune tunes one loss: --loss is given {len(args.loss)} times")
+        given = [bool(args.study), bool(args.loss), bool(args.zoo)]
+        if sum(given) != 1 or (args.study and args.trial is None):
+            raise UsageError("name one loss to tune: STUDY TRIAL, --loss NAME=FORMULA or --zoo NAME")
+        if args.n_trials < 1 or args.evaluate < 0:
+            raise UsageError("--n-trials must be at least 1 and --evaluate at least 0")
+        start, label, config = self._loss_to_tune(args)
+        if len(config.per_augmentation()) > 1:
+            raise UsageError("tune trains under one augmentation: base, cutout, mixup, randaug or all")
+        outcome = tune_loss(
+            start,
+            label,
+            config,
+            args.storage,
+            n_trials=args.n_trials,
+            study_name=args.study_name,
+            progress=not args.no_progress,
+        )
+        start_text = "" if outcome.start_accuracy is None else f" (as given: {outcome.start_accuracy:.4f})"
+        print(f"\nbest constants of {label}: {outcome.best.formula}")
+        print(f"validation accuracy {outcome.best_accuracy:.4f}{start_text}, {outcome.study.study_name}")
+        print("selected as the best of its trials on the validation split: test it with --evaluate S")
+        if args.evaluate:
+            baseline, baseline_name = baseline_loss(args.against, config, args.storage)
+            comparison = compare_losses(outcome.best, baseline, baseline_name, config, args.evaluate)
+            print(format_rows(comparison.rows()))
+            print(_data_line(config))
+            print(_verdict_line(comparison, config))
+        return 0
+
+    @staticmethod
+    def _loss_to_tune(args: argparse.Namespace) -> tuple[Any, str, Any]:
+        """(genome, label, search settings) of the loss the options name."""
+        from optiloss.genome.named import named_losses
+        from optiloss.records import SearchTrialRecord, StudyKey
+        from optiloss.settings import SearchConfig
+        from optiloss.storage import open_storage
+        from optiloss.studies import get_trial, load_study, trial_genome
+        from optiloss.tune import zoo_loss
+
+        options = setting_values(args, TUNE_OPTIONS)
+        if args.study:
+            source = load_study(open_storage(args.storage, create=False), args.study)
+            trial = get_trial(source, args.trial)
+            stored = source.user_attrs.get(StudyKey.CONFIG) or {}
+            config = SearchConfig.load(None, {**stored, **options})
+            return trial_genome(source, trial), SearchTrialRecord.from_trial(trial).label(), config
+        config = SearchConfig.load(args.config, options)
+        if args.loss:
+            label, formula = args.loss[0]
+            return named_losses({label: formula}, config.nodes)[label], label, config
+        return zoo_loss(args.zoo, config, "--zoo"), args.zoo, config
+
+
+class MatrixCommand(Command):
+    name = "matrix"
+    help = "retrain each augmentation study's best losses under every augmentation and tabulate accuracy"
+    description = (
+        "Retrain the best losses of the augmentation studies you name (and cross-entropy) under "
+        "every augmentation with fresh seeds, and tabulate accuracy on the test split, which no search "
+        "selected on. The studies must share their training settings."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import MATRIX_SPLITS, SELECTIONS, MatrixSettings
+
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--dataset", metavar="D", help="the studies D-{base,cutout,...} (search's default names)"
+        )
+        which.add_argument(
+            "--prefix", metavar="P", help="the studies P-{base,cutout,...}, e.g. an experiment's name"
+        )
+        which.add_argument(
+            "--study",
+            dest="studies",
+            action="append",
+            metavar="NAME",
+            help="a search study; repeat for one per augmentation",
+        )
+        parser.add_argument(
+            "--split",
+            choices=MATRIX_SPLITS,
+            default=MatrixSettings.split,
+            help="test (default: no search selected on it) or val (the searches' own split, which "
+            "flatters them)",
+        )
+        add_storage_option(parser)
+        parser.add_argument(
+            "--top-k",
+            type=int,
+            default=MatrixSettings.top_k,
+            metavar="K",
+            help=f"best losses per study (default {MatrixSettings.top_k})",
+        )
+        parser.add_argument(
+            "--seeds",
+            type=int,
+            default=MatrixSettings.seeds,
+            metavar="S",
+            help=f"training seeds per cell (default {MatrixSettings.seeds})",
+        )
+        add_output_option(parser, "where the CSV and heatmap go")
+        add_device_option(parser)
+        add_format_option(parser)
+        parser.add_argument(
+            "--select",
+            choices=SELECTIONS,
+            default=MatrixSettings.select,
+            help="accuracy (default): top-k by accuracy, one per behaviour; pareto: from the Pareto set",
+        )
+        _loss_option(parser, "retrained beside the studies' losses")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.matrix import loss_augmentation_matrix
+        from optiloss.report import format_rows
+        from optiloss.report.experiments import save_matrix
+
+        if args.top_k < 1 or args.seeds < 1:
+            raise UsageError("--top-k and --seeds must be at least 1")
+        result = loss_augmentation_matrix(
+            args.prefix or args.dataset,
+            args.storage,
+            top_k=args.top_k,
+            seeds=args.seeds,
+            device=args.device,
+            select=args.select,
+            losses=_losses(args),
+            study_names=args.studies,
+            split=args.split,
+        )
+        csv_path, png_path = save_matrix(result, args.output)
+        print(format_rows(result.rows(), args.format))
+        if args.format == "table":
+            print(f"\n{result.describe()}")
+        print(f"\nwrote {csv_path} and {png_path}")
+        return 0
+
+
+class ExperimentCommand(Command):
+    name = "experiment"
+    help = "run a whole experiment (search, recheck, transfers, matrix) and write its report page"
+    description = (
+        "Run the stages of EXPERIMENT.toml in order (search, recheck, each [[transfer]], "
+        "matrix), each training only what its studies do not hold yet, so running it again after a stop "
+        "continues where it stopped; then write the report page {output}/{name}/index.html."
+    )
+    on_interrupt = "the study is saved. Resume with"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", metavar="EXPERIMENT.toml", help="see studies/experiment-*.toml")
+        add_storage_option(parser)
+        stage_choice = parser.add_mutually_exclusive_group()
+        stage_choice.add_argument("--until", metavar="STAGE", help="run the stages up to STAGE, then stop")
+        stage_choice.add_argument("--only", metavar="STAGE", help="run STAGE alone")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the plan (stages, studies, trainings still to do, time estimate) and run nothing",
+        )
+        add_output_option(parser, "where the report page goes: DIR/{experiment name}/index.html")
+        add_no_progress_option(parser, "no progress bars")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.experiment import load_experiment, plan, run_experiment, select_stages
+        from optiloss.report import dashboard_hooks
+        from optiloss.report.page import write_experiment_page
+
+        experiment = load_experiment(args.file)
+        stages = select_stages(experiment, until=args.until, only=args.only)
+        if args.dry_run:
+            plans = {item.stage: item for item in plan(experiment, args.storage)}
+            print(f"{experiment.name}: {len(stages)} of {len(plans)} stages")
+            for stage in stages:
+                print("  " + plans[stage].describe())
+            return 0
+        try:
+            run_experiment(
+                experiment,
+                args.storage,
+                stages=stages,
+                progress=not args.no_progress,
+                search_hooks=dashboard_hooks(experiment.search),
+            )
+        finally:  # the page shows what finished, also after a stop (unless nothing was ever stored)
+            page = _write_page_if_possible(write_experiment_page, experiment, args)
+        if page is not None:
+            print(f"\nreport: {page.resolve()}")
+        return 0
+
+
+class AblateCommand(Command):
+    name = "ablate"
+    help = "which part of a found loss does the work? retrain its variants one change away"
+    description = (
+        "Retrain a loss (STUDY TRIAL, or --loss NAME=FORMULA under --config and the options), "
+        "each variant one change away (a node bypassed, a unary operator as the identity, a constant set "
+        "to 0 and to 1) and cross-entropy with S fresh seeds on the test split, under the study's "
+        "settings; print the table with Welch's and Holm's p and write CSV, Markdown and a figure. "
+        "Finished trainings are kept in the storage: a rerun trains only what is missing."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.settings import SearchConfig
+
+        parser.add_argument("study", nargs="?", help="a search study holding the loss")
+        parser.add_argument("trial", nargs="?", type=int, help="the trial of that study")
+        _loss_option(parser, "to ablate instead of a trial", repeatable=False)
+        parser.add_argument(
+            "--config", metavar="TOML", help="settings for --loss (a study TOML); options override it"
+        )
+        add_setting_options(parser, SearchConfig, EVALUATE_OPTIONS, _one_augmentation())
+        parser.add_argument(
+            "--seeds", type=int, default=3, metavar="S", help="fresh seeds per variant (default 3)"
+        )
+        add_storage_option(parser)
+        add_output_option(parser, "where CSV, Markdown, PNG go")
+        add_format_option(parser)
+        add_no_progress_option(parser)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optiloss.report import format_rows
+        from optiloss.report.ablation import save_ablation
+
+        if args.seeds < 1:
+            raise UsageError("--seeds must be at least 1")
+        ablation = self._ablation(args)
+        print(format_rows(ablation.rows(), args.format))
+        if args.format == "table":
+            print(f"\ndata: {ablation.conditions()}")
+            print("\n".join(ablation.verdicts()))
+        print("wrote " + ", ".join(map(str, save_ablation(ablation, args.output))))
+        return 0
+
+    @staticmethod
+    def _ablation(args: argparse.Namespace) -> Any:
+        """The ablation of the loss the arguments name: a study's trial, or one formula."""
+        from optiloss.ablate import ablate_formula, ablate_trial
+        from optiloss.settings import SearchConfig
+
+        progress = not args.no_progress
+        if args.loss:
+            if args.study is not None or len(args.loss) > 1:
+                raise UsageError("ablate takes STUDY TRIAL or one --loss NAME=FORMULA, not both")
+            config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
+            name, formula = args.loss[0]
+            return ablate_formula(
+                name, formula, config, args.seeds, storage_url=args.storage, progress=progress
+            )
+        if args.study is None or args.trial is None:
+            raise UsageError("name the loss: optiloss ablate STUDY TRIAL, or --loss NAME=FORMULA")
+        given = [key for key, value in setting_values(args, EVALUATE_OPTIONS).items() if value is not None]
+        extra = sorted(set(given) - {"device"})
+        if args.config or extra:
+            option = "--config" if args.config else "--" + extra[0].replace("_", "-")
+            raise UsageError(
+                f"ablate STUDY TRIAL trains under the study's own settings; {option} is for --loss"
+            )
+        return ablate_trial(
+            args.study, args.trial, args.storage, args.seeds, device=args.device, progress=progress
+        )
+
+
+class DashboardCommand(Command):
+    name = "dashboard"
+    help = "serve optuna-dashboard on the study storage"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from optiloss.storage import ARTIFACTS_DIR
+
+        add_storage_option(parser)
+        parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+        parser.add_argument("--port", type=_port, default=8080, help="default: 8080")
+        parser.add_argument(
+            "--artifact-dir",
+            default=ARTIFACTS_DIR,
+            metavar="DIR",
+            help=f"the artifact folder the search wrote to (default {ARTIFACTS_DIR})",
+        )
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        import optuna_dashboard
+
+        from optiloss.report.dashboard import artifact_store
+        from optiloss.storage import mask_url, open_storage, resolve_storage_url
+
+        storage = open_storage(args.storage, create=False)
+        print(
+            f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
+            f"http://{args.host}:{args.port}/ (Ctrl-C stops it)",
+            flush=True,
+        )
+        try:
+            optuna_dashboard.run_server(
+                storage, host=args.host, port=args.port, artifact_store=artifact_store(args.artifact_dir)
+            )
+        except OSError as error:
+            raise OptilossError(
+                f"cannot serve on {args.host}:{args.port}: {error.strerror}; choose another --port"
+            ) from None
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        SearchCommand(),
+        StudiesCommand(),
+        ParetoCommand(),
+        ShowCommand(),
+        ExportCommand(),
+        TransferCommand(),
+        RecheckCommand(),
+        EvaluateCommand(),
+        TuneCommand(),
+        MatrixCommand(),
+        ExperimentCommand(),
+        AblateCommand(),
+        DashboardCommand(),
+    )
+}
+"""Every command by name, in the order ``optiloss --help`` lists them."""
+
+
+def _verdict_line(comparison: Any, config: Any) -> str:
+    """A loss against its baseline on the test split, in one line with what was trained."""
+    return f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
+
+
+def _data_line(config: Any) -> str:
+    """The data conditions a run trained under, in one line after a blank one (``data: clean, balanced
+    data``)."""
+    return f"\ndata: {config.conditions().describe()}"
+
+
+def _one_augmentation() -> dict[str, tuple[tuple[str, ...], str]]:
     from optiloss.augment import AUGMENTATIONS
-    from optiloss.settings import SearchConfig, TransferConfig  # the options come from their fields
 
-    one_augmentation = {"augmentation": (AUGMENTATIONS, ONE_AUGMENTATION_HELP)}
+    return {"augmentation": (AUGMENTATIONS, ONE_AUGMENTATION_HELP)}
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``optiloss`` parser: one subparser per command of :data:`COMMANDS`."""
     parser = _Parser(
         prog="optiloss",
         description="Search loss functions for image classifiers with Optuna's NSGA-II, "
         "one study per (dataset, augmentation).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-
-    search = commands.add_parser(
-        "search",
-        help="create or continue a loss search",
-        description="Create or continue a loss-search study until it holds "
-        "--n-trials COMPLETE trials, then print its Pareto set.",
-    )
-    search.add_argument("config", nargs="?", help="study TOML file (see studies/); options override it")
-    add_setting_options(search, SearchConfig, SEARCH_OPTIONS)
-    _storage_option(search)
-    _loss_option(search, "trained in the first generation beside the zoo")
-    search.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    studies = commands.add_parser("studies", help="list studies with trial counts and best values")
-    _storage_option(studies)
-    studies.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
-
-    pareto = commands.add_parser("pareto", help="print a study's Pareto set with formulas")
-    pareto.add_argument("study", help="study name")
-    _storage_option(pareto)
-    pareto.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
-
-    show = commands.add_parser("show", help="print one trial's loss")
-    show.add_argument("study", help="study name")
-    show.add_argument("trial", type=int, help="trial number")
-    _storage_option(show)
-    show.add_argument(
-        "--format",
-        choices=("text", "latex", "python", "module"),
-        default="text",
-        help="default: text; module is what export prints",
-    )
-
-    export = commands.add_parser("export", help="print a standalone PyTorch module (nn.Module) for one loss")
-    export.add_argument("study", help="study name")
-    export.add_argument("trial", type=int, help="trial number")
-    _storage_option(export)
-
-    transfer = commands.add_parser(
-        "transfer",
-        help="retrain a search's best losses on a larger model",
-        description="Train the top-k losses of SOURCE_STUDY (by accuracy, one per behaviour, or from its "
-        "Pareto set), or of several studies pooled with --from, the losses given with --loss, "
-        "cross-entropy and the zoo with several seeds; report test accuracy and robustness with "
-        "tests against cross-entropy.",
-    )
-    transfer.add_argument(
-        "source", metavar="SOURCE_STUDY", nargs="?", help="the search study (or give one or more with --from)"
-    )
-    transfer.add_argument(
-        "--from",
-        dest="sources",
-        action="append",
-        metavar="STUDY",
-        help="a source study; repeat to pool the losses of several (e.g. all five augmentation studies)",
-    )
-    _loss_option(transfer, "transferred beside the selected ones")
-    transfer.add_argument(
-        "--config", metavar="TOML", help="a studies/transfer-*.toml file; options override it"
-    )
-    _storage_option(transfer)
-    add_setting_options(transfer, TransferConfig, TRANSFER_OPTIONS, one_augmentation)
-    transfer.add_argument(
-        "--output",
-        default="storage/reports",
-        metavar="DIR",
-        help="where the Markdown, CSV and plot go (default storage/reports)",
-    )
-
-    recheck = commands.add_parser("recheck", help="re-train a study's Pareto set with new seeds")
-    recheck.add_argument("study", help="study name")
-    _storage_option(recheck)
-    recheck.add_argument("--seeds", type=int, default=3, metavar="S", help="fresh seeds per loss (default 3)")
-    recheck.add_argument(
-        "--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
-    )
-    recheck.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
-    _loss_option(recheck, "retrained beside the Pareto set")
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="is this loss better than cross-entropy here? train both with several seeds",
-        description="Train the loss FORMULA and cross-entropy on the search surrogate with the same seeds, "
-        "score both on the test split (which no search sees) and print them with Welch's "
-        "p-value.",
-    )
-    evaluate.add_argument("formula", metavar="FORMULA", help="e.g. '-(y * ln(|p| + eps))' (as `show` prints)")
-    evaluate.add_argument("--config", metavar="TOML", help="a study TOML (see studies/); options override it")
-    evaluate.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per loss (default 3)")
-    add_setting_options(evaluate, SearchConfig, EVALUATE_OPTIONS, one_augmentation)
-    evaluate.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="default: table"
-    )
-
-    tune = commands.add_parser(
-        "tune",
-        help="tune one loss's constants (CMA-ES) on the search surrogate, then optionally test it",
-        description="Create or continue a plain Optuna study over the constants of one loss (structure "
-        "fixed): a search trial (STUDY TRIAL), a formula (--loss NAME=FORMULA) or a zoo loss (--zoo NAME), "
-        "scored on the validation split like a search trial; CMA-ES for two or more constants, TPE for "
-        "one. --evaluate S then trains the tuned loss and --against (default cross-entropy; a zoo "
-        "loss, or another tune study's best) with S fresh seeds on the test split, with Welch's p.",
-    )
-    tune.add_argument("study", nargs="?", help="a search study holding the loss to tune")
-    tune.add_argument("trial", nargs="?", type=int, help="the trial of that study")
-    _loss_option(tune, "whose constants to tune", repeatable=False)
-    tune.add_argument(
-        "--zoo", metavar="NAME", help="a zoo loss with constants, e.g. label_smoothing_0.1 or poly1"
-    )
-    tune.add_argument("--config", metavar="TOML", help="search settings (a study TOML); options override it")
-    add_setting_options(tune, SearchConfig, TUNE_OPTIONS, one_augmentation)
-    tune.add_argument(
-        "--n-trials", type=int, default=30, metavar="N", help="COMPLETE tune trials (default 30)"
-    )
-    _storage_option(tune)
-    tune.add_argument("--study-name", metavar="NAME", help="default: {search study}-tune-{loss}")
-    tune.add_argument("--evaluate", type=int, default=0, metavar="S", help="then test with S fresh seeds")
-    tune.add_argument(
-        "--against",
-        default="cross_entropy",
-        metavar="NAME",
-        help="what --evaluate compares with: a zoo loss or a tune study (its best constants)",
-    )
-    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    matrix = commands.add_parser(
-        "matrix",
-        help="retrain each augmentation study's best losses under every augmentation and tabulate accuracy",
-        description="Retrain the best losses of the augmentation studies you name (and cross-entropy) under "
-        "every augmentation with fresh seeds, and tabulate accuracy on the test split, which no search "
-        "selected on. The studies must share their training settings.",
-    )
-    which = matrix.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "--dataset", metavar="D", help="the studies D-{base,cutout,...} (search's default names)"
-    )
-    which.add_argument(
-        "--prefix", metavar="P", help="the studies P-{base,cutout,...}, e.g. an experiment's name"
-    )
-    which.add_argument(
-        "--study",
-        dest="studies",
-        action="append",
-        metavar="NAME",
-        help="a search study; repeat for one per augmentation",
-    )
-    matrix.add_argument(
-        "--split",
-        choices=("test", "val"),
-        default="test",
-        help="test (default: no search selected on it) or val (the searches' own split, which flatters them)",
-    )
-    _storage_option(matrix)
-    matrix.add_argument("--top-k", type=int, default=1, metavar="K", help="best losses per study (default 1)")
-    matrix.add_argument(
-        "--seeds", type=int, default=2, metavar="S", help="training seeds per cell (default 2)"
-    )
-    matrix.add_argument(
-        "--output",
-        default="storage/reports",
-        metavar="DIR",
-        help="where the CSV and heatmap go (default storage/reports)",
-    )
-    matrix.add_argument(
-        "--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
-    )
-    matrix.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
-    matrix.add_argument(
-        "--select",
-        choices=("accuracy", "pareto"),
-        default="accuracy",
-        help="accuracy (default): top-k by accuracy, one per behaviour; pareto: from the Pareto set",
-    )
-    _loss_option(matrix, "retrained beside the studies' losses")
-
-    experiment = commands.add_parser(
-        "experiment",
-        help="run a whole experiment (search, recheck, transfers, matrix) and write its report page",
-        description="Run the stages of EXPERIMENT.toml in order (search, recheck, each [[transfer]], "
-        "matrix), each training only what its studies do not hold yet, so running it again after a stop "
-        "continues where it stopped; then write the report page {output}/{name}/index.html.",
-    )
-    experiment.add_argument("file", metavar="EXPERIMENT.toml", help="see studies/experiment-*.toml")
-    _storage_option(experiment)
-    stage_choice = experiment.add_mutually_exclusive_group()
-    stage_choice.add_argument("--until", metavar="STAGE", help="run the stages up to STAGE, then stop")
-    stage_choice.add_argument("--only", metavar="STAGE", help="run STAGE alone")
-    experiment.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the plan (stages, studies, trainings still to do, time estimate) and run nothing",
-    )
-    experiment.add_argument(
-        "--output",
-        default="storage/reports",
-        metavar="DIR",
-        help="where the report page goes: DIR/{experiment name}/index.html (default storage/reports)",
-    )
-    experiment.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    _add_ablate_parser(commands, one_augmentation)
-
-    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
-    _storage_option(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    dashboard.add_argument("--port", type=_port, default=8080, help="default: 8080")
-    dashboard.add_argument(
-        "--artifact-dir",
-        default="storage/artifacts",
-        metavar="DIR",
-        help="the artifact folder the search wrote to (default storage/artifacts)",
-    )
+    for command in COMMANDS.values():
+        parser_of_command = commands.add_parser(
+            command.name, help=command.help, description=command.description
+        )
+        command.add_arguments(parser_of_command)
     return parser
 
 
@@ -411,250 +904,6 @@ def _command_line(argv: Sequence[str]) -> str:
     return shlex.join(words)
 
 
-def _search(args: argparse.Namespace) -> int:
-    from optiloss.report import dashboard_hooks, format_rows, pareto_rows, pareto_verdict, search_summary
-    from optiloss.search import run_searches
-    from optiloss.settings import SearchConfig
-    from optiloss.storage import mask_url, open_storage
-    from optiloss.studies import load_study
-
-    config = SearchConfig.load(args.config, {**setting_values(args, SEARCH_OPTIONS), "losses": _losses(args)})
-    outcomes = run_searches(
-        config, args.storage, progress=not args.no_progress, hooks=dashboard_hooks(config)
-    )
-    for outcome in outcomes:
-        study = outcome.study
-        if study is None:
-            study = load_study(open_storage(outcome.storage_url, create=False), outcome.study_name)
-        print(
-            f"\nPareto set of {outcome.study_name} ({outcome.complete_after} complete trials, "
-            f"{outcome.rejected} genomes rejected this run):"
-        )
-        print(format_rows(pareto_rows(study)))
-        print(pareto_verdict(study))
-        print(search_summary(study))
-    print(
-        "\nWatch it in optuna-dashboard:  "
-        + shlex.join(["optiloss", "dashboard", "--storage", mask_url(outcomes[0].storage_url)])
-    )
-    given = [f"{outcome.study_name}: {line}" for outcome in outcomes for line in outcome.given]
-    if given:
-        print("\n" + "\n".join(given))
-    return 0
-
-
-def _studies(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, study_rows
-    from optiloss.storage import open_storage
-
-    print(format_rows(study_rows(open_storage(args.storage, create=False)), args.format))
-    return 0
-
-
-def _pareto(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows, pareto_rows, pareto_verdict, search_summary
-    from optiloss.storage import open_storage
-    from optiloss.studies import load_study
-
-    study = load_study(open_storage(args.storage, create=False), args.study)
-    print(format_rows(pareto_rows(study), args.format))
-    if args.format == "table":
-        print(pareto_verdict(study))
-        print(search_summary(study))
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from optiloss.report import show_trial
-    from optiloss.storage import open_storage
-    from optiloss.studies import load_study
-
-    study = load_study(open_storage(args.storage, create=False), args.study)
-    print(show_trial(study, args.trial, args.format))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    args.format = "module"
-    return _show(args)
-
-
-def _transfer(args: argparse.Namespace) -> int:
-    from optiloss.report import format_rows
-    from optiloss.report.experiments import paper_table, save_transfer_report
-    from optiloss.settings import TransferConfig
-    from optiloss.storage import open_storage
-    from optiloss.studies import load_study
-    from optiloss.transfer import run_transfer, transfer_table
-
-    config = TransferConfig.load(
-        args.config, {**setting_values(args, TRANSFER_OPTIONS), "losses": _losses(args)}
-    )
-    sources = ([args.source] if args.source else []) + (args.sources or [])
-    if not sources:
-        raise UsageError(
-            "name the source study: optiloss transfer SOURCE_STUDY, or --from STUDY (repeatable)"
-        )
-    study = run_transfer(sources if len(sources) > 1 else sources[0], config, args.storage)
-    source = load_study(open_storage(args.storage, create=False), sources[0]) if len(sources) == 1 else None
-    table = transfer_table(study, source, config.top_k, config.select)
-    print(format_rows(paper_table(table)))
-    print()
-    print(format_rows([{k: v for k, v in row.items() if k != "formula"} for row in table.rows]))
-    if table.fidelity:
-        print(
-            f"\nfidelity (surrogate accuracy vs transfer accuracy, {table.fidelity['losses']} losses): "
-            f"Spearman {table.fidelity['spearman']:.3f}, Kendall {table.fidelity['kendall']:.3f}"
-        )
-    paths = save_transfer_report(study, table, args.output)
-    print("wrote " + ", ".join(map(str, paths)))
-    return 0
-
-
-def _recheck(args: argparse.Namespace) -> int:
-    from optiloss.recheck import recheck, recheck_verdict
-    from optiloss.report import format_rows
-
-    if args.seeds < 1:
-        raise UsageError("--seeds must be at least 1")
-    rows = recheck(args.study, args.storage, args.seeds, device=args.device, losses=_losses(args))
-    print(format_rows(rows, args.format))
-    if args.format == "table":
-        print(recheck_verdict(rows))
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from optiloss.evaluate import evaluate_loss
-    from optiloss.report import format_rows
-    from optiloss.settings import SearchConfig
-
-    if args.seeds < 1:
-        raise UsageError("--seeds must be at least 1")
-    config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
-    if len(config.per_augmentation()) > 1:
-        raise UsageError("evaluate trains under one augmentation: base, cutout, mixup, randaug or all")
-    comparison = evaluate_loss(args.formula, config, args.seeds)
-    print(format_rows(comparison.rows(), args.format))
-    if args.format == "table":
-        print(
-            f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
-        )
-        print(f"data: {config.conditions().describe()}")
-    return 0
-
-
-def _tune(args: argparse.Namespace) -> int:
-    from optiloss.evaluate import compare_losses
-    from optiloss.genome.named import named_losses
-    from optiloss.records import SearchTrialRecord, StudyKey
-    from optiloss.report import format_rows
-    from optiloss.settings import SearchConfig
-    from optiloss.storage import open_storage
-    from optiloss.studies import get_trial, load_study, trial_genome
-    from optiloss.tune import baseline_loss, tune_loss, zoo_loss
-
-    if args.loss and len(args.loss) > 1:
-        raise UsageError(f"tune tunes one loss: --loss is given {len(args.loss)} times")
-    given = [bool(args.study), bool(args.loss), bool(args.zoo)]
-    if sum(given) != 1 or (args.study and args.trial is None):
-        raise UsageError("name one loss to tune: STUDY TRIAL, --loss NAME=FORMULA or --zoo NAME")
-    if args.n_trials < 1 or args.evaluate < 0:
-        raise UsageError("--n-trials must be at least 1 and --evaluate at least 0")
-    options = setting_values(args, TUNE_OPTIONS)
-    if args.study:
-        source = load_study(open_storage(args.storage, create=False), args.study)
-        trial = get_trial(source, args.trial)
-        stored = source.user_attrs.get(StudyKey.CONFIG) or {}
-        config = SearchConfig.load(None, {**stored, **options})
-        start, label = trial_genome(source, trial), SearchTrialRecord.from_trial(trial).label()
-    else:
-        config = SearchConfig.load(args.config, options)
-        if args.loss:
-            label, formula = args.loss[0]
-            start = named_losses({label: formula}, config.nodes)[label]
-        else:
-            label, start = args.zoo, zoo_loss(args.zoo, config, "--zoo")
-    if len(config.per_augmentation()) > 1:
-        raise UsageError("tune trains under one augmentation: base, cutout, mixup, randaug or all")
-    outcome = tune_loss(
-        start,
-        label,
-        config,
-        args.storage,
-        n_trials=args.n_trials,
-        study_name=args.study_name,
-        progress=not args.no_progress,
-    )
-    start_text = "" if outcome.start_accuracy is None else f" (as given: {outcome.start_accuracy:.4f})"
-    print(f"\nbest constants of {label}: {outcome.best.formula}")
-    print(f"validation accuracy {outcome.best_accuracy:.4f}{start_text}, {outcome.study.study_name}")
-    print("selected as the best of its trials on the validation split: test it with --evaluate S")
-    if args.evaluate:
-        baseline, baseline_name = baseline_loss(args.against, config, args.storage)
-        comparison = compare_losses(outcome.best, baseline, baseline_name, config, args.evaluate)
-        print(format_rows(comparison.rows()))
-        print(
-            f"\n{comparison.verdict()}  ({config.dataset}, {config.augmentation}, {config.model}, test split)"
-        )
-        print(f"data: {config.conditions().describe()}")
-    return 0
-
-
-def _matrix(args: argparse.Namespace) -> int:
-    from optiloss.matrix import loss_augmentation_matrix
-    from optiloss.report import format_rows
-    from optiloss.report.experiments import save_matrix
-
-    if args.top_k < 1 or args.seeds < 1:
-        raise UsageError("--top-k and --seeds must be at least 1")
-    result = loss_augmentation_matrix(
-        args.prefix or args.dataset,
-        args.storage,
-        top_k=args.top_k,
-        seeds=args.seeds,
-        device=args.device,
-        select=args.select,
-        losses=_losses(args),
-        study_names=args.studies,
-        split=args.split,
-    )
-    csv_path, png_path = save_matrix(result, args.output)
-    print(format_rows(result.rows(), args.format))
-    if args.format == "table":
-        print(f"\n{result.describe()}")
-    print(f"\nwrote {csv_path} and {png_path}")
-    return 0
-
-
-def _experiment(args: argparse.Namespace) -> int:
-    from optiloss.experiment import load_experiment, plan, run_experiment, select_stages
-    from optiloss.report import dashboard_hooks
-    from optiloss.report.page import write_experiment_page
-
-    experiment = load_experiment(args.file)
-    stages = select_stages(experiment, until=args.until, only=args.only)
-    if args.dry_run:
-        plans = {item.stage: item for item in plan(experiment, args.storage)}
-        print(f"{experiment.name}: {len(stages)} of {len(plans)} stages")
-        for stage in stages:
-            print("  " + plans[stage].describe())
-        return 0
-    try:
-        run_experiment(
-            experiment,
-            args.storage,
-            stages=stages,
-            progress=not args.no_progress,
-            search_hooks=dashboard_hooks(experiment.search),
-        )
-    finally:  # the page shows what finished, also after a stop (unless nothing was ever stored)
-        page = _write_page_if_possible(write_experiment_page, experiment, args)
-    if page is not None:
-        print(f"\nreport: {page.resolve()}")
-    return 0
-
-
 def _write_page_if_possible(write: Any, experiment: Any, args: argparse.Namespace) -> Any:
     from optiloss.storage import resolve_storage_url, sqlite_path
 
@@ -662,118 +911,6 @@ def _write_page_if_possible(write: Any, experiment: Any, args: argparse.Namespac
     if path is not None and not path.exists():
         return None
     return write(experiment, args.storage, args.output)
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    import optuna_dashboard
-
-    from optiloss.report.dashboard import artifact_store
-    from optiloss.storage import mask_url, open_storage, resolve_storage_url
-
-    storage = open_storage(args.storage, create=False)
-    print(
-        f"optuna-dashboard for {mask_url(resolve_storage_url(args.storage))} at "
-        f"http://{args.host}:{args.port}/ (Ctrl-C stops it)",
-        flush=True,
-    )
-    try:
-        optuna_dashboard.run_server(
-            storage, host=args.host, port=args.port, artifact_store=artifact_store(args.artifact_dir)
-        )
-    except OSError as error:
-        raise OptilossError(
-            f"cannot serve on {args.host}:{args.port}: {error.strerror}; choose another --port"
-        ) from None
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-# ---------------------------------------------------------------- ablate (issue 35): parser and command
-def _add_ablate_parser(commands: Any, narrowed: Mapping[str, tuple[tuple[str, ...], str]]) -> None:
-    from optiloss.settings import SearchConfig
-
-    ablate = commands.add_parser(
-        "ablate",
-        help="which part of a found loss does the work? retrain its variants one change away",
-        description="Retrain a loss (STUDY TRIAL, or --loss NAME=FORMULA under --config and the options), "
-        "each variant one change away (a node bypassed, a unary operator as the identity, a constant set "
-        "to 0 and to 1) and cross-entropy with S fresh seeds on the test split, under the study's "
-        "settings; print the table with Welch's and Holm's p and write CSV, Markdown and a figure. "
-        "Finished trainings are kept in the storage: a rerun trains only what is missing.",
-    )
-    ablate.add_argument("study", nargs="?", help="a search study holding the loss")
-    ablate.add_argument("trial", nargs="?", type=int, help="the trial of that study")
-    _loss_option(ablate, "to ablate instead of a trial", repeatable=False)
-    ablate.add_argument(
-        "--config", metavar="TOML", help="settings for --loss (a study TOML); options override it"
-    )
-    add_setting_options(ablate, SearchConfig, EVALUATE_OPTIONS, narrowed)
-    ablate.add_argument(
-        "--seeds", type=int, default=3, metavar="S", help="fresh seeds per variant (default 3)"
-    )
-    _storage_option(ablate)
-    ablate.add_argument(
-        "--output", default="storage/reports", metavar="DIR", help="where CSV, Markdown, PNG go"
-    )
-    ablate.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    ablate.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _ablate(args: argparse.Namespace) -> int:
-    from optiloss.ablate import ablate_formula, ablate_trial
-    from optiloss.report import format_rows
-    from optiloss.report.ablation import save_ablation
-    from optiloss.settings import SearchConfig
-
-    if args.seeds < 1:
-        raise UsageError("--seeds must be at least 1")
-    progress = not args.no_progress
-    if args.loss:
-        if args.study is not None or len(args.loss) > 1:
-            raise UsageError("ablate takes STUDY TRIAL or one --loss NAME=FORMULA, not both")
-        config = SearchConfig.load(args.config, setting_values(args, EVALUATE_OPTIONS))
-        name, formula = args.loss[0]
-        ablation = ablate_formula(
-            name, formula, config, args.seeds, storage_url=args.storage, progress=progress
-        )
-    elif args.study is not None and args.trial is not None:
-        given = [key for key, value in setting_values(args, EVALUATE_OPTIONS).items() if value is not None]
-        if args.config or set(given) - {"device"}:
-            option = (
-                "--config" if args.config else "--" + sorted(set(given) - {"device"})[0].replace("_", "-")
-            )
-            raise UsageError(
-                f"ablate STUDY TRIAL trains under the study's own settings; {option} is for --loss"
-            )
-        ablation = ablate_trial(
-            args.study, args.trial, args.storage, args.seeds, device=args.device, progress=progress
-        )
-    else:
-        raise UsageError("name the loss: optiloss ablate STUDY TRIAL, or --loss NAME=FORMULA")
-    print(format_rows(ablation.rows(), args.format))
-    if args.format == "table":
-        print(f"\ndata: {ablation.conditions()}")
-        print("\n".join(ablation.verdicts()))
-    print("wrote " + ", ".join(map(str, save_ablation(ablation, args.output))))
-    return 0
-
-
-COMMANDS = {
-    "search": _search,
-    "studies": _studies,
-    "pareto": _pareto,
-    "show": _show,
-    "matrix": _matrix,
-    "dashboard": _dashboard,
-    "export": _export,
-    "transfer": _transfer,
-    "recheck": _recheck,
-    "evaluate": _evaluate,
-    "tune": _tune,
-    "experiment": _experiment,
-    "ablate": _ablate,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -791,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].take_action(args)
     except OptilossError as error:
         print(f"optiloss: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -809,13 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        if args.command in ("search", "transfer", "experiment"):
-            what_now = "the study is saved. Resume with"
-        elif args.command == "tune":
-            what_now = "the tune study keeps its finished trials. Continue it with"
-        else:
-            what_now = "nothing was written. Run it again with"
-        print(f"\ninterrupted; {what_now}: {_command_line(argv)}", file=sys.stderr)
+        print(f"\ninterrupted; {COMMANDS[args.command].on_interrupt}: {_command_line(argv)}", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
 
 

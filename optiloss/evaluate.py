@@ -14,11 +14,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome, display_name
 from optiloss.genome.named import named_losses
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
-from optiloss.statistics import sample_std, welch_p_value
+from optiloss.statistics import ALPHA, direction, sample_std, welch_p_value
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Comparison:
     baseline_accuracies: list[float]
     robustness: list[float]
     baseline_robustness: list[float]
-    baseline_name: str = "cross_entropy"
+    baseline_name: str = BASELINE
     baseline_formula: str = ""
 
     @property
@@ -47,7 +47,7 @@ class Comparison:
                 self.baseline_name,
                 self.baseline_accuracies,
                 self.baseline_robustness,
-                self.baseline_formula or screen(zoo()["cross_entropy"]).genome.formula,
+                self.baseline_formula or baseline_genome().formula,
             ),
         )
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
@@ -72,10 +72,10 @@ class Comparison:
 
     @property
     def baseline_label(self) -> str:
-        return "cross-entropy" if self.baseline_name == "cross_entropy" else self.baseline_name
+        return display_name(self.baseline_name)
 
     def verdict(self) -> str:
-        """One line: the difference in accuracy points, the p-value and what it means at 0.05."""
+        """One line: the difference in accuracy points, the p-value and what it means at :data:`ALPHA`."""
         difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
         p = self.p_value
         if math.isnan(p):
@@ -83,12 +83,12 @@ class Comparison:
                 f"difference {difference:+.2f} points; no p-value with {len(self.accuracies)} seed(s) "
                 "or no spread: use --seeds 3 or more"
             )
-        meaning = (
-            (f"better than {self.baseline_label}" if difference > 0 else f"worse than {self.baseline_label}")
-            if p < 0.05
-            else f"not distinguishable from {self.baseline_label}"
+        found = direction(difference, p)
+        meaning = f"{found} than" if found else "not distinguishable from"
+        return (
+            f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} {self.baseline_label} "
+            f"at the {ALPHA:g} level"
         )
-        return f"difference {difference:+.2f} points, Welch's p = {p:.3g}: {meaning} at the 0.05 level"
 
 
 def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> Comparison:
@@ -96,8 +96,7 @@ def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progres
     same seeds for both), on the training part, and score them on the test split, which no search
     sees. A formula that does not parse or fails the screen is a :class:`UsageError`."""
     genome = named_losses({"loss": formula}, config.nodes)["loss"]
-    baseline = screen(zoo(config.nodes)["cross_entropy"]).genome
-    return compare_losses(genome, baseline, "cross_entropy", config, seeds, progress=progress)
+    return compare_losses(genome, baseline_genome(config.nodes), BASELINE, config, seeds, progress=progress)
 
 
 def compare_losses(
@@ -118,7 +117,7 @@ def compare_losses(
         data, target, config, model=config.model, model_width=config.model_width, split="test", progress=False
     )
     augmentation = evaluator.augmentation(config.augmentation)
-    runs: dict[str, list[Evaluation]] = {"loss": [], "cross_entropy": []}
+    runs: dict[str, list[Evaluation]] = {"loss": [], BASELINE: []}
     jobs = [(name, seed) for seed in range(seeds) for name in runs]
     for name, seed in tqdm(jobs, desc="training runs", unit="run", disable=not progress):
         runs[name].append(
@@ -131,9 +130,9 @@ def compare_losses(
     return Comparison(
         genome.formula,
         [r.accuracy for r in runs["loss"]],
-        [r.accuracy for r in runs["cross_entropy"]],
+        [r.accuracy for r in runs[BASELINE]],
         [r.robustness for r in runs["loss"]],
-        [r.robustness for r in runs["cross_entropy"]],
+        [r.robustness for r in runs[BASELINE]],
         baseline_name,
         baseline.formula,
     )

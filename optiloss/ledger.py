@@ -10,13 +10,16 @@ leaves nothing half-written, and running the stage again trains only what is mis
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from optiloss.records import StudyKey, TransferRunRecord, TrialKey
 from optiloss.scoring import Evaluation
@@ -79,6 +82,40 @@ def pending(storage: BaseStorage, study_name: str, runs: list[str]) -> list[str]
         for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
     }
     return [run for run in runs if run not in done]
+
+
+Key = TypeVar("Key", bound=Hashable)
+Trainer = tuple[Callable[[Key], Evaluation], str]
+"""What a stage's ``trainer()`` returns: how to train one run by its key, and the evaluator's precision."""
+
+
+def ledgered_scores(
+    runs: Mapping[Key, TransferRunRecord],
+    ledger: RunLedger | None,
+    trainer: Callable[[], Trainer[Key]],
+    *,
+    description: str,
+    progress: bool = True,
+) -> dict[Key, Score]:
+    """Every run's score, the one training loop of the stages that keep a ledger (recheck, the matrix):
+    read back from ``ledger`` where the run finished before, the others trained in order with a
+    progress bar (``description``) and recorded in the ledger (kept nowhere without one).
+
+    ``trainer`` is called once, and only when a run is missing: it builds what training needs (the
+    data on the device, the evaluator) and returns (train one run by its key, the precision)."""
+    scores = {
+        key: ledger.finished[record.run]
+        for key, record in runs.items()
+        if ledger is not None and record.run in ledger.finished
+    }
+    missing = [key for key in runs if key not in scores]
+    if not missing:
+        return scores
+    train_one, precision = trainer()
+    for key in tqdm(missing, desc=description, unit="run", disable=not progress):
+        train = functools.partial(train_one, key)
+        scores[key] = ledger.score(runs[key], train, precision) if ledger else score_unrecorded(train)
+    return scores
 
 
 def score_unrecorded(train: Callable[[], Evaluation]) -> Score:

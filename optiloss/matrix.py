@@ -20,22 +20,20 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import BaseStorage
-from tqdm.auto import tqdm
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.named import named_losses
-from optiloss.ledger import RunLedger, score_unrecorded
+from optiloss.ledger import RunLedger, Trainer, ledgered_scores
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
-from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
-from optiloss.settings import TRAINING_KEYS, SearchConfig, training_differences
-from optiloss.storage import open_storage
+from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
+from optiloss.settings import MATRIX_SPLITS, TRAINING_KEYS, MatrixSettings, SearchConfig, training_differences
+from optiloss.storage import storage_from
 from optiloss.studies import load_study, select_trials, trial_genome
 
-SPLITS = ("test", "val")
-"""Where the matrix scores: the test split (default), or the validation split the searches selected on."""
+SPLITS = MATRIX_SPLITS
 SPLIT_WORDS = {
     "test": "the test split, which no search selected on",
     "val": "the validation split, on which the searches selected these losses (so it flatters them)",
@@ -158,8 +156,8 @@ def matrix_losses(
 ) -> dict[str, Genome]:
     """Cross-entropy, the top-k of each study (:func:`~optiloss.studies.select_trials`) and the
     ``given`` losses; a loss whose structure is already chosen is dropped."""
-    chosen: dict[str, Genome] = {"cross_entropy": screen(zoo()["cross_entropy"]).genome}
-    seen = {chosen["cross_entropy"].structure_hash}
+    chosen: dict[str, Genome] = {BASELINE: baseline_genome()}
+    seen = {chosen[BASELINE].structure_hash}
     for augmentation, study in studies.items():
         taken = 0
         for trial in select_trials(study, top_k + len(seen), select):  # enough to skip the seen ones
@@ -167,7 +165,7 @@ def matrix_losses(
             if genome.structure_hash in seen:
                 continue
             seen.add(genome.structure_hash)
-            chosen[SearchTrialRecord.from_trial(trial).zoo or f"{augmentation}#{trial.number}"] = genome
+            chosen[SearchTrialRecord.from_trial(trial).label(matrix_augmentation=augmentation)] = genome
             taken += 1
             if taken == top_k:
                 break
@@ -180,17 +178,18 @@ def matrix_losses(
 
 def loss_augmentation_matrix(
     prefix: str | None = None,
-    storage_url: str | None = None,
+    storage_url: str | BaseStorage | None = None,
     *,
-    top_k: int = 1,
-    seeds: int = 2,
+    top_k: int = MatrixSettings.top_k,
+    seeds: int = MatrixSettings.seeds,
     device: str = "auto",
-    select: str = "accuracy",
-    losses: dict[str, str] | None = None,
+    select: str = MatrixSettings.select,
+    losses: Mapping[str, str] | Mapping[str, Genome] | None = None,
     progress: bool = True,
     study_names: dict[str, str] | Sequence[str] | None = None,
     ledger: str | None = None,
-    split: str = "test",
+    split: str = MatrixSettings.split,
+    data_for: DataFor | None = None,
 ) -> MatrixResult:
     """Retrain the best losses of the augmentation studies ``{prefix}-{augmentation}`` (or the
     studies ``study_names``: names, or augmentation -> name), and ``losses`` (name -> formula), under
@@ -201,10 +200,13 @@ def loss_augmentation_matrix(
     With ``ledger``, each finished training is kept in the :class:`~optiloss.ledger.RunLedger` study
     of that name and a rerun trains only the runs that did not finish; without it nothing is written.
     Raises :class:`UsageError` when no study matches or their settings are mixed.
+    ``storage_url`` may be a storage already open, ``losses`` genomes already parsed
+    (:func:`~optiloss.genome.named.named_losses`), and ``data_for`` where the data come from (default
+    :func:`~optiloss.scoring.load_data`): an experiment run hands down what it holds.
     """
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     if isinstance(study_names, Mapping):
         studies = {augmentation: load_study(storage, name) for augmentation, name in study_names.items()}
     else:
@@ -225,15 +227,12 @@ def loss_augmentation_matrix(
         for seed in range(seeds)
     }
     kept = RunLedger(storage, ledger, "matrix") if ledger else None
-    scores = {
-        key: kept.finished[record.run] for key, record in runs.items() if kept and record.run in kept.finished
-    }
-    missing = [key for key in runs if key not in scores]
-    if missing:
+
+    def trainer() -> Trainer[tuple[str, str, int]]:
         target = resolve_device(device)
         assert config.model_width is not None  # filled from the surrogate's defaults
         evaluator = LossEvaluator(
-            load_data(config, progress).to(target),
+            (data_for or loader(progress))(config).to(target),
             target,
             config,
             model=config.model,
@@ -241,16 +240,15 @@ def loss_augmentation_matrix(
             split=split,
         )
         pipelines = {augmentation: evaluator.augmentation(augmentation) for augmentation in AUGMENTATIONS}
-        for label, augmentation, seed in tqdm(missing, desc="matrix runs", unit="run", disable=not progress):
 
-            def train(label: str = label, augmentation: str = augmentation, seed: int = seed) -> Evaluation:
-                fresh = config.seed + RECHECK_SEED_STRIDE * (seed + 1)  # never the searches' own seed
-                return evaluator.evaluate(chosen[label], pipelines[augmentation], fresh)
+        def train(key: tuple[str, str, int]) -> Evaluation:
+            label, augmentation, seed = key
+            fresh = config.seed + RECHECK_SEED_STRIDE * (seed + 1)  # never the searches' own seed
+            return evaluator.evaluate(chosen[label], pipelines[augmentation], fresh)
 
-            record = runs[(label, augmentation, seed)]
-            scores[(label, augmentation, seed)] = (
-                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
-            )
+        return train, evaluator.precision
+
+    scores = ledgered_scores(runs, kept, trainer, description="matrix runs", progress=progress)
     for label, augmentation, seed in runs:
         result.accuracies.setdefault((label, augmentation), []).append(
             scores[(label, augmentation, seed)].accuracy

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from tqdm.auto import tqdm
+from optuna.storages import BaseStorage
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, baseline_genome
 from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
-from optiloss.ledger import RunLedger, Score, score_unrecorded
-from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord
-from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
-from optiloss.settings import SearchConfig
-from optiloss.statistics import holm, sample_std, welch_p_value
-from optiloss.storage import open_storage
+from optiloss.ledger import RunLedger, Trainer, ledgered_scores
+from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, loss_label
+from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
+from optiloss.settings import RecheckSettings, SearchConfig
+from optiloss.statistics import ALPHA, holm, sample_std, significant, welch_p_value
+from optiloss.storage import storage_from
 from optiloss.studies import found_and_zoo, load_study, pareto_trials, trial_genome
 
 
@@ -38,7 +39,7 @@ class RecheckedLoss:
     @property
     def label(self) -> str:
         """How a ledger and a report name it: its name, else ``trial_<number>``."""
-        return self.name or f"trial_{self.trial}"
+        return loss_label(self.trial, self.name)
 
 
 def search_config(study: optuna.Study) -> SearchConfig:
@@ -64,8 +65,8 @@ def rechecked_losses(study: optuna.Study, given: dict[str, Genome]) -> list[Rech
             RecheckedLoss(trial.number, record.name or "", genome, trial.values[0], record.robustness)
         )
     chosen += [RecheckedLoss(None, name, genome) for name, genome in given.items()]
-    cross_entropy = screen(zoo(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)["cross_entropy"]).genome
-    chosen.append(RecheckedLoss(None, "cross_entropy", cross_entropy))
+    cross_entropy = baseline_genome(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)
+    chosen.append(RecheckedLoss(None, BASELINE, cross_entropy))
     unique: dict[str, RecheckedLoss] = {}
     for loss in chosen:
         unique.setdefault(loss.genome.structure_hash, loss)
@@ -79,13 +80,14 @@ def recheck_seed(config: SearchConfig, index: int) -> int:
 
 def recheck(
     study_name: str,
-    storage_url: str | None = None,
-    seeds: int = 3,
+    storage_url: str | BaseStorage | None = None,
+    seeds: int = RecheckSettings.seeds,
     *,
     device: str = "auto",
-    losses: dict[str, str] | None = None,
+    losses: Mapping[str, str] | Mapping[str, Genome] | None = None,
     progress: bool = True,
     ledger: str | None = None,
+    data_for: DataFor | None = None,
 ) -> list[dict[str, Any]]:
     """One row per loss of :func:`rechecked_losses` (the Pareto set, ``losses`` given as name ->
     formula, cross-entropy, the best loss of the search's own and the best zoo loss; ``trial`` None
@@ -98,8 +100,11 @@ def recheck(
     Without ``ledger`` it writes nothing to the storage. With it, each finished training is kept in the
     :class:`~optiloss.ledger.RunLedger` study of that name, so a rerun after a stop trains only the
     runs that did not finish.
+    ``storage_url`` may be a storage already open, ``losses`` genomes already parsed
+    (:func:`~optiloss.genome.named.named_losses`), and ``data_for`` where the data come from (default
+    :func:`~optiloss.scoring.load_data`): an experiment run hands down what it holds.
     """
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     study = load_study(storage, study_name)
     config = search_config(study)
     given = named_losses(losses or {}, config.nodes)
@@ -112,25 +117,23 @@ def recheck(
         for entry in entries
         for k in range(seeds)
     }
-    missing = [key for key, record in runs.items() if kept is None or record.run not in kept.finished]
-    scores: dict[tuple[str, int], Score] = {
-        key: kept.finished[record.run] for key, record in runs.items() if kept and key not in missing
-    }
-    if missing:
+
+    def trainer() -> Trainer[tuple[str, int]]:
         target = resolve_device(device)
-        evaluator = LossEvaluator.for_search(config, load_data(config, progress).to(target), target)
+        evaluator = LossEvaluator.for_search(
+            config, (data_for or loader(progress))(config).to(target), target
+        )
         augmentation = evaluator.augmentation(config.augmentation)
         genomes = {entry.label: entry.genome for entry in entries}
-        for label, k in tqdm(missing, desc="rechecking the Pareto set", unit="run", disable=not progress):
 
-            def train(label: str = label, k: int = k) -> Evaluation:
-                return evaluator.evaluate(genomes[label], augmentation, recheck_seed(config, k))
+        def train(key: tuple[str, int]) -> Evaluation:
+            label, k = key
+            return evaluator.evaluate(genomes[label], augmentation, recheck_seed(config, k))
 
-            record = runs[(label, k)]
-            scores[(label, k)] = (
-                kept.score(record, train, evaluator.precision) if kept else score_unrecorded(train)
-            )
-    reference = screen(zoo(config.nodes)["cross_entropy"]).genome.structure_hash
+        return train, evaluator.precision
+
+    scores = ledgered_scores(runs, kept, trainer, description="rechecking the Pareto set", progress=progress)
+    reference = baseline_genome(config.nodes).structure_hash
     baseline_label = next(entry.label for entry in entries if entry.genome.structure_hash == reference)
     baseline = [scores[(baseline_label, k)].accuracy for k in range(seeds)]
     rows = []
@@ -166,15 +169,15 @@ def recheck(
     return rows
 
 
-def recheck_verdict(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+def recheck_verdict(rows: list[dict[str, Any]], alpha: float = ALPHA) -> str:
     """One line on the rechecked losses against cross-entropy, after Holm's correction for comparing
     several losses at once (``p_holm``); only a loss below ``alpha`` there differs beyond chance."""
     compared = [row for row in rows if row["p_holm"] is not None]
     if not compared:
         return "no p-values: recheck with --seeds 3 or more (and cross-entropy's runs must spread)"
-    baseline = next((row for row in rows if row["loss"] == "cross_entropy"), None)
+    baseline = next((row for row in rows if row["loss"] == BASELINE), None)
     mean = baseline["recheck_accuracy"] if baseline else None
-    differing = [row for row in compared if row["p_holm"] < alpha]
+    differing = [row for row in compared if significant(row["p_holm"], alpha)]
     count = f"{len(compared)} loss(es) compared with cross-entropy, Holm's correction"
     if not differing:
         smallest = min(row["p_holm"] for row in compared)

@@ -19,6 +19,7 @@ its field's default (``tests/data/studies-v0.1.db`` is such a study).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,10 @@ class StudyKey:
     training class counts (:class:`optiloss.data.conditions.ConditionRecord`); absent without one."""
     KIND = "kind"
     """What a study that is no search or transfer holds: ``"recheck"`` or ``"matrix"`` (a run ledger)."""
+    TUNED_LOSS = "tuned_loss"
+    """A tune study's loss: ``{"label", "formula", "space"}`` of the loss whose constants it tunes
+    (``space`` :data:`optiloss.tune.SIGN_KEEPING`; absent in a study made before, which searched the
+    whole range)."""
 
 
 NEGATED = "negated"
@@ -204,9 +209,35 @@ def given_name(attrs: Mapping[str, Any]) -> str | None:
     return attrs.get(TrialKey.ZOO) or attrs.get(TrialKey.LOSS_NAME)
 
 
-def loss_label(number: int, name: str | None) -> str:
-    """How reports name a search trial's loss: its zoo or given name, else ``trial_<number>``."""
-    return name or f"trial_{number}"
+FOUND_LABEL = re.compile(r"trial_\d+")
+"""The label of a loss the search found; no loss may be given a name of this form
+(:func:`optiloss.genome.named.named_losses`), so a label of this form is always a found loss."""
+
+
+def loss_label(
+    number: int | None,
+    name: str | None,
+    *,
+    pooled_from: str | None = None,
+    matrix_augmentation: str | None = None,
+) -> str:
+    """How every table, ledger, report and the dry run name a search trial's loss.
+
+    A named loss (the zoo's, or one given by hand) is called by its name everywhere. A loss the search
+    found is ``trial_<number>``; pooled from several studies (a transfer of several sources)
+    ``<study>:trial_<number>`` with ``pooled_from`` its study; in the matrix, which takes losses from
+    one study per augmentation, ``<augmentation>#<number>`` with ``matrix_augmentation``."""
+    if name:
+        return name
+    if matrix_augmentation is not None:
+        return f"{matrix_augmentation}#{number}"
+    return pooled_label(f"trial_{number}", pooled_from)
+
+
+def pooled_label(label: str, study: str | None) -> str:
+    """``label`` (as :func:`loss_label` gave it for one study) in its pooled form: a found loss with
+    its ``study``, so the same trial number of two studies stays apart; a name, or no study, as it is."""
+    return f"{study}:{label}" if study and FOUND_LABEL.fullmatch(label) else label
 
 
 @dataclass(frozen=True)
@@ -255,9 +286,12 @@ class SearchTrialRecord:
         """The loss's zoo or given name, or None for a loss the search drew."""
         return self.zoo or self.loss_name
 
-    def label(self) -> str:
-        """How reports name it: :attr:`name`, else ``trial_<number>``."""
-        return loss_label(self.number, self.name)
+    def label(self, *, pooled_from: str | None = None, matrix_augmentation: str | None = None) -> str:
+        """How reports name it (:func:`loss_label`): :attr:`name`, else ``trial_<number>`` or its pooled
+        or matrix form."""
+        return loss_label(
+            self.number, self.name, pooled_from=pooled_from, matrix_augmentation=matrix_augmentation
+        )
 
     @property
     def diverged(self) -> str | None:

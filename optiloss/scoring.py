@@ -11,7 +11,9 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
 
+import optuna
 import torch
 
 from optiloss.augment import TrainingAugmentation, build_augmentation, corrupted_suite
@@ -20,8 +22,9 @@ from optiloss.data.conditions import apply_conditions
 from optiloss.data.registry import resize_images
 from optiloss.data.released import ReleasedCorruptions, released_key
 from optiloss.errors import UsageError
+from optiloss.genome import Genome, ScreenResult, screen
 from optiloss.models import DEFAULT_WIDTH, create_model, surrogate_named
-from optiloss.records import TrainingRecord
+from optiloss.records import TrainingRecord, TrialKey
 from optiloss.settings import RunSettings, SearchConfig, TransferConfig
 from optiloss.train import (
     Checkpointing,
@@ -44,12 +47,16 @@ DIVERGED_VALUES = (0.0, 0.0)
 """Finite penalty for a loss whose training diverged (NaN values would make an Optuna trial FAIL)."""
 
 
-def load_data(settings: RunSettings, progress: bool = True, *, merge_validation: bool = False) -> ImageSplits:
-    """The data set of ``settings``, on the CPU, split train / validation / test, with its data
-    conditions (label noise, imbalance: :mod:`optiloss.data.conditions`) applied to the training part.
-    ``merge_validation``: the validation part joins the training part first (a run that selects nothing),
-    so the conditions apply to all of it."""
-    data = load_dataset(
+class DataFor(Protocol):
+    """Where a function that trains gets the data of the settings it trains with, in place of
+    :func:`load_data` (an experiment run's shared data, :class:`optiloss.experiment.context.RunContext`)."""
+
+    def __call__(self, settings: RunSettings, *, merge_validation: bool = False) -> ImageSplits: ...
+
+
+def load_splits(settings: RunSettings, progress: bool = True) -> ImageSplits:
+    """The data set of ``settings``, on the CPU, split train / validation / test, as stored (no condition)."""
+    return load_dataset(
         settings.dataset,
         settings.validation_fraction,
         data_root=settings.data_root,
@@ -58,12 +65,34 @@ def load_data(settings: RunSettings, progress: bool = True, *, merge_validation:
         download=settings.download,
         progress=progress,
     )
+
+
+def conditioned(data: ImageSplits, settings: RunSettings, *, merge_validation: bool = False) -> ImageSplits:
+    """``data`` (as :func:`load_splits` gives it) with the data conditions of ``settings`` (label noise,
+    imbalance: :mod:`optiloss.data.conditions`) applied to the training part. ``merge_validation``: the
+    validation part joins the training part first (a run that selects nothing), so the conditions apply
+    to all of it."""
     if merge_validation:
         data = merge_validation_into_training(data)
     conditions = settings.conditions()
     if not conditions.active:
         return data
     return apply_conditions(data, conditions)[0]
+
+
+def load_data(settings: RunSettings, progress: bool = True, *, merge_validation: bool = False) -> ImageSplits:
+    """The data set of ``settings``, on the CPU, split train / validation / test, with its data
+    conditions applied to the training part (:func:`conditioned`)."""
+    return conditioned(load_splits(settings, progress), settings, merge_validation=merge_validation)
+
+
+def loader(progress: bool = True) -> DataFor:
+    """:func:`load_data` as a :data:`DataFor`."""
+
+    def data_for(settings: RunSettings, *, merge_validation: bool = False) -> ImageSplits:
+        return load_data(settings, progress, merge_validation=merge_validation)
+
+    return data_for
 
 
 def merge_validation_into_training(data: ImageSplits) -> ImageSplits:
@@ -326,3 +355,31 @@ class LossEvaluator:
             resumed_from_epoch=result.resumed_from_epoch,
             history=result.history,
         )
+
+
+class Rejected(optuna.TrialPruned):
+    """A genome rejected before or early in training; the trial ends PRUNED with
+    ``user_attrs['rejected']``."""
+
+
+def reject(trial: optuna.Trial, reason: str) -> NoReturn:
+    """End ``trial`` as PRUNED with its reason recorded (:attr:`~optiloss.records.TrialKey.REJECTED`)."""
+    trial.set_user_attr(TrialKey.REJECTED, reason)
+    raise Rejected(reason)
+
+
+def screen_or_reject(trial: optuna.Trial, genome: Genome, **options: Any) -> ScreenResult:
+    """Screen ``genome`` (:func:`~optiloss.genome.screen` with ``options``) for ``trial``: its formula
+    recorded, and a genome the screen refuses rejected (:func:`reject`). The steps every trial that
+    trains a loss takes first (a search's and a tune study's)."""
+    screened = screen(genome, **options)
+    trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
+    if not screened.accepted:
+        reject(trial, screened.reason or "rejected by the screen")
+    return screened
+
+
+def record_training(trial: optuna.Trial, evaluation: Evaluation, precision: str) -> None:
+    """Write the :class:`~optiloss.records.TrainingRecord` of ``evaluation`` on ``trial``."""
+    for key, value in evaluation.record(precision).to_user_attrs().items():
+        trial.set_user_attr(key, value)

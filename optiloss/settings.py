@@ -37,6 +37,7 @@ from optiloss.data import DATASETS, is_dataset_name, resolved_image_size
 from optiloss.data.conditions import NOISE_KINDS, Conditions
 from optiloss.errors import UsageError
 from optiloss.models import SURROGATES, surrogate_named
+from optiloss.storage import ARTIFACTS_DIR
 from optiloss.train import Recipe, TrainSettings, recipe_named
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -167,6 +168,13 @@ _TYPE_WORDS = {
 LOSS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def refuse_unknown(source: str, values: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """A :class:`UsageError` naming ``source`` and the first key of ``values`` not ``allowed``."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """A validated, immutable set of keys. Subclasses add fields; :meth:`check` adds rules between keys."""
@@ -182,9 +190,7 @@ class Settings:
 
         Raises :class:`UsageError` with one line naming ``source``, the key and what is allowed.
         """
-        unknown = sorted(set(values) - set(cls.keys()))
-        if unknown:
-            raise UsageError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(cls.keys())}")
+        refuse_unknown(source, values, cls.keys())
         values = {key: _legacy_value(key, value) for key, value in values.items()}
         owner: type = cls  # functools.cache wants a Hashable, which mypy does not see type[Self] as
         hints = _type_hints(owner)
@@ -454,7 +460,7 @@ class SearchConfig(RunSettings):
     artifacts_front_only: bool = setting(
         True, help="per-trial plots only for trials on the Pareto front when they finish (false: every one)"
     )
-    artifact_dir: str = setting("storage/artifacts", help="where the dashboard's artifacts go")
+    artifact_dir: str = setting(ARTIFACTS_DIR, help="where the dashboard's artifacts go")
     checkpoint_interval: float = setting(
         30.0, limits=(0.0, None), help="seconds between a trial's checkpoints (0: after every epoch)"
     )
@@ -633,7 +639,7 @@ class TransferConfig(RunSettings):
                 'its weights file: pass --weights FILE or set weights = "FILE" (docs/transfer.md, '
                 '"Fine-tuning", and the study file\'s comments say how to download it)'
             )
-        if self.model in SURROGATES:
+        if surrogate_named(self.model) is not None:  # its aliases too: create_model accepts them
             raise UsageError(
                 f"{source}: model {self.model!r} is a search surrogate; transfer to "
                 "wrn-DEPTH-WIDTH (e.g. wrn-28-10) or a timm model name"
@@ -763,3 +769,29 @@ def check_losses(where: str, value: Any) -> dict[str, str]:
         if not LOSS_NAME.fullmatch(name):
             raise UsageError(f"{where}: loss name {name!r} must be letters, digits and _ (not first a digit)")
     return dict(value)
+
+
+@dataclass(frozen=True)
+class RecheckSettings(Settings):
+    """What ``optiloss recheck`` and an experiment's ``[recheck]`` table set."""
+
+    seeds: int = setting(3, limits=(0, 100), help="fresh seeds per rechecked loss (0: no recheck stage)")
+
+
+MATRIX_SPLITS = ("test", "val")
+"""Where the matrix scores: the test split (default), or the validation split the searches selected on."""
+
+
+@dataclass(frozen=True)
+class MatrixSettings(Settings):
+    """What ``optiloss matrix`` and an experiment's ``[matrix]`` table set."""
+
+    seeds: int = setting(2, limits=(0, 100), help="seeds per loss and augmentation (0: no matrix stage)")
+    top_k: int = setting(1, limits=(1, None), help="best losses taken from each augmentation study")
+    select: str = setting("accuracy", limits=SELECTIONS, help="accuracy or pareto, as for transfer")
+    split: str = setting(
+        "test",
+        limits=MATRIX_SPLITS,
+        help="where the cells are scored: test (default; no search selected on it) or val (the searches' "
+        "own validation split, which flatters the losses they chose there)",
+    )

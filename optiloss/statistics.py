@@ -6,9 +6,72 @@ import math
 import statistics
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+ALPHA = 0.05
+"""The level at which every report says a loss is better or worse than another (page, evaluate, recheck)."""
+
+
+def significant(p: float, alpha: float = ALPHA) -> bool:
+    """Whether ``p`` shows a difference at ``alpha``; NaN (too few seeds, no spread) never does."""
+    return not math.isnan(p) and p < alpha
+
+
+def direction(difference: float, p: float, alpha: float = ALPHA) -> str | None:
+    """``"better"`` or ``"worse"`` (by the sign of ``difference``) where ``p`` is :func:`significant`,
+    else None: the one rule behind every verdict."""
+    if not significant(p, alpha) or difference == 0:
+        return None
+    return "better" if difference > 0 else "worse"
+
+
+@dataclass
+class Comparison:
+    """A loss's accuracies over fresh seeds against a reference's: difference of means and Welch's p."""
+
+    name: str
+    mean: float
+    std: float
+    seeds: int
+    reference: str
+    reference_mean: float
+    p: float
+
+    @classmethod
+    def of(cls, values: list[float], baseline: list[float], name: str, reference: str) -> Comparison:
+        """``values`` (of the loss ``name``) against ``baseline`` (of ``reference``, as prose names it)."""
+        return cls(
+            name,
+            statistics.mean(values),
+            sample_std(values),
+            len(values),
+            reference,
+            statistics.mean(baseline),
+            welch_p_value(values, baseline),
+        )
+
+    @property
+    def difference(self) -> float:
+        return self.mean - self.reference_mean
+
+    @property
+    def better(self) -> bool:
+        return direction(self.difference, self.p) == "better"
+
+    def verdict(self) -> str:
+        """``better than X``, ``worse than X`` (both at p < :data:`ALPHA`) or ``not shown better than X``."""
+        found = direction(self.difference, self.p)
+        return f"{found} than {self.reference}" if found else f"not shown better than {self.reference}"
+
+    def describe(self) -> str:
+        p = "no p-value (too few seeds or no spread)" if math.isnan(self.p) else f"Welch's p {self.p:.3g}"
+        return (
+            f"{self.mean:.4f} ± {self.std:.4f} against {self.reference}'s {self.reference_mean:.4f} "
+            f"({self.difference:+.4f}, {p}, {self.seeds} seeds)"
+        )
 
 
 def sample_std(values: list[float]) -> float:

@@ -24,6 +24,10 @@ from sqlalchemy.engine import make_url
 from optiloss.errors import OptilossError, UsageError
 
 DEFAULT_STORAGE = "sqlite:///storage/optiloss.db"
+REPORTS_DIR = "storage/reports"
+"""Where reports (transfer, matrix, the experiment's page) go unless told otherwise."""
+ARTIFACTS_DIR = "storage/artifacts"
+"""Where the search writes the dashboard's artifacts (plots of Pareto-front losses) by default."""
 STORAGE_ENVIRONMENT_VARIABLE = "OPTILOSS_STORAGE"
 DEFAULT_OUTAGE_SECONDS = 120.0
 """How long the storage calls of a search wait for a database that went away before giving up."""
@@ -266,6 +270,14 @@ def write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
     sqlalchemy.event.listen(engine, "connect", _fast_durable_pragmas)
     sqlalchemy.event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # the connections made while creating the tables reopen with the pragmas
+
+
+def storage_from(storage: str | optuna.storages.BaseStorage | None) -> optuna.storages.BaseStorage:
+    """``storage`` itself when it is open already (an experiment run's, opened once), else the existing
+    storage at that URL (:func:`open_storage` without ``create``)."""
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    return open_storage(storage, create=False)
 
 
 def open_storage(

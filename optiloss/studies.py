@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from optiloss.errors import OptilossError
-from optiloss.genome import Genome
+from optiloss.genome import BASELINE, Genome
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.statistics import non_dominated_rows, sample_std
 
@@ -127,7 +127,7 @@ def found_and_zoo(study: optuna.Study) -> tuple[list[FrozenTrial], list[FrozenTr
     are what a claim compares: the best found loss against the best known one."""
     ranked = select_trials(study, None)
     found = [trial for trial in ranked if not SearchTrialRecord.from_trial(trial).name]
-    zoo = [trial for trial in ranked if trial.user_attrs.get(TrialKey.ZOO) not in (None, "cross_entropy")]
+    zoo = [trial for trial in ranked if trial.user_attrs.get(TrialKey.ZOO) not in (None, BASELINE)]
     return found, zoo
 
 
@@ -135,11 +135,6 @@ def trial_robustness(trial: FrozenTrial) -> float | None:
     """A search trial's robustness: its second objective, or its ``robustness`` user attr in a
     single-objective (accuracy-only) study."""
     return SearchTrialRecord.from_trial(trial).robustness
-
-
-def trial_label(trial: FrozenTrial) -> str:
-    """How reports name a search trial's loss: its zoo or given name, else ``trial_<number>``."""
-    return SearchTrialRecord.from_trial(trial).label()
 
 
 NOISE_FLOOR_ATTR = StudyKey.NOISE_FLOOR
@@ -218,14 +213,14 @@ class NoiseFloor:
 
 
 def noise_floor(study: optuna.Study) -> NoiseFloor | None:
-    """Cross-entropy's runs in the study: its extra seeds (:data:`NOISE_FLOOR_ATTR`) and its own search
+    """Cross-entropy's runs in the study: its extra seeds (:attr:`StudyKey.NOISE_FLOOR`) and its own search
     trial; None before there are two."""
-    accuracies = [run["accuracy"] for run in study.user_attrs.get(NOISE_FLOOR_ATTR) or []]
+    accuracies = [run["accuracy"] for run in study.user_attrs.get(StudyKey.NOISE_FLOOR) or []]
     own = next(
         (
             trial.values[0]
             for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if trial.user_attrs.get(TrialKey.ZOO) == "cross_entropy" and trial.values
+            if trial.user_attrs.get(TrialKey.ZOO) == BASELINE and trial.values
         ),
         None,
     )
@@ -259,9 +254,7 @@ def noise_floor_verdict(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     outside = [
         trial.number
         for trial in trials
-        if trial.values
-        and floor.beyond(trial.values[0])
-        and trial.user_attrs.get(TrialKey.ZOO) != "cross_entropy"
+        if trial.values and floor.beyond(trial.values[0]) and trial.user_attrs.get(TrialKey.ZOO) != BASELINE
     ]
     found = (
         f"trial(s) {', '.join(map(str, outside))} lie outside it"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from scipy import stats
 from tqdm.auto import tqdm
@@ -36,20 +37,19 @@ from optiloss.data import resolved_image_size
 from optiloss.data.released import SEVERITIES, ReleasedCorruptions, split_released_key
 from optiloss.devices import resolve_device
 from optiloss.errors import UsageError
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE, Genome, screen, zoo
 from optiloss.genome.genome import DEFAULT_NODES
 from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.models import create_model
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, TrialKey, run_key
-from optiloss.scoring import LossEvaluator, load_data
+from optiloss.scoring import DataFor, LossEvaluator, loader
 from optiloss.settings import SearchConfig, TransferConfig
 from optiloss.statistics import welch_p_value
-from optiloss.storage import open_storage
+from optiloss.storage import storage_from
 from optiloss.studies import load_study, select_trials, trial_genome
 from optiloss.train import Checkpointing
 
-BASELINE = "cross_entropy"
 INTERRUPTED = "interrupted"
 
 
@@ -74,7 +74,8 @@ def losses_to_transfer(
     top_k: int | None,
     select: str = "accuracy",
     given: dict[str, Genome] | None = None,
-    num_classes: int = 10,
+    *,
+    num_classes: int,
 ) -> dict[str, LossToTransfer]:
     """Label -> loss: the ``top_k`` evolved losses of each source study
     (:func:`~optiloss.studies.select_trials`: by accuracy, one per behaviour, or from the Pareto
@@ -82,7 +83,35 @@ def losses_to_transfer(
     cross-entropy and the other zoo losses; one entry per active structure, cross-entropy first.
 
     With one source an evolved loss is labelled ``trial_<number>``; pooled, ``<study>:trial_<number>``.
+    ``num_classes`` is the transfer data set's class count: label smoothing's e / C.
     """
+    return _choose(sources, top_k, select, given, num_classes)
+
+
+_ANY_CLASS_COUNT = 10
+"""The class count :func:`transfer_labels` builds the zoo with: it sets label smoothing's constants,
+never a structure, so no label depends on it, and those genomes are never returned."""
+
+
+def transfer_labels(
+    sources: optuna.Study | list[optuna.Study],
+    top_k: int | None,
+    select: str = "accuracy",
+    given: dict[str, Genome] | None = None,
+) -> dict[str, float | None]:
+    """Label -> source accuracy of the losses :func:`losses_to_transfer` would choose, in its order,
+    for readers that train nothing (the page, the dry run, the fidelity column)."""
+    chosen = _choose(sources, top_k, select, given, _ANY_CLASS_COUNT)
+    return {label: loss.source_accuracy for label, loss in chosen.items()}
+
+
+def _choose(
+    sources: optuna.Study | list[optuna.Study],
+    top_k: int | None,
+    select: str,
+    given: dict[str, Genome] | None,
+    num_classes: int,
+) -> dict[str, LossToTransfer]:
     sources = [sources] if isinstance(sources, optuna.Study) else sources
     by_structure: dict[str, tuple[str, LossToTransfer]] = {}
     zoo_accuracy: dict[str, float] = {}
@@ -90,9 +119,8 @@ def losses_to_transfer(
         # the zoo is transferred anyway: the top-k slots go to evolved losses
         ranked = select_trials(source, None, select)
         for trial in [trial for trial in ranked if TrialKey.ZOO not in trial.user_attrs][:top_k]:
-            label = SearchTrialRecord.from_trial(trial).label()
-            if len(sources) > 1 and label.startswith("trial_"):
-                label = f"{source.study_name}:{label}"
+            pooled_from = source.study_name if len(sources) > 1 else None
+            label = SearchTrialRecord.from_trial(trial).label(pooled_from=pooled_from)
             loss = LossToTransfer(trial_genome(source, trial), source.study_name, trial.values[0])
             by_structure.setdefault(loss.genome.structure_hash, (label, loss))
         for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -149,10 +177,11 @@ def source_augment_settings(source: optuna.Study, config: TransferConfig, image_
 def run_transfer(
     source_name: str | list[str],
     config: TransferConfig,
-    storage_url: str | None = None,
+    storage_url: str | BaseStorage | None = None,
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    data_for: DataFor | None = None,
 ) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
 
@@ -162,20 +191,22 @@ def run_transfer(
     Runs left RUNNING by a dead process of this machine are failed and redone
     (from their last checkpoint); Ctrl-C fails the running one with
     ``fail_reason = "interrupted"`` and raises :class:`KeyboardInterrupt`, so
-    running the same command again continues where it stopped.
+    running the same command again continues where it stopped. ``storage_url`` may be a storage
+    already open, and ``data_for`` where the data come from (default :func:`~optiloss.scoring.load_data`):
+    an experiment run hands down what it holds.
     """
     source_names = [source_name] if isinstance(source_name, str) else list(dict.fromkeys(source_name))
-    storage = open_storage(storage_url, create=False)
+    storage = storage_from(storage_url)
     sources = [load_study(storage, one) for one in source_names]
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
     given = named_losses(config.losses, nodes)  # a bad formula stops before the data are loaded
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
-    data = load_data(config, progress, merge_validation=True).to(device)
+    data = (data_for or loader(progress))(config, merge_validation=True).to(device)
     released = (
         ReleasedCorruptions.open(config.corruptions, data.test_labels.numpy()) if config.corruptions else None
     )
-    losses = losses_to_transfer(sources, config.top_k, config.select, given, data.num_classes)
+    losses = losses_to_transfer(sources, config.top_k, config.select, given, num_classes=data.num_classes)
     # the model's name, weights file and its fit are checked before anything is written
     create_model(config.model, data.num_classes, data.channels, weights=config.weights)
     augment = source_augment_settings(sources[0], config, data.train_images.shape[-1])
@@ -363,9 +394,7 @@ def transfer_table(
             }
         )
     if source is not None:
-        surrogate = {
-            label: loss.source_accuracy for label, loss in losses_to_transfer(source, top_k, select).items()
-        }
+        surrogate = transfer_labels(source, top_k, select)
         pairs = [
             (surrogate[row["loss"]], row["test_accuracy"])
             for row in table.rows

@@ -37,13 +37,10 @@ from optiloss.genome.genome import CONSTANT_RANGE, constant_gene
 from optiloss.genome.named import named_losses
 from optiloss.liveness import fail_dead_trials, worker_record
 from optiloss.records import StudyKey, TrialKey
-from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data
+from optiloss.scoring import DIVERGED_VALUES, LossEvaluator, load_data, record_training, screen_or_reject
 from optiloss.settings import SearchConfig
 from optiloss.storage import open_storage
 
-TUNED_LOSS_ATTR = "tuned_loss"
-"""Study user attr of a tune study: ``{"label", "formula", "space"}`` of the loss whose constants it
-tunes (``space`` :data:`SIGN_KEEPING`; absent in a study made before, which searched the whole range)."""
 SIGN_KEEPING = "sign-keeping"
 SCALE_FACTOR = 10.0
 """A non-zero constant is searched from its value divided by this to its value times this."""
@@ -123,7 +120,7 @@ def tune_loss(
     name = study_name or tune_study_name(config.resolved_study_name, label)
     storage = open_storage(storage_url)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    recorded = existing[name].user_attrs.get(TUNED_LOSS_ATTR) if name in existing else None
+    recorded = existing[name].user_attrs.get(StudyKey.TUNED_LOSS) if name in existing else None
     space, first_params = constant_space(
         start, sign_keeping=recorded is None or recorded.get("space") == SIGN_KEEPING
     )
@@ -146,7 +143,7 @@ def tune_loss(
         )
     if recorded is None:
         study.set_user_attr(
-            TUNED_LOSS_ATTR, {"label": label, "formula": start.formula, "space": SIGN_KEEPING}
+            StudyKey.TUNED_LOSS, {"label": label, "formula": start.formula, "space": SIGN_KEEPING}
         )
         study.set_user_attr(StudyKey.CONFIG, config.as_dict())
         study.enqueue_trial(first_params)  # the loss as given: tuning starts from it
@@ -158,15 +155,10 @@ def tune_loss(
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))
         params = {name: trial.suggest_float(name, d.low, d.high, log=d.log) for name, d in space.items()}
-        genome = tuned_genome(start, params)
-        screened = screen(genome.with_orientation(False), **config.screen_options())
-        trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
-        if not screened.accepted:
-            trial.set_user_attr(TrialKey.REJECTED, screened.reason)
-            raise optuna.TrialPruned(screened.reason)
+        genome = tuned_genome(start, params).with_orientation(False)
+        screened = screen_or_reject(trial, genome, **config.screen_options())
         result = evaluator.evaluate(screened.genome, augmentation, config.seed)
-        for key, value in result.record(evaluator.precision).to_user_attrs().items():
-            trial.set_user_attr(key, value)
+        record_training(trial, result, evaluator.precision)
         return DIVERGED_VALUES[0] if result.diverged else result.accuracy
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -216,7 +208,7 @@ def baseline_loss(against: str, config: SearchConfig, storage_url: str | None = 
     if against not in names:
         return zoo_loss(against, config, "--against"), against
     other = optuna.load_study(study_name=against, storage=storage)
-    tuned = other.user_attrs.get(TUNED_LOSS_ATTR)
+    tuned = other.user_attrs.get(StudyKey.TUNED_LOSS)
     if tuned is None:
         raise UsageError(f"--against {against!r} is no tune study")
     start = named_losses({"baseline": tuned["formula"]}, config.nodes)["baseline"]

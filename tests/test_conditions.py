@@ -168,7 +168,7 @@ def test_each_condition_zoo_loss_equals_its_direct_implementation(name):
     if name == "gce":  # in 5 nodes the division by q does not fit: q times GCE
         small = zoo(5, 2, 10, conditions=True)["gce"]
         assert float(small(y, p)) == pytest.approx(GCE_Q * float(_direct(name, p, labels)), rel=1e-6)
-    assert "exp((0.7 * ln(|p| + eps)))" in zoo(6, 2, conditions=True)["gce"].formula
+    assert "exp((0.7 * ln(|p| + eps)))" in zoo(6, 2, 10, conditions=True)["gce"].formula
 
 
 def test_studies_without_a_condition_keep_todays_zoo():

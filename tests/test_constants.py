@@ -85,7 +85,7 @@ def test_two_genomes_that_differ_only_in_a_constant_are_different_losses_unless_
     assert (
         screen(scaled(2.0), scale_free=True).fingerprint == screen(scaled(3.0), scale_free=True).fingerprint
     )
-    smoothed = zoo(5, 2)["label_smoothing_0.1"]
+    smoothed = zoo(5, 2, num_classes=10)["label_smoothing_0.1"]
     other = smoothed.with_constants((0.8, 0.02))
     assert screen(smoothed).fingerprint != screen(other).fingerprint
 
@@ -96,7 +96,7 @@ def test_the_zoos_label_smoothing_is_torchs_exactly(strength):
     loss = screen(zoo(5, 2, num_classes=10)[f"label_smoothing_{strength:g}"]).genome
     expected = F.cross_entropy(logits, labels, label_smoothing=strength)
     assert torch.allclose(loss(y, p), expected, atol=1e-5)
-    poly = screen(zoo(5, 2)["poly1"]).genome
+    poly = screen(zoo(5, 2, num_classes=10)["poly1"]).genome
     assert poly.constants[0] == 1.0
     assert torch.allclose(poly(y, p), screen(zoo(5)["poly1"]).genome(y, p), atol=1e-6)
 
@@ -153,3 +153,17 @@ def test_a_search_with_constants_is_a_plain_optuna_study(tmp_path, sampler):
     if sampler == "evolution":
         children = [t for t in study.trials if "mutation" in t.user_attrs]
         assert children  # past the first population
+
+
+def test_label_smoothing_with_constants_needs_the_class_count_and_never_guesses_it():
+    import inspect
+
+    from optiloss.search import open_search_study
+    from optiloss.transfer import losses_to_transfer
+
+    with pytest.raises(ValueError, match="num_classes"):
+        zoo(5, 2)
+    assert zoo(5, 2, num_classes=100)["label_smoothing_0.1"].constants == (0.9, 0.001)
+    for function in (open_search_study, losses_to_transfer):
+        parameter = inspect.signature(function).parameters["num_classes"]
+        assert parameter.default is inspect.Parameter.empty, function.__name__

@@ -245,3 +245,42 @@ def test_cross_entropy_trains_under_all_with_the_shipped_digits_settings():
         tuple(evaluator.evaluate(cross_entropy, augmentation, seed).accuracy for seed in range(4))
     )
     assert floor.mean > 0.75 and not floor.too_wide, floor.describe()
+
+
+@pytest.mark.slow  # about a minute: every stage of a small digits experiment
+def test_one_experiment_run_loads_each_data_set_once(tmp_path, monkeypatch):
+    """The run context loads a data set the first time a stage asks for it, and every later stage (a
+    recheck of each search, the matrix, a transfer of the same data) takes it from there."""
+    import optiloss.scoring
+    from optiloss.experiment import load_experiment, run_experiment
+
+    loads = []
+    original = optiloss.scoring.load_dataset
+
+    def counting(name, *args, **kwargs):
+        loads.append((name, args, tuple(sorted((k, v) for k, v in kwargs.items() if k != "progress"))))
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(optiloss.scoring, "load_dataset", counting)
+    path = write_experiment(
+        tmp_path,
+        search=(
+            'dataset = "digits"\naugmentations = ["base", "mixup"]\nn_trials = 4\npopulation_size = 4\n'
+            'epochs = 1\nmodel_width = 8\nbaseline_seeds = 2\nconstants = 0\ndevice = "cpu"\nseed = 1\n'
+            f'checkpoint_dir = "{tmp_path / "checkpoints"}"\nartifacts = false\n'
+        ),
+        recheck="seeds = 1\n",
+        **{
+            "[transfer]": (
+                'name = "wrn"\nmodel = "wrn-10-1"\ndataset = "digits"\naugmentations = ["base"]\n'
+                'top_k = 1\nseeds = 1\nepochs = 1\ndevice = "cpu"\n'
+                f'checkpoint_dir = "{tmp_path / "checkpoints"}"\n'
+            )
+        },
+    )
+    lines: list[str] = []
+    run_experiment(
+        load_experiment(path), f"sqlite:///{tmp_path / 'studies.db'}", progress=False, log=lines.append
+    )
+    assert any(line.startswith("[4/4] matrix") for line in lines), lines
+    assert loads and len(loads) == len(set(loads)), loads  # the searches, rechecks and matrix share one

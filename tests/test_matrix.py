@@ -95,3 +95,22 @@ def test_the_matrix_refuses_studies_of_mixed_settings_and_names_that_are_no_sear
         nothing.returncode == 2
         and "one of the arguments --dataset --prefix --study is required" in nothing.stderr
     )
+
+
+def test_a_hand_given_loss_the_search_trained_is_called_by_its_name_in_the_matrix(sqlite_url):
+    from optiloss.matrix import matrix_losses
+
+    config = SearchConfig.from_mapping({**SETTINGS, "augmentation": "base"})
+    study = optuna.create_study(study_name="named-base", storage=sqlite_url, directions=["maximize"] * 2)
+    for key, value in search_study_attrs(config).items():
+        study.set_user_attr(key, value)
+    study.enqueue_trial(zoo(config.nodes)["mse"].to_params(), user_attrs={"loss_name": "sq"})
+    study.enqueue_trial(zoo(config.nodes)["focal"].to_params())
+
+    def stored(trial):
+        Genome.suggest(trial, config.nodes, config.constants)
+        return (0.95, 0.5) if trial.number == 0 else (0.9, 0.5)
+
+    study.optimize(stored, n_trials=2)
+    labels = list(matrix_losses({"base": study}, 2, "accuracy", {}))
+    assert labels == ["cross_entropy", "sq", "base#1"]  # not base#0: a given loss has its name

@@ -155,7 +155,7 @@ def test_pooled_sources_name_their_study_and_given_losses_join_them(two_sources)
     url, _ = two_sources
     sources = [_study(url, "digits-base"), _study(url, "digits-mixup")]
     given = {"sq": screen(zoo()["mse"]).genome, "focal_again": screen(zoo()["focal"]).genome}
-    losses = losses_to_transfer(sources, 2, "accuracy", given)
+    losses = losses_to_transfer(sources, 2, "accuracy", given, num_classes=10)
     assert next(iter(losses)) == "cross_entropy"
     evolved = {label: loss for label, loss in losses.items() if ":trial_" in label}
     assert {loss.source_study for loss in evolved.values()} <= {"digits-base", "digits-mixup"}

@@ -104,19 +104,20 @@ def _config(tmp_path, **extra) -> SearchConfig:
 
 def test_a_new_study_screens_in_the_sampler(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'new.db'}")
-    study = open_search_study(_config(tmp_path), storage)
+    study = open_search_study(_config(tmp_path), storage, num_classes=10)
     assert isinstance(study.sampler, ScreeningSampler)
     assert study.user_attrs["config"]["screen_in_sampler"] is True
 
 
 def test_a_study_keeps_the_screening_it_was_made_with_unless_the_run_sets_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'made.db'}"
-    made = open_search_study(_config(tmp_path, screen_in_sampler=False), open_storage(url))
+    made = open_search_study(_config(tmp_path, screen_in_sampler=False), open_storage(url), num_classes=10)
     assert not isinstance(made.sampler, ScreeningSampler)
-    again = open_search_study(_config(tmp_path), open_storage(url))  # the default no longer applies
+    # the default no longer applies
+    again = open_search_study(_config(tmp_path), open_storage(url), num_classes=10)
     assert not isinstance(again.sampler, ScreeningSampler)
     assert not settle_config(_config(tmp_path), again.user_attrs).screen_in_sampler
-    told = open_search_study(_config(tmp_path, screen_in_sampler=True), open_storage(url))
+    told = open_search_study(_config(tmp_path, screen_in_sampler=True), open_storage(url), num_classes=10)
     assert isinstance(told.sampler, ScreeningSampler)
 
 

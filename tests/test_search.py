@@ -76,16 +76,24 @@ def test_a_diverging_loss_ends_with_finite_penalty_values_and_a_reason(tmp_path)
 
 def test_continuing_a_study_with_other_settings_is_refused(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    open_search_study(SearchConfig.from_mapping({"study_name": "mine", "constants": 0}), storage)
+    open_search_study(
+        SearchConfig.from_mapping({"study_name": "mine", "constants": 0}), storage, num_classes=10
+    )
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 6  # the zoo, enqueued
     open_search_study(
-        SearchConfig.from_mapping({"study_name": "mine", "n_trials": 50, "sampler": "random"}), storage
+        SearchConfig.from_mapping({"study_name": "mine", "n_trials": 50, "sampler": "random"}),
+        storage,
+        num_classes=10,
     )  # the budget and the search's strategy may change
     with pytest.raises(UsageError, match="nodes 5 .this run: 6."):
-        open_search_study(SearchConfig.from_mapping({"study_name": "mine", "nodes": 6}), storage)
+        open_search_study(
+            SearchConfig.from_mapping({"study_name": "mine", "nodes": 6}), storage, num_classes=10
+        )
     # what a trial trains with may not: its trials would not be comparable (issue 33)
     with pytest.raises(UsageError, match=r"epochs 10 \(this run: 3\).*--study-name mine-2\)$"):
-        open_search_study(SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage)
+        open_search_study(
+            SearchConfig.from_mapping({"study_name": "mine", "epochs": 3}), storage, num_classes=10
+        )
 
 
 @pytest.mark.parametrize(
@@ -195,7 +203,7 @@ def test_screening_in_the_sampler_stores_only_genomes_that_pass_and_counts_the_r
             "screen_in_sampler": True,
         }
     )
-    study = open_search_study(config, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    study = open_search_study(config, open_storage(f"sqlite:///{tmp_path / 's.db'}"), num_classes=10)
     assert isinstance(study.sampler, ScreeningSampler)
     study.optimize(
         LossSearchObjective(config, load_dataset("digits"), torch.device("cpu")),
@@ -270,6 +278,35 @@ def test_one_search_builds_one_evaluator_and_copies_the_data_to_the_device_once(
     outcome = run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
     assert outcome.complete_after == 2 and len(outcome.study.user_attrs["cross_entropy_seeds"]) == 2
     assert len(copies) == 1 and len(evaluators) == 1
+
+
+def test_a_search_settles_its_config_once_and_hands_it_to_the_study(tmp_path, monkeypatch):
+    from optiloss.search import run as search_run
+    from optiloss.search import study as search_study
+
+    settled = []
+    original = search_study.settle_config
+
+    def counting(config, attrs):
+        settled.append(config)
+        return original(config, attrs)
+
+    monkeypatch.setattr(search_study, "settle_config", counting)
+    monkeypatch.setattr(search_run, "settle_config", counting)
+    config = SearchConfig.from_mapping(
+        {
+            "n_trials": 2,
+            "population_size": 4,
+            "epochs": 1,
+            "model_width": 8,
+            "device": "cpu",
+            "baseline_seeds": 2,
+            "artifacts": False,
+            "checkpoint_dir": str(tmp_path / "checkpoints"),
+        }
+    )
+    search_run.run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
+    assert len(settled) == 1
 
 
 def test_a_given_loss_the_zoo_holds_already_is_named_not_silently_dropped(tiny_config, sqlite_url):

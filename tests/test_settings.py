@@ -102,6 +102,12 @@ def test_a_search_surrogate_is_not_a_transfer_model():
         TransferConfig.from_mapping({"model": "airbench"})
 
 
+@pytest.mark.parametrize("name", ["cnn", "surrogate"])
+def test_a_search_surrogate_is_not_a_transfer_model_under_its_old_name_either(name):
+    with pytest.raises(UsageError, match=f"model {name!r} is a search surrogate"):
+        TransferConfig.from_mapping({"model": name})
+
+
 def test_every_key_declares_its_help_once_and_the_cli_options_come_from_the_fields():
     from optiloss.cli import (
         EVALUATE_OPTIONS,

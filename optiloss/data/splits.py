@@ -44,26 +44,34 @@ class ImageSplits:
         return height, width
 
     def to(self, device: torch.device | str) -> ImageSplits:
-        """A copy with every tensor on ``device`` (still uint8: batches become float on the fly).
+        """A copy with every tensor on ``device`` (still uint8: batches become float on the fly), or
+        these splits themselves when they are on it already.
 
         To CUDA, the copy goes through pinned memory without blocking.
         """
         device = torch.device(device)
+        fields = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
+        if all(_is_on(getattr(self, field), device) for field in fields):
+            return self
         cuda = device.type == "cuda"
         moved = {
             field: (getattr(self, field).pin_memory() if cuda else getattr(self, field)).to(
                 device, non_blocking=cuda
             )
-            for field in (
-                "train_images",
-                "train_labels",
-                "val_images",
-                "val_labels",
-                "test_images",
-                "test_labels",
-            )
+            for field in fields
         }
         return replace(self, **moved)
+
+
+def _is_on(tensor: torch.Tensor, device: torch.device) -> bool:
+    if tensor.device.type != device.type:
+        return False
+    index = (
+        device.index
+        if device.index is not None
+        else (torch.cuda.current_device() if device.type == "cuda" else None)
+    )
+    return tensor.device.index == index
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

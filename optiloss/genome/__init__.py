@@ -4,9 +4,11 @@ from optiloss.genome.genome import DEFAULT_NODES, LEAVES, Genome, Node, gene_nam
 from optiloss.genome.operators import BINARY_OPERATORS, EPS, OPERATORS, UNARY_OPERATORS
 from optiloss.genome.parse import FormulaError, parse_formula
 from optiloss.genome.screen import ScreenResult, screen
-from optiloss.genome.zoo import zoo
+from optiloss.genome.zoo import BASELINE, BASELINE_DISPLAY, baseline_genome, display_name, zoo, zoo_names
 
 __all__ = [
+    "BASELINE",
+    "BASELINE_DISPLAY",
     "BINARY_OPERATORS",
     "DEFAULT_NODES",
     "EPS",
@@ -17,9 +19,12 @@ __all__ = [
     "OPERATORS",
     "ScreenResult",
     "UNARY_OPERATORS",
+    "baseline_genome",
+    "display_name",
     "gene_names",
     "input_choices",
     "parse_formula",
     "screen",
     "zoo",
+    "zoo_names",
 ]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from optiloss.errors import UsageError
 from optiloss.genome.genome import Genome
 from optiloss.genome.parse import FormulaError, parse_formula
 from optiloss.genome.screen import screen
-from optiloss.genome.zoo import zoo
-
-RESERVED_NAME = re.compile(r"trial_\d+")
+from optiloss.genome.zoo import zoo_names
+from optiloss.records import FOUND_LABEL
 
 
 def _without_outer_negation(formula: str) -> str:
@@ -57,7 +55,7 @@ def _parse(formula: str, n_nodes: int, n_constants: int | None) -> Genome:
 
 
 def named_losses(
-    formulas: Mapping[str, str], n_nodes: int, n_constants: int | None = None
+    formulas: Mapping[str, str] | Mapping[str, Genome], n_nodes: int, n_constants: int | None = None
 ) -> dict[str, Genome]:
     """Name -> the screened, oriented genome of each formula, in ``n_nodes`` nodes with ``n_constants``
     constants (its numbers, the unused ones 0; None: as many as it has, for a loss trained on its own
@@ -65,14 +63,19 @@ def named_losses(
 
     A formula that does not parse, needs more nodes, or fails the screen, and a name the
     reports use already (a zoo loss, ``trial_N``), is a :class:`UsageError` naming the loss and why.
+    A :class:`Genome` in place of a formula is taken as it is: these very losses, parsed and screened
+    already (an experiment run parses its losses once).
     """
     losses: dict[str, Genome] = {}
     for name, formula in formulas.items():
-        if name in zoo(n_nodes, max(2, n_constants or 0)) or RESERVED_NAME.fullmatch(name):
+        if name in zoo_names(max(2, n_constants or 0)) or FOUND_LABEL.fullmatch(name):
             raise UsageError(
                 f"loss name {name!r} is taken (the zoo's losses and trial_N label trials "
                 "in reports); choose another name"
             )
+        if isinstance(formula, Genome):
+            losses[name] = formula
+            continue
         try:
             genome = _parse(formula, n_nodes, n_constants)
         except FormulaError as error:

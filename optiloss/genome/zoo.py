@@ -9,6 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from optiloss.genome.genome import DEFAULT_NODES, Genome
+from optiloss.genome.screen import screen
+
+BASELINE = "cross_entropy"
+"""The baseline's name: the zoo's cross-entropy, as studies, ledgers and tables store it. Every
+comparison (noise floor, recheck, transfer, matrix, evaluate, the page) is made against it."""
+BASELINE_DISPLAY = "cross-entropy"
+"""The baseline as prose and figures write it."""
+
+
+def display_name(label: str) -> str:
+    """A loss's label as prose and figures write it: the baseline's spelled out, others as they are."""
+    return BASELINE_DISPLAY if label == BASELINE else label
+
+
+def baseline_genome(n_nodes: int = DEFAULT_NODES) -> Genome:
+    """Cross-entropy in ``n_nodes`` nodes, screened and oriented: the genome every baseline run trains."""
+    return screen(zoo(n_nodes)[BASELINE]).genome
+
 
 LABEL_SMOOTHING_STRENGTHS = (0.1, 0.2)
 """The smoothing strengths the zoo carries exactly in studies with constants (the literature's usual)."""
@@ -27,7 +45,10 @@ CONDITION_LOSSES = ("mae", "gce", "sce")
 
 
 def zoo(
-    n_nodes: int = DEFAULT_NODES, n_constants: int = 0, num_classes: int = 10, conditions: bool = False
+    n_nodes: int = DEFAULT_NODES,
+    n_constants: int = 0,
+    num_classes: int | None = None,
+    conditions: bool = False,
 ) -> dict[str, Genome]:
     """The known losses as unoriented genomes of ``n_nodes`` nodes (at least 4): cross-entropy
     (-sum y ln p), focal loss with gamma 2 (Lin et al. 2017), Poly-1 (Leng et al. 2022: cross-entropy
@@ -45,7 +66,8 @@ def zoo(
     loss, with its epsilon tunable), and with two or more the zoo adds label smoothing exactly as
     written in the literature, ``label_smoothing_0.1`` and ``label_smoothing_0.2``:
     ``-((1 - e) y + e / C) ln p``, whose constants 1 - e and e / C need the class count
-    ``num_classes`` (the genome cannot see it). The old ``label_smoothing`` stays for old studies.
+    ``num_classes`` (the genome cannot see it; leaving it out there is a ValueError, never a guess;
+    :func:`zoo_names` gives the names alone). The old ``label_smoothing`` stays for old studies.
     Focal loss keeps gamma 2 as ``(1 - p)^2``: a gamma constant needs 7 nodes.
 
     With ``conditions`` (a study with label noise or class imbalance) the zoo adds the losses built for
@@ -65,7 +87,7 @@ def zoo(
         return Genome.from_nodes(*nodes, n_nodes=n_nodes, constants=constants, n_constants=n_constants)
 
     losses = {
-        "cross_entropy": build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
+        BASELINE: build(("ln", "p"), ("mul", "y", "n0"), ("neg", "n1")),
         # y (1 - p)^2 ln p rises with p_t; the screen negates it
         "focal": build(
             ("ln", "p"), ("sub", "1", "p"), ("square", "n1"), ("mul", "n2", "n0"), ("mul", "y", "n3")
@@ -88,6 +110,8 @@ def zoo(
             constants=(1.0,),
         )
     if n_constants >= 2:
+        if num_classes is None:
+            raise ValueError("the zoo's label smoothing with constants needs the data set's num_classes")
         for strength in LABEL_SMOOTHING_STRENGTHS:
             # ((1 - e) y + e / C) ln p rises with p_t; the screen negates it
             losses[label_smoothing_name(strength)] = build(
@@ -123,3 +147,15 @@ def _condition_losses(build: Callable[..., Genome], n_nodes: int, n_constants: i
             constants=(SCE_ALPHA, -SCE_LOG_ZERO * SCE_BETA),
         )
     return losses
+
+
+def zoo_names(n_constants: int = 0, conditions: bool = False, n_nodes: int = DEFAULT_NODES) -> list[str]:
+    """The names of :func:`zoo`'s losses for a study with ``n_constants`` constants (and ``conditions``,
+    in ``n_nodes`` nodes), in its order."""
+    names = list(zoo(n_nodes))
+    if n_constants >= 2:
+        names += [label_smoothing_name(strength) for strength in LABEL_SMOOTHING_STRENGTHS]
+    if conditions:
+        fits = {"mae": True, "gce": n_constants >= 1, "sce": n_constants >= 2 and n_nodes >= 6}
+        names += [name for name in CONDITION_LOSSES if fits[name]]
+    return names

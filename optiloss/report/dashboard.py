@@ -21,15 +21,16 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from optiloss.genome import Genome, screen, zoo
+from optiloss.genome import BASELINE_DISPLAY, Genome, baseline_genome
 from optiloss.records import SearchTrialRecord, StudyKey
 from optiloss.report.tables import search_summary
 from optiloss.search.hooks import SearchHooks
 from optiloss.settings import SearchConfig
 from optiloss.statistics import hypervolume
+from optiloss.storage import ARTIFACTS_DIR
 from optiloss.studies import noise_floor, noise_floor_verdict, pareto_trials, trial_robustness
 
-DEFAULT_ARTIFACT_DIR = "storage/artifacts"
+DEFAULT_ARTIFACT_DIR = ARTIFACTS_DIR
 HYPERVOLUME_FIGURE_ID = "hypervolume-history"
 
 
@@ -62,9 +63,9 @@ def loss_shape(genome: Genome, points: int = 400) -> tuple[np.ndarray, np.ndarra
 def plot_loss_shape(genome: Genome, path: Path, title: str) -> None:
     """PNG of the loss and its gradient against the true-class probability, next to cross-entropy."""
     plt = pyplot()
-    reference = screen(zoo()["cross_entropy"]).genome
+    reference = baseline_genome()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for shown, label, style in ((reference, "cross-entropy", "--"), (genome, "this loss", "-")):
+    for shown, label, style in ((reference, BASELINE_DISPLAY, "--"), (genome, "this loss", "-")):
         p_true, values, gradient = loss_shape(shown)
         left.plot(p_true, values, style, label=label)
         right.plot(p_true, gradient, style, label=label)

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from optiloss.matrix import MatrixResult
 from optiloss.records import TransferRunRecord
+from optiloss.report import figures
 from optiloss.report.dashboard import pyplot
 from optiloss.report.tables import format_rows
 from optiloss.transfer import TransferTable, released_rows
@@ -124,24 +125,10 @@ def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
             for label in labels
         ]
     )
-    figure, axes = plt.subplots(figsize=(1.6 * len(result.augmentations) + 3, 0.6 * len(labels) + 1.5))
-    image = axes.imshow(means, cmap="viridis", aspect="auto")
-    axes.set_xticks(range(len(result.augmentations)), result.augmentations)
-    axes.set_yticks(range(len(labels)), labels)
-    for row in range(len(labels)):
-        for column in range(len(result.augmentations)):
-            bright = means[row, column] > (means.max() + means.min()) / 2
-            axes.text(
-                column,
-                row,
-                f"{means[row, column]:.3f}",
-                ha="center",
-                va="center",
-                color="black" if bright else "white",
-            )
     split = {"test": "test", "val": "validation"}.get(result.split, result.split)
-    axes.set_title(f"{result.dataset}: {split} accuracy, loss x augmentation")
-    figure.colorbar(image, ax=axes, label="accuracy")
+    figure = figures.heatmap(
+        means, labels, result.augmentations, f"{result.dataset}: {split} accuracy, loss x augmentation"
+    )
     figure.tight_layout()
     figure.savefig(png_path, dpi=120)
     plt.close(figure)

@@ -9,7 +9,6 @@ HTML comes from the Jinja2 template ``templates/experiment.html`` (autoescaped).
 
 from __future__ import annotations
 
-import io
 import math
 import platform
 import statistics
@@ -22,76 +21,30 @@ import jinja2
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from scipy import stats
 
 from optiloss.errors import OptilossError
 from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
-from optiloss.genome import screen, zoo
+from optiloss.genome import BASELINE, display_name
 from optiloss.matrix import MatrixResult
-from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey
-from optiloss.report.dashboard import loss_shape, pyplot
+from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, pooled_label
+from optiloss.report import figures
 from optiloss.report.experiments import paper_table
 from optiloss.report.tables import search_summary
-from optiloss.statistics import sample_std, welch_p_value
-from optiloss.storage import mask_url, resolve_storage_url
-from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials, trial_genome
-from optiloss.transfer import BASELINE, TransferTable, losses_to_transfer, transfer_table
+from optiloss.statistics import Comparison, sample_std, welch_p_value
+from optiloss.storage import REPORTS_DIR, mask_url, resolve_storage_url
+from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials
+from optiloss.transfer import TransferTable, transfer_labels, transfer_table
 
 PAGE = "index.html"
-ALPHA = 0.05
 _PACKAGES = ("optiloss", "torch", "torchvision", "optuna", "kornia", "timm", "numpy", "scipy")
-
-
-@dataclass
-class Comparison:
-    """A loss's accuracies over fresh seeds against a reference's: difference of means and Welch's p."""
-
-    name: str
-    mean: float
-    std: float
-    seeds: int
-    reference: str
-    reference_mean: float
-    p: float
-
-    @property
-    def difference(self) -> float:
-        return self.mean - self.reference_mean
-
-    @property
-    def better(self) -> bool:
-        return self.difference > 0 and not math.isnan(self.p) and self.p < ALPHA
-
-    def verdict(self) -> str:
-        """``better than X``, ``worse than X`` (both at p < 0.05) or ``not shown better than X``."""
-        if self.better:
-            return f"better than {self.reference}"
-        if self.difference < 0 and not math.isnan(self.p) and self.p < ALPHA:
-            return f"worse than {self.reference}"
-        return f"not shown better than {self.reference}"
-
-    def describe(self) -> str:
-        p = "no p-value (too few seeds or no spread)" if math.isnan(self.p) else f"Welch's p {self.p:.3g}"
-        return (
-            f"{self.mean:.4f} ± {self.std:.4f} against {self.reference}'s {self.reference_mean:.4f} "
-            f"({self.difference:+.4f}, {p}, {self.seeds} seeds)"
-        )
 
 
 def _compare(runs: dict[str, list[float]], name: str, reference: str) -> Comparison | None:
     if name not in runs or reference not in runs:
         return None
-    values, baseline = runs[name], runs[reference]
-    return Comparison(
-        name,
-        statistics.mean(values),
-        sample_std(values),
-        len(values),
-        "cross-entropy" if reference == BASELINE else reference,
-        statistics.mean(baseline),
-        welch_p_value(values, baseline),
-    )
+    return Comparison.of(runs[name], runs[reference], name, display_name(reference))
 
 
 @dataclass
@@ -135,17 +88,6 @@ class TransferSection:
     fidelity_pairs: int = 0
 
 
-def _svg(figure: Any) -> str:
-    """The figure as an inline ``<svg>`` element (no XML prologue), text kept as text."""
-    plt = pyplot()
-    buffer = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none"}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
 def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -162,61 +104,6 @@ def _ledger_runs(storage: BaseStorage, name: str) -> dict[str, list[float]]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         runs.setdefault(trial.user_attrs[TrialKey.LOSS], []).append(trial.values[0])
     return runs
-
-
-def _front_svg(study: optuna.Study, augmentation: str) -> str:
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(5.6, 4.0))
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    front = {trial.number for trial in pareto_trials(study)}
-    groups: dict[str, list[tuple[float, float]]] = {"evolved": [], "zoo": [], "given": []}
-    for trial in complete:
-        record = SearchTrialRecord.from_trial(trial)
-        if record.robustness is None or record.diverged:
-            continue
-        kind = "zoo" if record.zoo else "given" if record.loss_name else "evolved"
-        groups[kind].append((trial.values[0], record.robustness))
-        if record.zoo == BASELINE:
-            axes.annotate("cross-entropy", (trial.values[0], record.robustness), fontsize=7)
-    styles = {"evolved": ("o", "#4c72b0"), "zoo": ("s", "#dd8452"), "given": ("^", "#55a868")}
-    for kind, points in groups.items():
-        if points:
-            x, y = zip(*points)
-            marker, colour = styles[kind]
-            axes.scatter(x, y, marker=marker, color=colour, s=22, alpha=0.75, label=kind)
-    members = sorted(
-        (trial.values[0], SearchTrialRecord.from_trial(trial).robustness)
-        for trial in complete
-        if trial.number in front and SearchTrialRecord.from_trial(trial).robustness is not None
-    )
-    if members:
-        x, y = zip(*members)
-        axes.plot(x, y, "-", color="#c44e52", lw=1.2, label="Pareto front")
-        axes.scatter(x, y, facecolors="none", edgecolors="#c44e52", s=70, lw=1.2)
-    floor = noise_floor(study)
-    if floor is not None and floor.std > 0:
-        low, high = floor.prediction_interval()
-        axes.axvspan(low, high, color="grey", alpha=0.15, label="cross-entropy 95 % PI")
-    axes.set(xlabel="validation accuracy", ylabel="robustness (accuracy under corruptions)")
-    axes.set_title(f"{study.study_name}: {len(complete)} trained losses", fontsize=9)
-    axes.legend(fontsize=7, loc="best")
-    return _svg(figure)
-
-
-def _shapes_svg(study: optuna.Study, trials: list[FrozenTrial]) -> str:
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(5.6, 4.0))
-    reference = screen(zoo()["cross_entropy"]).genome
-    p_true, values, _ = loss_shape(reference)
-    axes.plot(p_true, values, "--", color="black", label="cross-entropy")
-    for trial in trials:
-        p_true, values, _ = loss_shape(trial_genome(study, trial))
-        if np.all(np.isfinite(values)):
-            axes.plot(p_true, values, label=SearchTrialRecord.from_trial(trial).label())
-    axes.set(xlabel="true-class probability p_t", ylabel="loss", yscale="symlog")
-    axes.set_title("shapes of the best losses (two classes)", fontsize=9)
-    axes.legend(fontsize=7)
-    return _svg(figure)
 
 
 def _recheck_rows(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -260,13 +147,13 @@ def _augmentation_section(
     if not complete:
         section.summary = f"{augmentation}: the search has no trained loss yet (study {name})."
         return section
-    section.front_svg = _front_svg(study, augmentation)
+    section.front_svg = figures.svg(figures.search_front(study))
     section.noise_floor = noise_floor_verdict(study, pareto_trials(study)).removeprefix("noise floor: ")
     floor = noise_floor(study)
     if floor is not None and floor.too_wide:
         section.too_wide = f"In the search, {floor.too_wide_sentence()}."
     found, zoo_losses = found_and_zoo(study)
-    section.shapes_svg = _shapes_svg(study, found[:3])
+    section.shapes_svg = figures.svg(figures.loss_shapes(study, found[:3]))
     best = found[0] if found else None
     best_zoo = zoo_losses[0] if zoo_losses else None
     runs = _ledger_runs(storage, experiment.recheck_ledger(augmentation))
@@ -403,35 +290,24 @@ def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult 
             for label in labels
         ]
     )
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(1.5 * len(result.augmentations) + 3, 0.55 * len(labels) + 1.6))
-    image = axes.imshow(np.ma.masked_invalid(means), cmap="viridis", aspect="auto")
-    axes.set_xticks(range(len(result.augmentations)), result.augmentations)
-    axes.set_yticks(range(len(labels)), labels)
-    middle = (np.nanmax(means) + np.nanmin(means)) / 2
-    for row in range(len(labels)):
-        for column in range(len(result.augmentations)):
-            value = means[row, column]
-            if not np.isnan(value):
-                axes.text(
-                    column,
-                    row,
-                    f"{value:.3f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="black" if value > middle else "white",
-                )
     split = {"test": "test", "val": "validation"}[result.split]
-    axes.set(xlabel="trained under", title=f"{split} accuracy: loss x augmentation")
-    figure.colorbar(image, ax=axes, label="accuracy")
-    return result, _svg(figure)
+    figure = figures.heatmap(
+        means,
+        labels,
+        result.augmentations,
+        f"{split} accuracy: loss x augmentation",
+        xlabel="trained under",
+        cell=(1.5, 0.55),
+        margin=(3, 1.6),
+        fontsize=8,
+    )
+    return result, figures.svg(figure)
 
 
 def _evolved_label(loss: str, source_study: str) -> str:
     """A transfer row's loss as the page names it: an evolved loss with its study (``study:trial_N``,
     as a pooled transfer names it already), so the same trial number of two studies stays apart."""
-    return f"{source_study}:{loss}" if loss.startswith("trial_") and source_study else loss
+    return pooled_label(loss, source_study)
 
 
 def _transfer_section(
@@ -459,41 +335,20 @@ def _transfer_section(
         own = _load(storage, searches[run.augmentation])
         if own is None:
             continue
-        chosen = {
-            _evolved_label(label, own.study_name): loss
-            for label, loss in losses_to_transfer(own, None, run.config.select).items()
+        source_accuracy = {
+            _evolved_label(label, own.study_name): accuracy
+            for label, accuracy in transfer_labels(own, None, run.config.select).items()
         }
         for row in table.rows:
-            loss = chosen.get(row["loss"])
-            if (
-                row["augmentation"] == run.augmentation
-                and loss is not None
-                and loss.source_accuracy is not None
-            ):
-                pairs.setdefault(run.augmentation, []).append(
-                    (loss.source_accuracy, row["test_accuracy"], row["loss"])
-                )
+            accuracy = source_accuracy.get(row["loss"])
+            if row["augmentation"] == run.augmentation and accuracy is not None:
+                pairs.setdefault(run.augmentation, []).append((accuracy, row["test_accuracy"], row["loss"]))
     section = TransferSection(stage_name, study_names, paper_table(table), table.rows, table.augmentations)
     if not seeds:
         return section
-    plt = pyplot()
     labels = list(dict.fromkeys(row["loss"] for row in table.rows))
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.5 * len(labels) + 2), 3.8))
-    for offset, augmentation in enumerate(table.augmentations):
-        shift = (offset - (len(table.augmentations) - 1) / 2) * 0.12
-        for index, label in enumerate(labels):
-            values = seeds.get((label, augmentation), [])
-            axes.scatter(
-                [index + shift] * len(values),
-                values,
-                s=16,
-                color=f"C{offset}",
-                label=augmentation if index == 0 else None,
-            )
-    axes.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
-    axes.set(ylabel="test accuracy", title=f"{stage_name}: each seed's run")
-    axes.legend(fontsize=7, title="augmentation", title_fontsize=7)
-    section.seeds_svg = _svg(figure)
+    figure = figures.seed_runs(labels, table.augmentations, seeds, stage_name)
+    section.seeds_svg = figures.svg(figure)
     rhos = {
         augmentation: float(stats.spearmanr([x for x, _, _ in points], [y for _, y, _ in points]).statistic)
         for augmentation, points in pairs.items()
@@ -504,24 +359,8 @@ def _transfer_section(
         section.spearman = statistics.mean(rhos.values())
         section.spearman_by_augmentation = rhos
         section.fidelity_pairs = sum(len(pairs[augmentation]) for augmentation in rhos)
-        figure, axes = plt.subplots(figsize=(5.0, 3.8))
-        for offset, augmentation in enumerate(table.augmentations):
-            points = pairs.get(augmentation, [])
-            if points:
-                axes.scatter(
-                    [x for x, _, _ in points],
-                    [y for _, y, _ in points],
-                    s=18,
-                    color=f"C{offset}",
-                    label=f"{augmentation} (rho {rhos.get(augmentation, math.nan):.2f})",
-                )
-        axes.set(
-            xlabel="surrogate (search) accuracy",
-            ylabel="transfer test accuracy",
-            title=f"fidelity: mean Spearman's rho within an augmentation {section.spearman:.2f}",
-        )
-        axes.legend(fontsize=7)
-        section.fidelity_svg = _svg(figure)
+        figure = figures.fidelity(table.augmentations, pairs, rhos, section.spearman)
+        section.fidelity_svg = figures.svg(figure)
     return section
 
 
@@ -560,7 +399,7 @@ def _device(experiment: Experiment) -> str:
 def write_experiment_page(
     experiment: Experiment,
     storage_url: str | None = None,
-    output: str | Path = "storage/reports",
+    output: str | Path = REPORTS_DIR,
     plans: list[StagePlan] | None = None,
 ) -> Path:
     """Write ``{output}/{experiment.name}/index.html`` from what the storage holds; returns its path."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import optuna
 from tqdm.auto import tqdm
 
-from optiloss.genome import screen, zoo
+from optiloss.genome import baseline_genome
 from optiloss.records import StudyKey
 from optiloss.scoring import LossEvaluator
 from optiloss.settings import SearchConfig
@@ -35,7 +35,7 @@ def train_noise_floor(
     if not missing:
         return 0
     augmentation = evaluator.augmentation(config.augmentation)
-    cross_entropy = screen(zoo(config.nodes)["cross_entropy"]).genome
+    cross_entropy = baseline_genome(config.nodes)
     for seed in tqdm(missing, desc="cross-entropy noise floor", unit="seed", disable=not progress):
         result = evaluator.evaluate(cross_entropy, augmentation, seed)
         runs.append({"seed": seed, "accuracy": result.accuracy, "robustness": result.robustness})

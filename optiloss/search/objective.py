@@ -13,21 +13,23 @@ import torch
 from optuna.trial import TrialState
 
 from optiloss.data import ImageSplits
-from optiloss.genome import Genome, screen
+from optiloss.genome import BASELINE, Genome
 from optiloss.liveness import worker_record
 from optiloss.records import SECONDS_DIGITS, SearchTrialRecord, TrialKey, given_name
-from optiloss.scoring import DIVERGED_VALUES, LossEvaluator
+from optiloss.scoring import (
+    DIVERGED_VALUES,
+    LossEvaluator,
+    Rejected,
+    record_training,
+    reject,
+    screen_or_reject,
+)
 from optiloss.search.hooks import TrialTrained
 from optiloss.search.recovery import INTERRUPTED
 from optiloss.settings import SearchConfig
 from optiloss.train import Checkpointing
 
 __all__ = ["DIVERGED_VALUES", "LossSearchObjective", "Rejected"]
-
-
-class Rejected(optuna.TrialPruned):
-    """A genome rejected before or early in training; the trial ends PRUNED with
-    ``user_attrs['rejected']``."""
 
 
 def early_rejection_epoch(config: SearchConfig) -> int | None:
@@ -94,14 +96,11 @@ class LossSearchObjective:
         # the sampler draws the genome here, and writes its own bookkeeping (lineage, redraws) on the trial
         trial.relative_params  # noqa: B018 -- also makes an enqueued trial join NSGA-II's generation
         genome = Genome.suggest(trial, self.config.nodes, self.config.constants)
-        screened = screen(genome, **self.config.screen_options())
-        trial.set_user_attr(TrialKey.FORMULA, screened.genome.formula)
-        if not screened.accepted:
-            self._reject(trial, screened.reason or "rejected by the screen")
+        screened = screen_or_reject(trial, genome, **self.config.screen_options())
         assert screened.fingerprint is not None  # an accepted genome has one
         duplicate = self._trial_with_fingerprint(trial, screened.fingerprint)
         if duplicate is not None:
-            self._reject(trial, f"duplicate of trial {duplicate}")
+            reject(trial, f"duplicate of trial {duplicate}")
         genome = screened.genome
         identity = SearchTrialRecord(
             trial.number,
@@ -113,11 +112,6 @@ class LossSearchObjective:
         for key, value in identity.identity_attrs().items():
             trial.set_user_attr(key, value)
         return self.train_and_score(trial, genome)
-
-    @staticmethod
-    def _reject(trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr(TrialKey.REJECTED, reason)
-        raise Rejected(reason)
 
     @staticmethod
     def _trial_with_fingerprint(trial: optuna.Trial, fingerprint: str) -> int | None:
@@ -136,7 +130,7 @@ class LossSearchObjective:
         curves = (
             t.user_attrs.get(TrialKey.TRAIN_ACCURACY_BY_EPOCH, ())
             for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get(TrialKey.ZOO) == "cross_entropy"
+            if t.user_attrs.get(TrialKey.ZOO) == BASELINE
         )
         reference = next((curve for curve in curves if len(curve) >= epoch), None)
         if reference is None:
@@ -146,7 +140,7 @@ class LossSearchObjective:
         def check(row: dict[str, float]) -> None:
             if row["epoch"] == epoch and row["train_accuracy"] < threshold:
                 trial.set_user_attr(TrialKey.TRAINING_SECONDS, round(row["seconds"], SECONDS_DIGITS))
-                self._reject(
+                reject(
                     trial,
                     f"slow learner: training accuracy {row['train_accuracy']:.4f} after "
                     f"epoch {epoch} of {self.config.epochs}, below "
@@ -183,8 +177,7 @@ class LossSearchObjective:
         values = DIVERGED_VALUES if result.diverged else (result.accuracy, result.robustness)
         if self.trial_trained is not None and result.history and self._wants_plots(trial, values):
             self.trial_trained(trial, genome, result.history)
-        for key, value in result.record(self.evaluator.precision).to_user_attrs().items():
-            trial.set_user_attr(key, value)
+        record_training(trial, result, self.evaluator.precision)
         return self._objective_values(*values, trial)
 
     def _wants_plots(self, trial: optuna.Trial, values: tuple[float, float]) -> bool:

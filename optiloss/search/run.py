@@ -27,7 +27,7 @@ from optiloss.search.hooks import SearchHooks
 from optiloss.search.noise_floor import train_noise_floor
 from optiloss.search.objective import LossSearchObjective
 from optiloss.search.recovery import close_unneeded_retries, sweep_dead_trials
-from optiloss.search.study import given_loss_lines, open_search_study, settle_config
+from optiloss.search.study import given_loss_lines, open_settled_study, settle_config, stored_study_attrs
 from optiloss.settings import SearchConfig
 from optiloss.storage import mask_url, open_storage, resolve_storage_url
 from optiloss.studies import count_trials
@@ -129,8 +129,10 @@ def run_search(
     if data is None:
         data = load_data(config, progress)
     # tables and study are created here, once, before any worker starts
-    storage, study = _open_study(config, url, worker=0, num_classes=data.num_classes, log=log)
-    config = settle_config(config, study.user_attrs)
+    storage = _open_storage(config, url)
+    # the study's own constants and screening, once: the workers get the settled config
+    config = settle_config(config, stored_study_attrs(storage, config.resolved_study_name))
+    study = open_settled_study(config, storage, num_classes=data.num_classes, log=log)
     name = study.study_name
     if data.conditions and StudyKey.CONDITIONS not in study.user_attrs:
         study.set_user_attr(StudyKey.CONDITIONS, data.conditions)
@@ -184,21 +186,14 @@ def _close_unneeded_retries(
         )
 
 
-def _open_study(
-    config: SearchConfig,
-    url: str,
-    worker: int,
-    num_classes: int = 10,
-    log: Callable[[str], None] | None = None,
-) -> tuple[RDBStorage, optuna.Study]:
-    storage = open_storage(
+def _open_storage(config: SearchConfig, url: str) -> RDBStorage:
+    return open_storage(
         url,
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
         max_retry=config.max_retry,
         outage_s=config.db_outage_s,
     )
-    return storage, open_search_study(config, storage, worker, num_classes, log)
 
 
 def upkeep_callback(
@@ -282,9 +277,11 @@ def _worker_main(
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        storage, study = _open_study(config, url, worker)
+        data = load_data(config, progress=False)
+        storage = _open_storage(config, url)
+        study = open_settled_study(config, storage, worker, num_classes=data.num_classes)
         device = resolve_device(config.device, worker)
-        evaluator = LossEvaluator.for_search(config, load_data(config, progress=False).to(device), device)
+        evaluator = LossEvaluator.for_search(config, data.to(device), device)
         tracker = _optimize(config, storage, study, evaluator, progress=False, done=0, hooks=hooks)
         rejected.put(tracker.rejected)
     except KeyboardInterrupt:

@@ -39,8 +39,9 @@ from optiloss.studies import reason_kind
 
 
 def record_on_trial(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
-    """A sampler's bookkeeping written onto the trial being sampled, as Optuna's GA samplers write
-    theirs (through the study's storage: the sampler sees only a :class:`FrozenTrial`)."""
+    """Write ``key`` onto an unfinished ``trial`` held only as a :class:`FrozenTrial` (a sampler's
+    bookkeeping on the trial being sampled, as Optuna's GA samplers write theirs; a name given to a
+    running trial), through the study's storage. The one place optiloss uses ``study._storage``."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 

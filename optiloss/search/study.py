@@ -20,12 +20,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.data import resolved_image_size
 from optiloss.errors import UsageError
-from optiloss.genome import Genome, zoo
+from optiloss.genome import BASELINE, Genome, zoo
 from optiloss.genome.named import named_losses
 from optiloss.records import SearchTrialRecord, StudyKey, TrialKey
 from optiloss.search.evolution import RegularizedEvolutionSampler
 from optiloss.search.guided import GuidedSampler
-from optiloss.search.sampler import ScreeningSampler, given_genes
+from optiloss.search.sampler import ScreeningSampler, given_genes, record_on_trial
 from optiloss.settings import SearchConfig, training_differences
 from optiloss.studies import count_trials
 
@@ -108,7 +108,8 @@ def settle_config(config: SearchConfig, study_attrs: Mapping[str, Any]) -> Searc
     return config.replace(**kept) if kept else config
 
 
-def _stored_attrs(storage: BaseStorage, name: str) -> dict[str, Any]:
+def stored_study_attrs(storage: BaseStorage, name: str) -> dict[str, Any]:
+    """The user attrs of the study ``name`` in ``storage``, empty if there is none yet."""
     try:
         return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     except KeyError:
@@ -133,10 +134,25 @@ def open_search_study(
     config: SearchConfig,
     storage: BaseStorage,
     worker: int = 0,
-    num_classes: int = 10,
+    *,
+    num_classes: int,
     log: Callable[[str], None] | None = None,
 ) -> optuna.Study:
-    """Create the study of ``config`` or continue it.
+    """Create the study of ``config`` or continue it: :func:`settle_config` against what the storage
+    holds, then :func:`open_settled_study`."""
+    settled = settle_config(config, stored_study_attrs(storage, config.resolved_study_name))
+    return open_settled_study(settled, storage, worker, num_classes=num_classes, log=log)
+
+
+def open_settled_study(
+    config: SearchConfig,
+    storage: BaseStorage,
+    worker: int = 0,
+    *,
+    num_classes: int,
+    log: Callable[[str], None] | None = None,
+) -> optuna.Study:
+    """Create the study of ``config``, already settled (:func:`settle_config`), or continue it.
 
     A new study gets its metric names, user attrs and the zoo of known losses
     enqueued into its first generation. An existing one must have been created
@@ -149,7 +165,6 @@ def open_search_study(
     """
     name = config.resolved_study_name
     existing = count_trials(storage, name)
-    config = settle_config(config, _stored_attrs(storage, name))  # its own constants, before sampling
     # a bad formula stops before anything is written
     given = named_losses(config.losses, config.nodes, config.constants)
     study = optuna.create_study(
@@ -230,7 +245,7 @@ def _enqueue_first_generation(
     cannot take the budget before them, then the rest of the zoo. A given loss that is a zoo loss
     is queued as the zoo's (the caller records the user's name for it)."""
     known = zoo(config.nodes, config.constants, num_classes, config.conditions().active)
-    first = {name: genome for name, genome in known.items() if name == "cross_entropy"}
+    first = {name: genome for name, genome in known.items() if name == BASELINE}
     for loss_name, genome in first.items():
         study.enqueue_trial(genome.to_params(), user_attrs={TrialKey.ZOO: loss_name})
     zoo_structures = {genome.structure for genome in known.values()}
@@ -323,7 +338,7 @@ def _name_also(study: optuna.Study, trial: FrozenTrial, name: str) -> None:
     else in the study's map (finished trials cannot change)."""
     names = [*SearchTrialRecord.from_trial(trial).also_named, name]
     if not trial.state.is_finished():
-        study._storage.set_trial_user_attr(trial._trial_id, TrialKey.ALSO_NAMED, names)
+        record_on_trial(study, trial, TrialKey.ALSO_NAMED, names)
         return
     mapping = dict(study.user_attrs.get(StudyKey.ALSO_NAMED) or {})
     mapping[name] = trial.number
