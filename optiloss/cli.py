@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -13,6 +14,8 @@ from typing import Any, ClassVar, NoReturn
 from optiloss.errors import OptilossError, UsageError
 
 INTERRUPTED_EXIT_CODE = 130
+BROKEN_PIPE_EXIT_CODE = 141
+"""128 + SIGPIPE, as a Unix tool whose reader went away (`optiloss pareto STUDY | head`) exits."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -914,7 +917,8 @@ def _write_page_if_possible(write: Any, experiment: Any, args: argparse.Namespac
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0, 1 runtime failure, 2 usage error, 130 interrupted).
+    """Run one command; returns the exit code (0, 1 runtime failure, 2 usage error, 130 interrupted,
+    141 when the reader of its output went away).
 
     Ctrl-C ends every command with one line and the command that continues it:
     what is finished is in the storage, and the run that was interrupted resumes
@@ -929,6 +933,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         return COMMANDS[args.command].take_action(args)
+    except BrokenPipeError:
+        # the rest of the output has nowhere to go; without this, Python's flush at exit would print
+        # a second error about the same pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT_CODE
     except OptilossError as error:
         print(f"optiloss: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import run_main
+from conftest import ROOT, run_main
 
 GOOD = 'n_trials = 2\nepochs = 1\nmodel_width = 8\ndevice = "cpu"\n'
 
@@ -187,8 +187,6 @@ def test_a_read_only_database_is_one_line_for_a_search_and_still_reads(tmp_path)
     the reading commands work on it."""
     import shutil
 
-    from conftest import ROOT
-
     database = tmp_path / "shared.db"
     shutil.copy(ROOT / "tests" / "data" / "studies-v0.1" / "studies.db", database)
     before = database.read_bytes()
@@ -214,3 +212,27 @@ def test_a_formula_of_700_terms_is_one_line_naming_the_limit_and_exit_2():
     _assert_one_line(result, 2, "operations deep")
     assert "deeper than the 28 a loss of the genome's 5 nodes can be" in result.stderr
     assert len(result.stderr) < 400  # the formula is not repeated in full
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
+    """`optiloss studies | head`: the reader goes away; one exit code, no traceback."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    database = tmp_path / "studies.db"
+    shutil.copy(ROOT / "tests" / "data" / "studies-v0.1" / "studies.db", database)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line
+    process = subprocess.run(
+        [sys.executable, "-m", "optiloss", "studies", "--storage", f"sqlite:///{database}"],
+        cwd=ROOT,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write_end)
+    assert process.returncode == 141, process.stderr
+    assert "Traceback" not in process.stderr and "BrokenPipeError" not in process.stderr
