@@ -152,6 +152,8 @@ class OutageTolerantStorage(optuna.storages.RDBStorage):
         delay, retried = 0.25, False
         while True:
             if self._gave_up:
+                if name == "record_heartbeat":
+                    return None  # another thread gave up first; the heartbeat thread stops quietly
                 raise DatabaseOutageError(self._outage_message())
             try:
                 result = method(*args, **kwargs)

@@ -125,3 +125,17 @@ def test_a_wrong_password_is_one_line_at_once(postgres_url):
     result = run_cli("studies", "--storage", wrong)
     assert result.returncode == 2 and time.monotonic() - started < 30
     assert len(result.stderr.strip().splitlines()) == 1 and "refused the login" in result.stderr
+
+
+def test_past_the_window_heartbeats_stop_quietly_while_every_other_call_raises(tmp_path):
+    """The heartbeat runs in its own thread: once another thread's call has given up on the database,
+    a heartbeat must end without a traceback, and the trial's own next call says why, in one line."""
+    from optiloss.storage import DatabaseOutageError, OutageTolerantStorage
+
+    storage = OutageTolerantStorage(f"sqlite:///{tmp_path / 'studies.db'}", outage_s=0)
+    study = optuna.create_study(storage=storage, study_name="gone")
+    trial = study.ask()
+    storage._gave_up = True  # as _waited_too_long leaves it once an outage outlasts the window
+    assert storage.record_heartbeat(trial._trial_id) is None
+    with pytest.raises(DatabaseOutageError, match="unreachable for more than 0 s"):
+        storage.get_all_studies()
