@@ -12,6 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from optiloss.records import TrialKey
+
 from conftest import ROOT, read_stderr_until, run_cli, start_cli
 
 POSTGRES_SCRIPT = ROOT / "scripts" / "postgres.sh"
@@ -112,11 +114,15 @@ def test_an_outage_longer_than_the_window_ends_with_one_line_and_exit_1(tmp_path
     assert lines[-1].endswith(
         "unreachable for more than 3 s; run the same command to continue once it is back"
     )
-    # the trial cut short is failed and queued once the database is back
+    # the trial cut short is failed and queued once the database is back. One exception, by design
+    # (optiloss.liveness): when the outage began between the trial's creation and its worker record,
+    # nothing tells a dead run from a live one yet; the orphan rule fails it 30 s after it started.
     again = run_cli("search", config(tmp_path, db_outage_s=3), "--storage", postgres_url, "--no-progress")
     assert again.returncode == 0, again.stderr
     complete, unfinished = finished_study(postgres_url)
-    assert len(complete) >= 10 and not unfinished
+    assert len(complete) >= 10
+    for trial in unfinished:
+        assert trial.state == TrialState.RUNNING and TrialKey.WORKER not in trial.user_attrs, trial
 
 
 def test_a_wrong_password_is_one_line_at_once(postgres_url):
