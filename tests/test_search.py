@@ -243,6 +243,22 @@ def test_a_device_that_names_no_gpu_index_is_refused(device):
         SearchConfig.from_mapping({"device": device})
 
 
+def _two_trial_config(tmp_path) -> SearchConfig:
+    """Two short digits trials with two cross-entropy seed runs, for the tests that count calls."""
+    return SearchConfig.from_mapping(
+        {
+            "n_trials": 2,
+            "population_size": 4,
+            "epochs": 1,
+            "model_width": 8,
+            "device": "cpu",
+            "baseline_seeds": 2,
+            "artifacts": False,
+            "checkpoint_dir": str(tmp_path / "checkpoints"),
+        }
+    )
+
+
 def test_one_search_builds_one_evaluator_and_copies_the_data_to_the_device_once(tmp_path, monkeypatch):
     """The noise floor and the trials share the search's evaluator: one device copy, one set of
     corrupted copies, one precision."""
@@ -263,18 +279,7 @@ def test_one_search_builds_one_evaluator_and_copies_the_data_to_the_device_once(
 
     monkeypatch.setattr(ImageSplits, "to", counting_to)
     monkeypatch.setattr(LossEvaluator, "__init__", counting_init)
-    config = SearchConfig.from_mapping(
-        {
-            "n_trials": 2,
-            "population_size": 4,
-            "epochs": 1,
-            "model_width": 8,
-            "device": "cpu",
-            "baseline_seeds": 2,
-            "artifacts": False,
-            "checkpoint_dir": str(tmp_path / "checkpoints"),
-        }
-    )
+    config = _two_trial_config(tmp_path)
     outcome = run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
     assert outcome.complete_after == 2 and len(outcome.study.user_attrs["cross_entropy_seeds"]) == 2
     assert len(copies) == 1 and len(evaluators) == 1
@@ -293,18 +298,7 @@ def test_a_search_settles_its_config_once_and_hands_it_to_the_study(tmp_path, mo
 
     monkeypatch.setattr(search_study, "settle_config", counting)
     monkeypatch.setattr(search_run, "settle_config", counting)
-    config = SearchConfig.from_mapping(
-        {
-            "n_trials": 2,
-            "population_size": 4,
-            "epochs": 1,
-            "model_width": 8,
-            "device": "cpu",
-            "baseline_seeds": 2,
-            "artifacts": False,
-            "checkpoint_dir": str(tmp_path / "checkpoints"),
-        }
-    )
+    config = _two_trial_config(tmp_path)
     search_run.run_search(config, f"sqlite:///{tmp_path / 'one.db'}", progress=False, log=lambda line: None)
     assert len(settled) == 1
 
