@@ -47,8 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search_throughput import steady_state
 
 from optiloss.devices import resolve_device
-from optiloss.genome import Genome, screen
-from optiloss.genome import zoo as zoo_of
+from optiloss.genome import Genome, screen, zoo_names
 from optiloss.ledger import RunLedger
 from optiloss.recheck import recheck_seed
 from optiloss.records import TransferRunRecord, TrialKey
@@ -114,7 +113,7 @@ def zoo_study(args: argparse.Namespace, seed: int, url: str) -> optuna.Study:
     storage = open_storage(url)
     name = config.resolved_study_name
     if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        zoo_size = len(zoo_of(config.nodes, config.constants))
+        zoo_size = len(zoo_names(config.constants, config.conditions().active, config.nodes))
         run_search(
             base_config(args, seed, study_name=name, sampler="random", n_trials=zoo_size),
             url,
