@@ -227,6 +227,11 @@ class SearchStage(Stage):
         return [self.experiment.search_config(augmentation) for augmentation in self.experiment.augmentations]
 
     def run(self, context: RunContext) -> None:
+        """Each search with the context's data, on the storage at ``context.storage_url`` rather than
+        the context's open storage: a search opens its own from its settings (Optuna's heartbeat is
+        set when a storage is opened, and only with it do trials send heartbeats and a silent one get
+        failed and retried; it also waits out a database outage for the search's ``db_outage_s``),
+        and with ``workers`` > 1 each worker process opens the URL itself."""
         from optiloss.search import run_search
         from optiloss.search.run import NO_HOOKS
 
@@ -352,6 +357,7 @@ class TransferStage(Stage):
                 progress=context.progress,
                 log=context.log,
                 data_for=context.data_on(run.config.device),
+                losses=context.parsed_losses(run.config.losses),
             )
 
 
