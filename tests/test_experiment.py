@@ -289,12 +289,13 @@ def test_one_experiment_run_loads_each_data_set_once(tmp_path, monkeypatch):
 def test_a_transfer_stage_hands_down_its_losses_parsed_once(tmp_path, monkeypatch):
     """The run context parses the experiment's losses once when it opens; a [[transfer]] table's own
     loss is parsed the first time the stage asks, however many transfer runs (augmentations) it has,
-    and each run gets the table's losses parsed, in the table's order."""
+    and each run gets the table's losses parsed, in the table's order; planning a stage during the run
+    parses nothing again."""
     import optiloss.genome.named
     import optiloss.transfer
     from optiloss.experiment import load_experiment
     from optiloss.experiment.context import RunContext
-    from optiloss.experiment.stages import TransferStage
+    from optiloss.experiment.stages import StudiesView, TransferStage, stages_of
 
     path = write_experiment(
         tmp_path,
@@ -326,3 +327,6 @@ def test_a_transfer_stage_hands_down_its_losses_parsed_once(tmp_path, monkeypatc
         assert list(kwargs["losses"]) == ["own", "hinge_like"]
         assert kwargs["losses"]["hinge_like"] is context.given["hinge_like"]
     assert handed[0]["losses"]["own"] is handed[1]["losses"]["own"]
+    view = StudiesView(experiment, context.storage, context)  # as a run plans each stage before it runs
+    assert all(stage.plan(view) for stage in stages_of(experiment))
+    assert parsed == ["max((1 - p) * y, 0)", "-(y * ln(p))"]
