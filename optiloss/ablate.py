@@ -28,7 +28,6 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from optiloss.devices import resolve_device
 from optiloss.errors import OptilossError, UsageError
@@ -36,7 +35,7 @@ from optiloss.genome import BASELINE, Genome, Node, screen, zoo
 from optiloss.genome.genome import constant_name, node_name
 from optiloss.genome.named import named_losses
 from optiloss.genome.operators import OPERATORS
-from optiloss.ledger import RunLedger, Score, score_unrecorded
+from optiloss.ledger import RunLedger, Score, Trainer, ledgered_scores
 from optiloss.records import StudyKey, TransferRunRecord, TrialKey
 from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
 from optiloss.settings import SearchConfig
@@ -290,13 +289,8 @@ def run_ablation(
         for variant in trained
         for k in range(seeds)
     }
-    scores: dict[tuple[str, int], Score] = {
-        key: ledger.finished[record.run]
-        for key, record in runs.items()
-        if ledger and record.run in ledger.finished
-    }
-    missing = [key for key in runs if key not in scores]
-    if missing:
+
+    def trainer() -> Trainer[tuple[str, int]]:
         target = resolve_device(config.device)
         assert config.model_width is not None  # filled from the surrogate's defaults
         evaluator = LossEvaluator(
@@ -304,15 +298,14 @@ def run_ablation(
         )
         augmentation = evaluator.augmentation(config.augmentation)
         genomes = {variant.key: variant.genome for variant in trained}
-        for key, k in tqdm(missing, desc="ablation runs", unit="run", disable=not progress):
 
-            def train(key: str = key, k: int = k) -> Evaluation:
-                return evaluator.evaluate(genomes[key], augmentation, ablate_seed(config, k))
+        def train(run: tuple[str, int]) -> Evaluation:
+            key, k = run
+            return evaluator.evaluate(genomes[key], augmentation, ablate_seed(config, k))
 
-            record = runs[(key, k)]
-            scores[(key, k)] = (
-                ledger.score(record, train, evaluator.precision) if ledger else score_unrecorded(train)
-            )
+        return train, evaluator.precision
+
+    scores = ledgered_scores(runs, ledger, trainer, description="ablation runs", progress=progress)
     by_variant = {variant.key: [scores[(variant.key, k)] for k in range(seeds)] for variant in trained}
     return Ablation(title, config, variants, by_variant)
 

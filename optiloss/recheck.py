@@ -62,7 +62,7 @@ def rechecked_losses(study: optuna.Study, given: dict[str, Genome]) -> list[Rech
         record = SearchTrialRecord.from_trial(trial)
         genome = trial_genome(study, trial)
         chosen.append(
-            RecheckedLoss(trial.number, record.name or "", genome, trial.values[0], record.robustness)
+            RecheckedLoss(trial.number, record.shown_name, genome, trial.values[0], record.robustness)
         )
     chosen += [RecheckedLoss(None, name, genome) for name, genome in given.items()]
     cross_entropy = baseline_genome(study.user_attrs.get(StudyKey.NODES) or DEFAULT_NODES)

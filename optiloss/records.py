@@ -286,6 +286,12 @@ class SearchTrialRecord:
         """The loss's zoo or given name, or None for a loss the search drew."""
         return self.zoo or self.loss_name
 
+    @property
+    def shown_name(self) -> str:
+        """The name a table shows the loss by beside its trial number: :attr:`name`, empty for a loss
+        the search drew."""
+        return self.name or ""
+
     def label(self, *, pooled_from: str | None = None, matrix_augmentation: str | None = None) -> str:
         """How reports name it (:func:`loss_label`): :attr:`name`, else ``trial_<number>`` or its pooled
         or matrix form."""

@@ -21,7 +21,7 @@ import math
 import shutil
 import statistics
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,7 @@ def run_transfer(
     progress: bool = True,
     log: Callable[[str], None] = print,
     data_for: DataFor | None = None,
+    losses: Mapping[str, Genome] | None = None,
 ) -> optuna.Study:
     """Train every (loss, seed) of ``config`` not yet COMPLETE in the transfer study; returns the study.
 
@@ -192,21 +193,23 @@ def run_transfer(
     (from their last checkpoint); Ctrl-C fails the running one with
     ``fail_reason = "interrupted"`` and raises :class:`KeyboardInterrupt`, so
     running the same command again continues where it stopped. ``storage_url`` may be a storage
-    already open, and ``data_for`` where the data come from (default :func:`~optiloss.scoring.load_data`):
-    an experiment run hands down what it holds.
+    already open, ``losses`` the losses of ``config.losses`` parsed already
+    (:func:`~optiloss.genome.named.named_losses`; None: parsed here), and ``data_for`` where the data
+    come from (default :func:`~optiloss.scoring.load_data`): an experiment run hands down what it holds.
     """
     source_names = [source_name] if isinstance(source_name, str) else list(dict.fromkeys(source_name))
     storage = storage_from(storage_url)
     sources = [load_study(storage, one) for one in source_names]
     nodes = sources[0].user_attrs.get(StudyKey.NODES, DEFAULT_NODES)
-    given = named_losses(config.losses, nodes)  # a bad formula stops before the data are loaded
+    # a bad formula stops before the data are loaded
+    given = named_losses(config.losses if losses is None else losses, nodes)
     device = resolve_device(config.device)
     # transfer trains on the whole training part (no model selection happens here) and scores the test part
     data = (data_for or loader(progress))(config, merge_validation=True).to(device)
     released = (
         ReleasedCorruptions.open(config.corruptions, data.test_labels.numpy()) if config.corruptions else None
     )
-    losses = losses_to_transfer(sources, config.top_k, config.select, given, num_classes=data.num_classes)
+    chosen = losses_to_transfer(sources, config.top_k, config.select, given, num_classes=data.num_classes)
     # the model's name, weights file and its fit are checked before anything is written
     create_model(config.model, data.num_classes, data.channels, weights=config.weights)
     augment = source_augment_settings(sources[0], config, data.train_images.shape[-1])
@@ -243,19 +246,19 @@ def run_transfer(
     }
     runs = [
         (label, seed)
-        for label in losses
+        for label in chosen
         for seed in range(config.seeds)
         if run_key(config.augmentation, label, seed) not in done
     ]
     log(
-        f"{name}: {len(losses)} losses x {config.seeds} seeds under {config.augmentation}; "
-        f"{len(losses) * config.seeds - len(runs)} done, running {len(runs)}"
+        f"{name}: {len(chosen)} losses x {config.seeds} seeds under {config.augmentation}; "
+        f"{len(chosen) * config.seeds - len(runs)} done, running {len(runs)}"
     )
     augmentation = evaluator.augmentation(config.augmentation)
     for label, seed in tqdm(runs, desc="transfer runs", unit="run", disable=not progress):
-        genome = losses[label].genome
+        genome = chosen[label].genome
         record = TransferRunRecord(
-            label, config.augmentation, seed, genome.formula, losses[label].source_study or ""
+            label, config.augmentation, seed, genome.formula, chosen[label].source_study or ""
         )
         trial = study.ask()
         trial.set_user_attr(TrialKey.WORKER, worker_record(trial.number))

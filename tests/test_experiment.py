@@ -284,3 +284,49 @@ def test_one_experiment_run_loads_each_data_set_once(tmp_path, monkeypatch):
     )
     assert any(line.startswith("[4/4] matrix") for line in lines), lines
     assert loads and len(loads) == len(set(loads)), loads  # the searches, rechecks and matrix share one
+
+
+def test_a_transfer_stage_hands_down_its_losses_parsed_once(tmp_path, monkeypatch):
+    """The run context parses the experiment's losses once when it opens; a [[transfer]] table's own
+    loss is parsed the first time the stage asks, however many transfer runs (augmentations) it has,
+    and each run gets the table's losses parsed, in the table's order; planning a stage during the run
+    parses nothing again."""
+    import optiloss.genome.named
+    import optiloss.transfer
+    from optiloss.experiment import load_experiment
+    from optiloss.experiment.context import RunContext
+    from optiloss.experiment.stages import StudiesView, TransferStage, stages_of
+
+    path = write_experiment(
+        tmp_path,
+        losses='hinge_like = "max((1 - p) * y, 0)"\n',
+        **{
+            "[transfer]": (
+                'name = "wrn"\nmodel = "wrn-10-1"\ndataset = "digits"\naugmentations = ["base", "mixup"]\n'
+                'top_k = 1\nseeds = 1\nepochs = 1\ndevice = "cpu"\nlosses = { own = "-(y * ln(p))" }\n'
+            )
+        },
+    )
+    experiment = load_experiment(path)
+    parsed: list[str] = []
+    original = optiloss.genome.named._parse
+
+    def counting(formula, *args, **kwargs):
+        parsed.append(formula)
+        return original(formula, *args, **kwargs)
+
+    monkeypatch.setattr(optiloss.genome.named, "_parse", counting)
+    context = RunContext.open(experiment, f"sqlite:///{tmp_path / 'studies.db'}", progress=False)
+    assert parsed == ["max((1 - p) * y, 0)"]
+    handed: list[dict] = []
+    monkeypatch.setattr(optiloss.transfer, "run_transfer", lambda *args, **kwargs: handed.append(kwargs))
+    TransferStage(experiment, experiment.transfers[0]).run(context)
+    assert parsed == ["max((1 - p) * y, 0)", "-(y * ln(p))"]
+    assert len(handed) == 2
+    for kwargs in handed:
+        assert list(kwargs["losses"]) == ["own", "hinge_like"]
+        assert kwargs["losses"]["hinge_like"] is context.given["hinge_like"]
+    assert handed[0]["losses"]["own"] is handed[1]["losses"]["own"]
+    view = StudiesView(experiment, context.storage, context)  # as a run plans each stage before it runs
+    assert all(stage.plan(view) for stage in stages_of(experiment))
+    assert parsed == ["max((1 - p) * y, 0)", "-(y * ln(p))"]

@@ -84,6 +84,13 @@ def test_old_trials_give_their_records(old_storage):
     assert all(run.run == t.user_attrs[TrialKey.RUN] for run, t in zip(runs, transfer.trials))
 
 
+def test_a_table_shows_a_loss_by_its_zoo_or_given_name_and_a_drawn_one_by_none():
+    assert SearchTrialRecord(3, zoo="focal").shown_name == "focal"
+    assert SearchTrialRecord(4, loss_name="hinge_like").shown_name == "hinge_like"
+    drawn = SearchTrialRecord(8, formula="(erfc(y) * (p + y))")
+    assert drawn.shown_name == "" and drawn.label() == "trial_8"
+
+
 def test_a_training_record_round_trips_through_user_attrs_with_seconds_to_the_millisecond():
     record = TrainingRecord(
         training_seconds=1.23456,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,8 @@ def data_key(settings: RunSettings) -> tuple[Any, ...]:
 @dataclass
 class RunContext:
     """One experiment run's shared state (:meth:`open`): the storage, opened (tables made) once; the
-    losses given by hand, parsed and screened once; devices resolved once; and each data set loaded
+    losses given by hand, parsed and screened once (those a stage's table adds: once each, by
+    :meth:`parsed_losses`); devices resolved once; and each data set loaded
     once, its conditions applied once per conditions, and copied to each device once (:meth:`data_on`),
     whichever stages read it."""
 
@@ -47,6 +48,11 @@ class RunContext:
     search_hooks: Any = None
     _devices: dict[str, torch.device] = field(default_factory=dict, repr=False)
     _data: dict[tuple[Any, ...], ImageSplits] = field(default_factory=dict, repr=False)
+    _parsed: dict[tuple[str, str], Genome] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, genome in self.given.items():
+            self._parsed[(name, self.experiment.losses[name])] = genome
 
     @classmethod
     def open(
@@ -62,6 +68,16 @@ class RunContext:
         url = resolve_storage_url(storage_url)
         given = named_losses(experiment.losses, experiment.search.nodes)
         return cls(experiment, url, open_storage(url, create=True), given, progress, log, search_hooks)
+
+    def parsed_losses(self, formulas: Mapping[str, str]) -> dict[str, Genome]:
+        """``formulas`` (name -> formula, e.g. a ``[[transfer]]`` table's ``losses``: its own and the
+        experiment's) parsed and screened in the search's nodes (:func:`named_losses`), in their order:
+        an experiment's loss is taken from :attr:`given`, any other parsed the first time a stage asks."""
+        for name, formula in formulas.items():
+            if (name, formula) not in self._parsed:
+                parsed = named_losses({name: formula}, self.experiment.search.nodes)
+                self._parsed[(name, formula)] = parsed[name]
+        return {name: self._parsed[(name, formula)] for name, formula in formulas.items()}
 
     def device(self, setting: str) -> torch.device:
         """The device a ``device`` setting names on this machine, resolved once per setting."""

@@ -72,7 +72,7 @@ def run_experiment(
     view_of_searches = StudiesView(experiment, context.storage)
     for number, stage in enumerate(chosen, start=1):
         # counted after the stages before it ran, from the live storage
-        item = stage.plan(StudiesView(experiment, context.storage))
+        item = stage.plan(StudiesView(experiment, context.storage, context))
         header = f"[{number}/{len(chosen)}] "
         if item.finished:
             log(header + item.describe())

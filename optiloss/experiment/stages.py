@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -29,7 +30,8 @@ from optiloss.experiment.file import (
     TransferRun,
     TransferSpec,
 )
-from optiloss.genome import zoo_names
+from optiloss.genome import Genome, zoo_names
+from optiloss.genome.named import named_losses
 from optiloss.ledger import pending
 from optiloss.records import StudyKey, TrainingRecord, TransferRunRecord
 from optiloss.settings import SearchConfig
@@ -84,11 +86,21 @@ def _duration(seconds: float) -> str:
 
 class StudiesView:
     """The experiment's studies as a plan reads them from ``storage`` (a snapshot for a dry run or the
-    page, the live storage before a stage runs); nothing is written."""
+    page, the live storage before a stage runs, with the run's ``context``); nothing is written."""
 
-    def __init__(self, experiment: Experiment, storage: BaseStorage) -> None:
+    def __init__(
+        self, experiment: Experiment, storage: BaseStorage, context: RunContext | None = None
+    ) -> None:
         self.experiment = experiment
         self.storage = storage
+        self.context = context
+
+    def losses(self, formulas: Mapping[str, str]) -> dict[str, Genome]:
+        """``formulas`` (name -> formula) parsed and screened in the search's nodes, in their order: by
+        the run's context when the view has one (so a run parses each once), else here."""
+        if self.context is not None:
+            return self.context.parsed_losses(formulas)
+        return named_losses(formulas, self.experiment.search.nodes)
 
     def load(self, name: str) -> optuna.Study | None:
         try:
@@ -227,6 +239,11 @@ class SearchStage(Stage):
         return [self.experiment.search_config(augmentation) for augmentation in self.experiment.augmentations]
 
     def run(self, context: RunContext) -> None:
+        """Each search with the context's data, on the storage at ``context.storage_url`` rather than
+        the context's open storage: a search opens its own from its settings (Optuna's heartbeat is
+        set when a storage is opened, and only with it do trials send heartbeats and a silent one get
+        failed and retried; it also waits out a database outage for the search's ``db_outage_s``),
+        and with ``workers`` > 1 each worker process opens the URL itself."""
         from optiloss.search import run_search
         from optiloss.search.run import NO_HOOKS
 
@@ -261,11 +278,10 @@ class RecheckStage(Stage):
         )
 
     def trainings(self, view: StudiesView) -> list[Trainings]:
-        from optiloss.genome.named import named_losses
         from optiloss.recheck import rechecked_losses
 
         experiment = self.experiment
-        given = named_losses(experiment.losses, experiment.search.nodes)
+        given = view.losses(experiment.losses)
         seeds = experiment.recheck.seeds
         entries = []
         for augmentation, name in experiment.study_names().items():
@@ -320,13 +336,12 @@ class TransferStage(Stage):
         return view.seconds(list(self.studies()))
 
     def trainings(self, view: StudiesView) -> list[Trainings]:
-        from optiloss.genome.named import named_losses
         from optiloss.transfer import transfer_labels
 
         entries = []
         for run in self.runs():
             seeds = run.config.seeds
-            given = named_losses(run.config.losses, self.experiment.search.nodes)
+            given = view.losses(run.config.losses)
             sources = [view.searched(name) for name in run.sources]
             if any(source is None for source in sources):  # the zoo, top_k of each source, the given
                 count = len(zoo_names(self.experiment.search.constants)) + run.config.top_k * len(sources)
@@ -352,6 +367,7 @@ class TransferStage(Stage):
                 progress=context.progress,
                 log=context.log,
                 data_for=context.data_on(run.config.device),
+                losses=context.parsed_losses(run.config.losses),
             )
 
 
@@ -367,11 +383,10 @@ class MatrixStage(Stage):
         return (self.experiment.matrix_ledger,)
 
     def trainings(self, view: StudiesView) -> list[Trainings]:
-        from optiloss.genome.named import named_losses
         from optiloss.matrix import matrix_losses
 
         experiment, settings = self.experiment, self.experiment.matrix
-        given = named_losses(experiment.losses, experiment.search.nodes)
+        given = view.losses(experiment.losses)
         studies = {
             augmentation: view.searched(name) for augmentation, name in experiment.study_names().items()
         }

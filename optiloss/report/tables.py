@@ -51,7 +51,7 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
         if floor is not None:
             spreads = floor.spreads(trial.values[0])
             row["vs_ce"] = "" if spreads is None else f"{spreads:+.1f} sd"
-        row["loss"] = record.name or ""
+        row["loss"] = record.shown_name
         row["formula"] = record.formula
         rows.append(row)
     return rows
