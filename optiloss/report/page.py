@@ -27,6 +27,7 @@ from scipy import stats
 from optiloss.errors import OptilossError
 from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
 from optiloss.genome import BASELINE, display_name
+from optiloss.ledger import runs_by_loss
 from optiloss.matrix import MatrixResult
 from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, pooled_label
 from optiloss.report import figures
@@ -95,17 +96,6 @@ def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
         return None
 
 
-def _ledger_runs(storage: BaseStorage, name: str) -> dict[str, list[float]]:
-    """Loss label -> accuracies over seeds, from a ledger or transfer study's COMPLETE runs."""
-    study = _load(storage, name)
-    runs: dict[str, list[float]] = {}
-    if study is None:
-        return runs
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        runs.setdefault(trial.user_attrs[TrialKey.LOSS], []).append(trial.values[0])
-    return runs
-
-
 def _recheck_rows(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
     baseline = runs.get(BASELINE, [])
     rows = []
@@ -156,7 +146,7 @@ def _augmentation_section(
     section.shapes_svg = figures.svg(figures.loss_shapes(study, found[:3]))
     best = found[0] if found else None
     best_zoo = zoo_losses[0] if zoo_losses else None
-    runs = _ledger_runs(storage, experiment.recheck_ledger(augmentation))
+    runs = runs_by_loss(storage, experiment.recheck_ledger(augmentation))
     section.recheck_rows = _recheck_rows(runs)
     if best_zoo is not None:
         section.best_zoo = best_zoo.user_attrs[TrialKey.ZOO]
@@ -188,9 +178,15 @@ def _augmentation_section(
             section.transfers.append(
                 (
                     f"{stage_name} ({run.config.model} on {run.config.dataset})",
-                    _compare(_transfer_runs(storage, run.study_name, augmentation), transferred, BASELINE),
                     _compare(
-                        _transfer_runs(storage, run.study_name, augmentation, TrialKey.CIFAR_C),
+                        runs_by_loss(storage, run.study_name, augmentation=augmentation),
+                        transferred,
+                        BASELINE,
+                    ),
+                    _compare(
+                        runs_by_loss(
+                            storage, run.study_name, augmentation=augmentation, metric=TrialKey.CIFAR_C
+                        ),
                         transferred,
                         BASELINE,
                     ),
@@ -198,23 +194,6 @@ def _augmentation_section(
             )
     section.summary = _summary(section)
     return section
-
-
-def _transfer_runs(
-    storage: BaseStorage, study_name: str, augmentation: str, metric: str | None = None
-) -> dict[str, list[float]]:
-    """Loss -> test accuracies under ``augmentation`` (with ``metric``, that user attr of each run
-    that has it, e.g. ``cifar_c``)."""
-    study = _load(storage, study_name)
-    runs: dict[str, list[float]] = {}
-    if study is None:
-        return runs
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TransferRunRecord.from_trial(trial)
-        if record.augmentation != augmentation or (metric and metric not in trial.user_attrs):
-            continue
-        runs.setdefault(record.loss, []).append(trial.user_attrs[metric] if metric else trial.values[0])
-    return runs
 
 
 def _summary(section: AugmentationSection) -> str:
