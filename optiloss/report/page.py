@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
@@ -28,7 +27,7 @@ from optiloss.errors import OptilossError
 from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
 from optiloss.genome import BASELINE, display_name
 from optiloss.ledger import runs_by_loss
-from optiloss.matrix import MatrixResult
+from optiloss.matrix import MatrixResult, read_matrix
 from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, pooled_label
 from optiloss.report import figures
 from optiloss.report.experiments import paper_table
@@ -237,44 +236,18 @@ def _summary(section: AugmentationSection) -> str:
 
 
 def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult | None, str]:
-    study = _load(storage, experiment.matrix_ledger)
-    if study is None:
-        return None, ""
-    result = MatrixResult(
+    result = read_matrix(
+        storage,
+        experiment.matrix_ledger,
         experiment.search.dataset,
-        {},
-        (),
-        split=experiment.matrix.split,
-        studies=tuple(experiment.study_names().values()),
+        experiment.matrix.split,
+        tuple(experiment.study_names().values()),
     )
-    augmentations: list[str] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TransferRunRecord.from_trial(trial)
-        result.losses.setdefault(record.loss, record.formula)
-        if record.augmentation not in augmentations:
-            augmentations.append(record.augmentation)
-        result.accuracies.setdefault((record.loss, record.augmentation), []).append(trial.values[0])
-    if not result.losses:
+    if result is None:
         return None, ""
-    from optiloss.augment import AUGMENTATIONS
-
-    result.augmentations = tuple(a for a in AUGMENTATIONS if a in augmentations)
-    labels = list(result.losses)
-    means = np.array(
-        [
-            [
-                statistics.mean(result.accuracies[(label, a)]) if (label, a) in result.accuracies else np.nan
-                for a in result.augmentations
-            ]
-            for label in labels
-        ]
-    )
-    split = {"test": "test", "val": "validation"}[result.split]
     figure = figures.heatmap(
-        means,
-        labels,
-        result.augmentations,
-        f"{split} accuracy: loss x augmentation",
+        result,
+        f"{result.split_name} accuracy: loss x augmentation",
         xlabel="trained under",
         cell=(1.5, 0.55),
         margin=(3, 1.6),
