@@ -32,7 +32,7 @@ from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, poo
 from optiloss.report import figures
 from optiloss.report.experiments import paper_table
 from optiloss.report.tables import search_summary
-from optiloss.statistics import Comparison, sample_std, welch_p_value
+from optiloss.statistics import Comparison, sample_std
 from optiloss.storage import REPORTS_DIR, mask_url, resolve_storage_url
 from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials
 from optiloss.transfer import TransferTable, transfer_labels, transfer_table
@@ -96,21 +96,23 @@ def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
 
 
 def _recheck_rows(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
-    baseline = runs.get(BASELINE, [])
+    """The recheck table: cross-entropy first, then the losses by mean accuracy, each compared with
+    cross-entropy where it has runs."""
     rows = []
     for label, values in sorted(
         runs.items(), key=lambda item: (item[0] != BASELINE, -statistics.mean(item[1]))
     ):
-        p = welch_p_value(values, baseline) if label != BASELINE else math.nan
+        compared = _compare(runs, label, BASELINE) if label != BASELINE else None
+        mean, std = (
+            (compared.mean, compared.std) if compared else (statistics.mean(values), sample_std(values))
+        )
         rows.append(
             {
                 "loss": label,
                 "seeds": len(values),
-                "accuracy": f"{statistics.mean(values):.4f} ± {sample_std(values):.4f}",
-                "vs cross-entropy": ""
-                if label == BASELINE or not baseline
-                else f"{statistics.mean(values) - statistics.mean(baseline):+.4f}",
-                "p (Welch)": "" if math.isnan(p) else f"{p:.3g}",
+                "accuracy": f"{mean:.4f} ± {std:.4f}",
+                "vs cross-entropy": "" if compared is None else f"{compared.difference:+.4f}",
+                "p (Welch)": "" if compared is None or math.isnan(compared.p) else f"{compared.p:.3g}",
             }
         )
     return rows
