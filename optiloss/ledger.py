@@ -84,6 +84,32 @@ def pending(storage: BaseStorage, study_name: str, runs: list[str]) -> list[str]
     return [run for run in runs if run not in done]
 
 
+def runs_by_loss(
+    storage: BaseStorage, study_name: str, *, augmentation: str | None = None, metric: str | None = None
+) -> dict[str, list[float]]:
+    """Loss label -> its accuracies over seeds, in trial order, from the COMPLETE runs
+    (:class:`~optiloss.records.TransferRunRecord`) of the ledger or transfer study ``study_name``;
+    empty when that study does not exist.
+
+    Each run gives its first value (the accuracy), or with ``metric`` its user attr of that name
+    (e.g. ``cifar_c``), and a run without that attr is left out; with ``augmentation``, only the runs
+    trained under it count."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return {}
+    runs: dict[str, list[float]] = {}
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TransferRunRecord.from_trial(trial)
+        if augmentation is not None and record.augmentation != augmentation:
+            continue
+        if metric is None:
+            runs.setdefault(record.loss, []).append(trial.values[0])
+        elif metric in trial.user_attrs:
+            runs.setdefault(record.loss, []).append(trial.user_attrs[metric])
+    return runs
+
+
 Key = TypeVar("Key", bound=Hashable)
 Trainer = tuple[Callable[[Key], Evaluation], str]
 """What a stage's ``trainer()`` returns: how to train one run by its key, and the evaluator's precision."""

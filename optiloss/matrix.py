@@ -18,8 +18,10 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from optiloss.augment import AUGMENTATIONS
 from optiloss.devices import resolve_device
@@ -56,6 +58,26 @@ class MatrixResult:
         where = f" of {', '.join(self.studies)}" if self.studies else ""
         return f"Accuracy on {SPLIT_WORDS[self.split]}; losses{where} and cross-entropy, with fresh seeds."
 
+    @property
+    def split_name(self) -> str:
+        """The split as a title names it: ``test`` or ``validation``."""
+        return {"test": "test", "val": "validation"}.get(self.split, self.split)
+
+    def means(self) -> np.ndarray:
+        """Mean accuracy per cell: a row per loss (in :attr:`losses`' order), a column per augmentation
+        (in :attr:`augmentations`' order), NaN where a cell has no run."""
+        return np.array(
+            [
+                [
+                    statistics.mean(self.accuracies[(label, augmentation)])
+                    if (label, augmentation) in self.accuracies
+                    else np.nan
+                    for augmentation in self.augmentations
+                ]
+                for label in self.losses
+            ]
+        )
+
     def cell(self, loss: str, augmentation: str) -> str:
         values = self.accuracies[(loss, augmentation)]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -70,6 +92,30 @@ class MatrixResult:
             }
             for label, formula in self.losses.items()
         ]
+
+
+def read_matrix(
+    storage: BaseStorage, ledger_name: str, dataset: str, split: str, studies: tuple[str, ...]
+) -> MatrixResult | None:
+    """The matrix as its ledger ``ledger_name`` holds it, for a report: each COMPLETE run's accuracy by
+    (loss, augmentation), the losses in the order of their first run, the augmentations with a run in
+    :data:`~optiloss.augment.AUGMENTATIONS`' order; ``dataset``, ``split`` and ``studies`` are taken
+    as given. None when the ledger does not exist or holds no finished run. Nothing is trained or
+    written."""
+    try:
+        study_id = storage.get_study_id_from_name(ledger_name)
+    except KeyError:
+        return None
+    result = MatrixResult(dataset, {}, (), split=split, studies=studies)
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TransferRunRecord.from_trial(trial)
+        result.losses.setdefault(record.loss, record.formula)
+        result.accuracies.setdefault((record.loss, record.augmentation), []).append(trial.values[0])
+    if not result.losses:
+        return None
+    trained = {augmentation for _, augmentation in result.accuracies}
+    result.augmentations = tuple(augmentation for augmentation in AUGMENTATIONS if augmentation in trained)
+    return result
 
 
 def _search_studies(storage: BaseStorage) -> dict[str, str]:

@@ -1,11 +1,13 @@
-"""The one ledgered training loop of recheck and the matrix, and the one significance rule."""
+"""The one ledgered training loop of recheck and the matrix, reading runs back, and the one significance
+rule."""
 
 import math
 
 import optuna
+from optuna.trial import TrialState
 
-from optiloss.ledger import RunLedger, ledgered_scores
-from optiloss.records import TransferRunRecord
+from optiloss.ledger import RunLedger, ledgered_scores, runs_by_loss
+from optiloss.records import TransferRunRecord, TrialKey
 from optiloss.scoring import Evaluation
 from optiloss.statistics import ALPHA, Comparison, direction
 
@@ -42,3 +44,36 @@ def test_every_verdict_takes_the_one_significance_rule():
     compared = Comparison.of([0.9, 0.91, 0.92], [0.8, 0.81, 0.82], "mine", "cross-entropy")
     assert compared.better and compared.verdict() == "better than cross-entropy"
     assert Comparison.of([0.8, 0.8], [0.8, 0.8], "same", "x").verdict() == "not shown better than x"
+
+
+def test_runs_by_loss_reads_each_loss_accuracies_of_the_complete_runs_under_one_augmentation_or_a_metric():
+    storage = optuna.storages.InMemoryStorage()
+    assert runs_by_loss(storage, "missing") == {}
+    study = optuna.create_study(study_name="runs", storage=storage, directions=["maximize", "maximize"])
+    for loss, augmentation, seed, accuracy, released in [
+        ("cross_entropy", "base", 0, 0.8, 0.5),
+        ("trial_3", "base", 0, 0.9, None),
+        ("cross_entropy", "base", 1, 0.7, 0.4),
+        ("trial_3", "mixup", 0, 0.6, 0.3),
+    ]:
+        attrs = TransferRunRecord(loss, augmentation, seed, "y").to_user_attrs()
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[accuracy, 0.1],
+                user_attrs=attrs | ({} if released is None else {TrialKey.CIFAR_C: released}),
+            )
+        )
+    failed = TransferRunRecord("trial_3", "base", 1, "y").to_user_attrs()  # never read: not COMPLETE
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=failed))
+    assert runs_by_loss(storage, "runs") == {"cross_entropy": [0.8, 0.7], "trial_3": [0.9, 0.6]}
+    assert runs_by_loss(storage, "runs", augmentation="base") == {
+        "cross_entropy": [0.8, 0.7],
+        "trial_3": [0.9],
+    }
+    assert runs_by_loss(storage, "runs", augmentation="base", metric=TrialKey.CIFAR_C) == {
+        "cross_entropy": [0.5, 0.4]
+    }
+    assert runs_by_loss(storage, "runs", metric=TrialKey.CIFAR_C) == {
+        "cross_entropy": [0.5, 0.4],
+        "trial_3": [0.3],
+    }

@@ -114,3 +114,30 @@ def test_a_hand_given_loss_the_search_trained_is_called_by_its_name_in_the_matri
     study.optimize(stored, n_trials=2)
     labels = list(matrix_losses({"base": study}, 2, "accuracy", {}))
     assert labels == ["cross_entropy", "sq", "base#1"]  # not base#0: a given loss has its name
+
+
+def test_the_matrix_read_back_from_its_ledger_keeps_the_run_order_and_leaves_a_missing_cell_nan():
+    import math
+
+    from optiloss.matrix import read_matrix
+    from optiloss.records import TransferRunRecord
+
+    storage = optuna.storages.InMemoryStorage()
+    assert read_matrix(storage, "ledger", "digits", "val", ()) is None
+    ledger = optuna.create_study(study_name="ledger", storage=storage, directions=["maximize"] * 2)
+    assert read_matrix(storage, "ledger", "digits", "val", ()) is None  # no finished run yet
+    for loss, augmentation, seed, accuracy in [
+        ("trial_4", "mixup", 0, 0.6),
+        ("cross_entropy", "mixup", 0, 0.5),
+        ("cross_entropy", "base", 0, 0.7),
+        ("cross_entropy", "base", 1, 0.8),
+    ]:
+        attrs = TransferRunRecord(loss, augmentation, seed, f"{loss}(p)").to_user_attrs()
+        ledger.add_trial(optuna.trial.create_trial(values=[accuracy, 0.1], user_attrs=attrs))
+    result = read_matrix(storage, "ledger", "digits", "val", ("exp-base",))
+    assert result is not None and result.split_name == "validation" and result.studies == ("exp-base",)
+    assert result.losses == {"trial_4": "trial_4(p)", "cross_entropy": "cross_entropy(p)"}
+    assert result.augmentations == ("base", "mixup")  # the order of AUGMENTATIONS, not of the runs
+    means = result.means()
+    assert math.isnan(means[0, 0]) and means[0, 1] == 0.6
+    assert list(means[1]) == pytest.approx([0.75, 0.5])

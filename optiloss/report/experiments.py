@@ -115,20 +115,7 @@ def save_matrix(result: MatrixResult, folder: str | Path) -> tuple[Path, Path]:
                     result.losses[label],
                 ]
             )
-    labels = list(result.losses)
-    means = np.array(
-        [
-            [
-                statistics.mean(result.accuracies[(label, augmentation)])
-                for augmentation in result.augmentations
-            ]
-            for label in labels
-        ]
-    )
-    split = {"test": "test", "val": "validation"}.get(result.split, result.split)
-    figure = figures.heatmap(
-        means, labels, result.augmentations, f"{result.dataset}: {split} accuracy, loss x augmentation"
-    )
+    figure = figures.heatmap(result, f"{result.dataset}: {result.split_name} accuracy, loss x augmentation")
     figure.tight_layout()
     figure.savefig(png_path, dpi=120)
     plt.close(figure)

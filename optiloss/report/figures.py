@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from optiloss.genome import BASELINE, BASELINE_DISPLAY, baseline_genome
+from optiloss.matrix import MatrixResult
 from optiloss.records import SearchTrialRecord
 from optiloss.report.dashboard import loss_shape, pyplot
 from optiloss.studies import noise_floor, pareto_trials, trial_genome
@@ -31,9 +32,7 @@ def svg(figure: Any) -> str:
 
 
 def heatmap(
-    means: np.ndarray,
-    rows: Sequence[str],
-    columns: Sequence[str],
+    result: MatrixResult,
     title: str,
     *,
     xlabel: str | None = None,
@@ -41,8 +40,11 @@ def heatmap(
     margin: tuple[float, float] = (3.0, 1.5),
     fontsize: float | None = None,
 ) -> Any:
-    """The loss x augmentation heatmap: ``means`` (rows x columns, NaN where a cell has no run), each
-    cell written in, dark text on bright cells; ``cell`` and ``margin`` size the figure in inches."""
+    """The loss x augmentation heatmap of the matrix (the page's and the PNG's): each cell's mean
+    accuracy (:meth:`MatrixResult.means`) written in, dark text on bright cells, a cell without runs
+    left blank; ``cell`` and ``margin`` size the figure in inches."""
+    means = result.means()
+    rows, columns = list(result.losses), result.augmentations
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(cell[0] * len(columns) + margin[0], cell[1] * len(rows) + margin[1]))
     image = axes.imshow(np.ma.masked_invalid(means), cmap="viridis", aspect="auto")

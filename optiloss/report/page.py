@@ -3,365 +3,28 @@
 Everything on it is read from the studies (the search studies, the recheck and matrix ledgers, the
 transfer studies), so the page of a partial run shows what exists and says what is missing. The
 figures are inline SVG drawn by matplotlib with real text (searchable, no fonts fetched); the page
-loads no script, style sheet or font from anywhere, so it opens from the file system offline. The
-HTML comes from the Jinja2 template ``templates/experiment.html`` (autoescaped).
+loads no script, style sheet or font from anywhere, so it opens from the file system offline.
+
+This module only assembles: the sections come from :mod:`optiloss.report.sections` (and the
+ablation's from :func:`optiloss.ablate.read_ablation`); it adds the versions, the device and the
+storage, and renders the Jinja2 template ``templates/experiment.html`` (autoescaped).
 """
 
 from __future__ import annotations
 
-import math
 import platform
-import statistics
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import jinja2
-import numpy as np
-import optuna
-from optuna.storages import BaseStorage
-from optuna.trial import TrialState
-from scipy import stats
 
 from optiloss.errors import OptilossError
 from optiloss.experiment import Experiment, StagePlan, plan, reading_storage
-from optiloss.genome import BASELINE, display_name
-from optiloss.matrix import MatrixResult
-from optiloss.records import SearchTrialRecord, TransferRunRecord, TrialKey, pooled_label
-from optiloss.report import figures
-from optiloss.report.experiments import paper_table
-from optiloss.report.tables import search_summary
-from optiloss.statistics import Comparison, sample_std, welch_p_value
+from optiloss.report.sections import augmentation_section, matrix_section, transfer_section
 from optiloss.storage import REPORTS_DIR, mask_url, resolve_storage_url
-from optiloss.studies import found_and_zoo, noise_floor, noise_floor_verdict, pareto_trials
-from optiloss.transfer import TransferTable, transfer_labels, transfer_table
 
 PAGE = "index.html"
 _PACKAGES = ("optiloss", "torch", "torchvision", "optuna", "kornia", "timm", "numpy", "scipy")
-
-
-def _compare(runs: dict[str, list[float]], name: str, reference: str) -> Comparison | None:
-    if name not in runs or reference not in runs:
-        return None
-    return Comparison.of(runs[name], runs[reference], name, display_name(reference))
-
-
-@dataclass
-class AugmentationSection:
-    """What the page says about one augmentation's search."""
-
-    augmentation: str
-    study_name: str
-    exists: bool = False
-    complete: int = 0
-    best_label: str | None = None
-    best_formula: str = ""
-    best_accuracy: float | None = None
-    best_zoo: str | None = None
-    recheck_vs_ce: Comparison | None = None
-    recheck_vs_zoo: Comparison | None = None
-    recheck_rows: list[dict[str, Any]] = field(default_factory=list)
-    transfers: list[tuple[str, Comparison | None, Comparison | None]] = field(default_factory=list)
-    """(stage, test accuracy against cross-entropy, accuracy on the released CIFAR-C files against it)."""
-    front_svg: str = ""
-    shapes_svg: str = ""
-    noise_floor: str = ""
-    too_wide: str = ""
-    """The sentence saying cross-entropy's runs spread too widely to tell losses apart, when they do."""
-    summary: str = ""
-    search_cost: list[str] = field(default_factory=list)
-    """The search's rejected genomes by reason and where its time went (:func:`search_summary`)."""
-
-
-@dataclass
-class TransferSection:
-    name: str
-    studies: list[str]
-    table: list[dict[str, Any]]
-    rows: list[dict[str, Any]]
-    augmentations: list[str]
-    seeds_svg: str = ""
-    fidelity_svg: str = ""
-    spearman: float | None = None
-    spearman_by_augmentation: dict[str, float] = field(default_factory=dict)
-    fidelity_pairs: int = 0
-
-
-def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
-
-
-def _ledger_runs(storage: BaseStorage, name: str) -> dict[str, list[float]]:
-    """Loss label -> accuracies over seeds, from a ledger or transfer study's COMPLETE runs."""
-    study = _load(storage, name)
-    runs: dict[str, list[float]] = {}
-    if study is None:
-        return runs
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        runs.setdefault(trial.user_attrs[TrialKey.LOSS], []).append(trial.values[0])
-    return runs
-
-
-def _recheck_rows(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
-    baseline = runs.get(BASELINE, [])
-    rows = []
-    for label, values in sorted(
-        runs.items(), key=lambda item: (item[0] != BASELINE, -statistics.mean(item[1]))
-    ):
-        p = welch_p_value(values, baseline) if label != BASELINE else math.nan
-        rows.append(
-            {
-                "loss": label,
-                "seeds": len(values),
-                "accuracy": f"{statistics.mean(values):.4f} ± {sample_std(values):.4f}",
-                "vs cross-entropy": ""
-                if label == BASELINE or not baseline
-                else f"{statistics.mean(values) - statistics.mean(baseline):+.4f}",
-                "p (Welch)": "" if math.isnan(p) else f"{p:.3g}",
-            }
-        )
-    return rows
-
-
-def _transfer_label(label: str, pooled_source: str | None) -> str:
-    return f"{pooled_source}:{label}" if pooled_source else label
-
-
-def _augmentation_section(
-    storage: BaseStorage, experiment: Experiment, augmentation: str, transfers: list[tuple[str, list[Any]]]
-) -> AugmentationSection:
-    name = experiment.study_name(augmentation)
-    section = AugmentationSection(augmentation, name)
-    study = _load(storage, name)
-    if study is None:
-        section.summary = f"{augmentation}: not searched yet (study {name})."
-        return section
-    section.exists = True
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    section.complete = len(complete)
-    section.search_cost = [line[0].upper() + line[1:] + "." for line in search_summary(study).splitlines()]
-    if not complete:
-        section.summary = f"{augmentation}: the search has no trained loss yet (study {name})."
-        return section
-    section.front_svg = figures.svg(figures.search_front(study))
-    section.noise_floor = noise_floor_verdict(study, pareto_trials(study)).removeprefix("noise floor: ")
-    floor = noise_floor(study)
-    if floor is not None and floor.too_wide:
-        section.too_wide = f"In the search, {floor.too_wide_sentence()}."
-    found, zoo_losses = found_and_zoo(study)
-    section.shapes_svg = figures.svg(figures.loss_shapes(study, found[:3]))
-    best = found[0] if found else None
-    best_zoo = zoo_losses[0] if zoo_losses else None
-    runs = _ledger_runs(storage, experiment.recheck_ledger(augmentation))
-    section.recheck_rows = _recheck_rows(runs)
-    if best_zoo is not None:
-        section.best_zoo = best_zoo.user_attrs[TrialKey.ZOO]
-    if best is None:
-        section.summary = " ".join(
-            part
-            for part in (
-                f"{augmentation}: the search found no loss of its own that trained ({len(complete)} trials).",
-                section.too_wide,
-            )
-            if part
-        )
-        return section
-    label = SearchTrialRecord.from_trial(best).label()
-    section.best_label, section.best_formula, section.best_accuracy = (
-        label,
-        best.user_attrs.get(TrialKey.FORMULA, ""),
-        best.values[0],
-    )
-    section.recheck_vs_ce = _compare(runs, label, BASELINE)
-    if section.best_zoo:
-        section.recheck_vs_zoo = _compare(runs, label, section.best_zoo)
-    for stage_name, stage_runs in transfers:
-        for run in stage_runs:
-            if run.augmentation != augmentation:
-                continue
-            pooled = name if len(run.sources) > 1 else None
-            transferred = _transfer_label(label, pooled)
-            section.transfers.append(
-                (
-                    f"{stage_name} ({run.config.model} on {run.config.dataset})",
-                    _compare(_transfer_runs(storage, run.study_name, augmentation), transferred, BASELINE),
-                    _compare(
-                        _transfer_runs(storage, run.study_name, augmentation, TrialKey.CIFAR_C),
-                        transferred,
-                        BASELINE,
-                    ),
-                )
-            )
-    section.summary = _summary(section)
-    return section
-
-
-def _transfer_runs(
-    storage: BaseStorage, study_name: str, augmentation: str, metric: str | None = None
-) -> dict[str, list[float]]:
-    """Loss -> test accuracies under ``augmentation`` (with ``metric``, that user attr of each run
-    that has it, e.g. ``cifar_c``)."""
-    study = _load(storage, study_name)
-    runs: dict[str, list[float]] = {}
-    if study is None:
-        return runs
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TransferRunRecord.from_trial(trial)
-        if record.augmentation != augmentation or (metric and metric not in trial.user_attrs):
-            continue
-        runs.setdefault(record.loss, []).append(trial.user_attrs[metric] if metric else trial.values[0])
-    return runs
-
-
-def _summary(section: AugmentationSection) -> str:
-    """The sentences on top of the page for one augmentation."""
-    parts = [
-        f"Under {section.augmentation}, the best loss the search found is {section.best_label} "
-        f"(validation accuracy {section.best_accuracy:.4f} in the search, {section.complete} trained losses)."
-    ]
-    if section.too_wide:
-        parts.append(section.too_wide)
-    if section.recheck_vs_ce is None:
-        parts.append("It has not been rechecked with fresh seeds yet.")
-    else:
-        parts.append(
-            f"Rechecked with fresh seeds it scored {section.recheck_vs_ce.describe()}: "
-            f"{section.recheck_vs_ce.verdict()}."
-        )
-        if section.recheck_vs_zoo is not None:
-            parts.append(
-                f"Against the best zoo loss, {section.best_zoo}: {section.recheck_vs_zoo.describe()}, "
-                f"{section.recheck_vs_zoo.verdict()}."
-            )
-    for stage, comparison, released in section.transfers:
-        if comparison is None:
-            parts.append(f"In the transfer {stage} it has no runs yet.")
-            continue
-        kept = (
-            "the transfer kept it better than cross-entropy"
-            if comparison.better
-            else "ahead of cross-entropy but not beyond chance"
-            if comparison.difference > 0
-            else "the transfer did not keep it"
-        )
-        parts.append(f"In the transfer {stage} it scored {comparison.describe()}: {kept}.")
-        if released is not None:
-            parts.append(
-                f"On the released CIFAR-C files (15 corruptions x 5 severities): {released.describe()}, "
-                f"{released.verdict()}."
-            )
-    return " ".join(parts)
-
-
-def _matrix(storage: BaseStorage, experiment: Experiment) -> tuple[MatrixResult | None, str]:
-    study = _load(storage, experiment.matrix_ledger)
-    if study is None:
-        return None, ""
-    result = MatrixResult(
-        experiment.search.dataset,
-        {},
-        (),
-        split=experiment.matrix.split,
-        studies=tuple(experiment.study_names().values()),
-    )
-    augmentations: list[str] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TransferRunRecord.from_trial(trial)
-        result.losses.setdefault(record.loss, record.formula)
-        if record.augmentation not in augmentations:
-            augmentations.append(record.augmentation)
-        result.accuracies.setdefault((record.loss, record.augmentation), []).append(trial.values[0])
-    if not result.losses:
-        return None, ""
-    from optiloss.augment import AUGMENTATIONS
-
-    result.augmentations = tuple(a for a in AUGMENTATIONS if a in augmentations)
-    labels = list(result.losses)
-    means = np.array(
-        [
-            [
-                statistics.mean(result.accuracies[(label, a)]) if (label, a) in result.accuracies else np.nan
-                for a in result.augmentations
-            ]
-            for label in labels
-        ]
-    )
-    split = {"test": "test", "val": "validation"}[result.split]
-    figure = figures.heatmap(
-        means,
-        labels,
-        result.augmentations,
-        f"{split} accuracy: loss x augmentation",
-        xlabel="trained under",
-        cell=(1.5, 0.55),
-        margin=(3, 1.6),
-        fontsize=8,
-    )
-    return result, figures.svg(figure)
-
-
-def _evolved_label(loss: str, source_study: str) -> str:
-    """A transfer row's loss as the page names it: an evolved loss with its study (``study:trial_N``,
-    as a pooled transfer names it already), so the same trial number of two studies stays apart."""
-    return pooled_label(loss, source_study)
-
-
-def _transfer_section(
-    storage: BaseStorage, stage_name: str, runs: list[Any], searches: dict[str, str]
-) -> TransferSection:
-    table = TransferTable()
-    seeds: dict[tuple[str, str], list[float]] = {}
-    study_names = list(dict.fromkeys(run.study_name for run in runs))
-    for name in study_names:
-        study = _load(storage, name)
-        if study is None:
-            continue
-        part = transfer_table(study)
-        for row in part.rows:
-            row["loss"] = _evolved_label(row["loss"], row["source"])
-        table.rows += part.rows
-        table.augmentations += [a for a in part.augmentations if a not in table.augmentations]
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            record = TransferRunRecord.from_trial(trial)
-            label = _evolved_label(record.loss, record.source_study)
-            seeds.setdefault((label, record.augmentation), []).append(trial.values[0])
-    # fidelity within each augmentation: the search's accuracy under it against the transfer's under it
-    pairs: dict[str, list[tuple[float, float, str]]] = {}
-    for run in runs:
-        own = _load(storage, searches[run.augmentation])
-        if own is None:
-            continue
-        source_accuracy = {
-            _evolved_label(label, own.study_name): accuracy
-            for label, accuracy in transfer_labels(own, None, run.config.select).items()
-        }
-        for row in table.rows:
-            accuracy = source_accuracy.get(row["loss"])
-            if row["augmentation"] == run.augmentation and accuracy is not None:
-                pairs.setdefault(run.augmentation, []).append((accuracy, row["test_accuracy"], row["loss"]))
-    section = TransferSection(stage_name, study_names, paper_table(table), table.rows, table.augmentations)
-    if not seeds:
-        return section
-    labels = list(dict.fromkeys(row["loss"] for row in table.rows))
-    figure = figures.seed_runs(labels, table.augmentations, seeds, stage_name)
-    section.seeds_svg = figures.svg(figure)
-    rhos = {
-        augmentation: float(stats.spearmanr([x for x, _, _ in points], [y for _, y, _ in points]).statistic)
-        for augmentation, points in pairs.items()
-        if len(points) >= 3
-    }
-    rhos = {augmentation: rho for augmentation, rho in rhos.items() if not math.isnan(rho)}
-    if rhos:
-        section.spearman = statistics.mean(rhos.values())
-        section.spearman_by_augmentation = rhos
-        section.fidelity_pairs = sum(len(pairs[augmentation]) for augmentation in rhos)
-        figure = figures.fidelity(table.augmentations, pairs, rhos, section.spearman)
-        section.fidelity_svg = figures.svg(figure)
-    return section
 
 
 def _versions() -> dict[str, str]:
@@ -407,10 +70,10 @@ def write_experiment_page(
     plans = plans if plans is not None else plan(experiment, storage=storage)
     transfers = [(stage.name, experiment.transfer_runs(stage)) for stage in experiment.transfers]
     sections = [
-        _augmentation_section(storage, experiment, augmentation, transfers)
+        augmentation_section(storage, experiment, augmentation, transfers)
         for augmentation in experiment.augmentations
     ]
-    matrix, matrix_svg = _matrix(storage, experiment)
+    matrix, matrix_svg = matrix_section(storage, experiment)
     from optiloss.ablate import read_ablation  # the [ablation] stage's section (issue 35)
 
     ablations = [
@@ -432,7 +95,7 @@ def write_experiment_page(
         matrix_svg=matrix_svg,
         ablations=[ablation for ablation in ablations if ablation is not None],
         transfers=[
-            _transfer_section(storage, name, runs, experiment.study_names()) for name, runs in transfers
+            transfer_section(storage, name, runs, experiment.study_names()) for name, runs in transfers
         ],
         versions=_versions(),
         device=_device(experiment),
