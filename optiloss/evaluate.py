@@ -18,12 +18,13 @@ from optiloss.genome import BASELINE, Genome, baseline_genome, display_name
 from optiloss.genome.named import named_losses
 from optiloss.scoring import RECHECK_SEED_STRIDE, Evaluation, LossEvaluator, load_data
 from optiloss.settings import SearchConfig
-from optiloss.statistics import ALPHA, direction, sample_std, welch_p_value
+from optiloss.statistics import ALPHA, Comparison, direction, sample_std
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """One loss against cross-entropy, trained with the same seeds and scored on the test split."""
+class PairedRuns:
+    """One loss and a reference (cross-entropy by default), trained with the same seeds and scored on
+    the test split; the test between them is :attr:`comparison`, the one comparison type of the reports."""
 
     formula: str
     accuracies: list[float]
@@ -34,9 +35,15 @@ class Comparison:
     baseline_formula: str = ""
 
     @property
+    def comparison(self) -> Comparison:
+        """The loss's accuracies against the reference's (difference of means, Welch's p: NaN with one
+        seed)."""
+        return Comparison.of(self.accuracies, self.baseline_accuracies, "loss", self.baseline_label)
+
+    @property
     def p_value(self) -> float:
         """Welch's two-sided p-value of the accuracies (NaN with one seed)."""
-        return welch_p_value(self.accuracies, self.baseline_accuracies)
+        return self.comparison.p
 
     def rows(self) -> list[dict[str, Any]]:
         """Both losses' mean and spread; the given loss's row also holds the accuracy difference in
@@ -50,7 +57,7 @@ class Comparison:
                 self.baseline_formula or baseline_genome().formula,
             ),
         )
-        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
+        difference = 100 * self.comparison.difference
         p = self.p_value
         tests: dict[str, dict[str, Any]] = {
             "loss": {"difference_points": round(difference, 2), "p_welch": None if math.isnan(p) else p},
@@ -76,8 +83,8 @@ class Comparison:
 
     def verdict(self) -> str:
         """One line: the difference in accuracy points, the p-value and what it means at :data:`ALPHA`."""
-        difference = 100 * (statistics.mean(self.accuracies) - statistics.mean(self.baseline_accuracies))
-        p = self.p_value
+        comparison = self.comparison
+        difference, p = 100 * comparison.difference, comparison.p
         if math.isnan(p):
             return (
                 f"difference {difference:+.2f} points; no p-value with {len(self.accuracies)} seed(s) "
@@ -91,7 +98,7 @@ class Comparison:
         )
 
 
-def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> Comparison:
+def evaluate_loss(formula: str, config: SearchConfig, seeds: int = 3, *, progress: bool = True) -> PairedRuns:
     """Train ``formula`` and cross-entropy on ``config``'s surrogate with ``seeds`` seeds each (the
     same seeds for both), on the training part, and score them on the test split, which no search
     sees. A formula that does not parse or fails the screen is a :class:`UsageError`."""
@@ -107,7 +114,7 @@ def compare_losses(
     seeds: int = 3,
     *,
     progress: bool = True,
-) -> Comparison:
+) -> PairedRuns:
     """Train ``genome`` and ``baseline`` on ``config``'s surrogate with ``seeds`` fresh seeds each (the
     same seeds for both) on the training part, and score them on the test split no search sees."""
     target = resolve_device(config.device)
@@ -127,7 +134,7 @@ def compare_losses(
                 config.seed + RECHECK_SEED_STRIDE * (seed + 1),
             )
         )
-    return Comparison(
+    return PairedRuns(
         genome.formula,
         [r.accuracy for r in runs["loss"]],
         [r.accuracy for r in runs[BASELINE]],

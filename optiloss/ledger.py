@@ -1,4 +1,5 @@
-"""Finished trainings kept for a rerun: the record of the stages that own no study (recheck, the matrix).
+"""Finished trainings kept for a rerun: the record of the stages that own no study (recheck, the
+matrix, the ablation).
 
 A :class:`RunLedger` is a plain Optuna study with two maximised values (accuracy and robustness,
 metric names ``accuracy`` and ``robustness``) in which each finished training is one COMPLETE trial
@@ -123,7 +124,8 @@ def ledgered_scores(
     description: str,
     progress: bool = True,
 ) -> dict[Key, Score]:
-    """Every run's score, the one training loop of the stages that keep a ledger (recheck, the matrix):
+    """Every run's score, the one training loop of the stages that keep a ledger (recheck, the matrix,
+    the ablation):
     read back from ``ledger`` where the run finished before, the others trained in order with a
     progress bar (``description``) and recorded in the ledger (kept nowhere without one).
 

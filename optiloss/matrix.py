@@ -42,6 +42,10 @@ SPLIT_WORDS = {
 }
 
 
+NOT_RUN = "not run"
+"""A matrix cell with no finished run yet."""
+
+
 @dataclass
 class MatrixResult:
     """Accuracies per (loss label, augmentation), one value per seed, on ``split``."""
@@ -79,7 +83,11 @@ class MatrixResult:
         )
 
     def cell(self, loss: str, augmentation: str) -> str:
-        values = self.accuracies[(loss, augmentation)]
+        """The cell's mean and spread over seeds, ``not run`` where it has no run (a matrix stopped
+        part-way)."""
+        values = self.accuracies.get((loss, augmentation))
+        if not values:
+            return NOT_RUN
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.4f} +- {spread:.4f}"
 

@@ -20,7 +20,7 @@ from optiloss.ledger import RunLedger, Trainer, ledgered_scores
 from optiloss.records import SearchTrialRecord, StudyKey, TransferRunRecord, loss_label
 from optiloss.scoring import RECHECK_SEED_STRIDE, DataFor, Evaluation, LossEvaluator, loader
 from optiloss.settings import RecheckSettings, SearchConfig
-from optiloss.statistics import ALPHA, holm, sample_std, significant, welch_p_value
+from optiloss.statistics import ALPHA, Comparison, holm, sample_std, significant
 from optiloss.storage import storage_from
 from optiloss.studies import found_and_zoo, load_study, pareto_trials, trial_genome
 
@@ -143,7 +143,7 @@ def recheck(
         accuracies = [scores[(entry.label, k)].accuracy for k in range(seeds)]
         robustness = [scores[(entry.label, k)].robustness for k in range(seeds)]
         is_baseline = entry.label == baseline_label
-        p = math.nan if is_baseline else welch_p_value(accuracies, baseline)
+        p = math.nan if is_baseline else Comparison.of(accuracies, baseline, entry.label, BASELINE).p
         p_values.append(p)
         rows.append(
             {

@@ -141,3 +141,6 @@ def test_the_matrix_read_back_from_its_ledger_keeps_the_run_order_and_leaves_a_m
     means = result.means()
     assert math.isnan(means[0, 0]) and means[0, 1] == 0.6
     assert list(means[1]) == pytest.approx([0.75, 0.5])
+    rows = {row["loss"]: row for row in result.rows()}  # the page's and the CLI's table of a stopped matrix
+    assert rows["trial_4"]["base"] == "not run" and rows["trial_4"]["mixup"] == "0.6000 +- 0.0000"
+    assert rows["cross_entropy"]["base"] == "0.7500 +- 0.0707"
