@@ -136,3 +136,32 @@ def test_the_pareto_rows_are_those_no_other_row_dominates_ties_included():
                 if not ((points >= point).all(1) & (points > point).any(1)).any()
             ]
             assert non_dominated_rows(points) == expected
+
+
+def test_a_pick_a_second_worker_claimed_meanwhile_is_picked_again():
+    """Two workers can pick the same genome in the time between reading the study and writing the
+    pick's fingerprint; the one that finds the other's claim picks again."""
+    options = {"soft_targets": False, "scale_free": True}
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    sampler = GuidedSampler(5, seed=3, screen_options=options)
+    study.sampler = sampler
+    pick_alone = sampler._uniform  # the pick this worker makes, then a rival claims the same
+    rivals = []
+
+    def picked_while_a_rival_claims_it(taken):
+        pick = pick_alone(taken)
+        if not rivals:
+            rival = optuna.trial.create_trial(
+                state=TrialState.RUNNING, user_attrs={"fingerprint": pick.fingerprint}
+            )
+            study.add_trial(rival)
+            rivals.append(pick.fingerprint)
+        return pick
+
+    sampler._uniform = picked_while_a_rival_claims_it
+    trial = study.ask()
+    Genome.suggest(trial, 5, 0)
+    claimed = study.get_trials(states=(TrialState.RUNNING,))
+    fingerprints = [t.user_attrs.get("fingerprint") for t in claimed]
+    assert len(claimed) == 2 and rivals and all(fingerprints)
+    assert len(set(fingerprints)) == 2  # this worker gave the genome up to the rival

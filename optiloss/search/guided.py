@@ -22,7 +22,8 @@ The sampler holds no state a study does not: phenotypes are recomputed from the
 trials' parameters, so a resumed search (or a second worker) rebuilds it from the
 study alone, and the same seed on the same study proposes the same genome. The
 pick writes onto its trial, through :mod:`optiloss.records`' keys, its
-fingerprint (so a second worker's objective sees it as running at once), how it
+fingerprint (so a second worker's objective sees it as running at once, and a worker whose pick
+another running trial claimed at the same moment picks again), how it
 was picked, and the predicted mean and spread of each objective, which ``show``
 sets beside the measured values. Studies stay plain Optuna studies: the genome is
 in the usual parameters.
@@ -71,6 +72,9 @@ sample of this size, so that a pick's fit stops growing with the study (the gate
 fits every tree on all of them)."""
 MAX_POOL_DRAWS = 20
 """Draws per pool place before a pool is taken as it is (screen rejections, duplicates)."""
+MAX_CLAIMS = 3
+"""Picks per trial when two workers claim the same genome at once (the last one stands: the
+objective's duplicate check rejects it then)."""
 
 
 class PhenotypePredictor:
@@ -216,16 +220,33 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             str(t.user_attrs[TrialKey.FINGERPRINT]) for t in trials if TrialKey.FINGERPRINT in t.user_attrs
         }
         trained = [t for t in trials if t.state == TrialState.COMPLETE and t.values and self._has_genome(t)]
-        if len(trained) < self.startup:
-            pick, prediction, how = self._uniform(taken), None, "startup"
-        else:
-            pick, prediction, how = self._guided_pick(study, trained, taken)
-        if pick.fingerprint:  # seen by a second worker's objective as running from now on
+        for _ in range(MAX_CLAIMS):
+            if len(trained) < self.startup:
+                pick, prediction, how = self._uniform(taken), None, "startup"
+            else:
+                pick, prediction, how = self._guided_pick(study, trained, taken)
+            if not pick.fingerprint:
+                break
+            # claimed: seen by a second worker's objective as running from now on
             record_on_trial(study, trial, TrialKey.FINGERPRINT, pick.fingerprint)
+            if not self._claimed_elsewhere(study, trial, pick.fingerprint):
+                break
+            taken.add(pick.fingerprint)
         record_on_trial(study, trial, TrialKey.GUIDED_PICK, how)
         if prediction is not None:
             record_on_trial(study, trial, TrialKey.PREDICTED, prediction)
         return {name: pick.params[name] for name in search_space}
+
+    @staticmethod
+    def _claimed_elsewhere(study: optuna.Study, trial: FrozenTrial, fingerprint: str) -> bool:
+        """Whether another trial, running or trained, holds ``fingerprint``: a second worker that
+        picked the same genome while this one was picking (and may have trained it meanwhile). Each
+        worker claims (writes) before it checks, so of two such workers at least one sees the other's
+        claim and picks again."""
+        return any(
+            other.number != trial.number and other.user_attrs.get(TrialKey.FINGERPRINT) == fingerprint
+            for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+        )
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
