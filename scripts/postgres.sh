@@ -29,7 +29,12 @@ case "${1:-start}" in
   url) echo "$URL"; exit 0 ;;
   stop)
     BIN=$(find_bin)
-    if [ -n "$BIN" ] && [ -f "$DATA/postmaster.pid" ]; then as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w stop; fi
+    if [ -n "$BIN" ] && [ -f "$DATA/postmaster.pid" ]; then as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w stop
+    elif [ -n "$BIN" ] && "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+      # a server this folder did not start holds the port: stopping nothing would pass for stopping it
+      echo "postgres: the server on 127.0.0.1:$PORT belongs to another folder; run scripts/postgres.sh stop there" >&2
+      exit 1
+    fi
     exit 0 ;;
   start) ;;
   *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;

@@ -38,7 +38,9 @@ def config(tmp_path, **keys) -> str:
 
 
 def server(action: str) -> None:
-    subprocess.run(["bash", str(POSTGRES_SCRIPT), action], check=True, capture_output=True, timeout=120)
+    done = subprocess.run(["bash", str(POSTGRES_SCRIPT), action], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:  # e.g. another checkout's server holds the port: this one cannot restart it
+        pytest.fail(f"scripts/postgres.sh {action}: {done.stderr.strip()}")
 
 
 def complete_trials(count: int) -> re.Pattern[bytes]:
